@@ -1,0 +1,15 @@
+//! A vhost-user virtio-fs backend with per-sandbox I/O rate limits.
+//!
+//! Layers, outside in: [`cli`] (flags → validated [`cli::Config`]), [`daemon`] (socket, vhost-user
+//! daemon, signals, exit), [`backend`] (vrings: pop, inspect, serve, complete) with [`vring`]
+//! (in-flight accounting so a ring stop never loses a request) and [`pool`] (worker threads),
+//! [`request`] (the hostile-input wall: names, offsets, session order) and [`fs`] (the passthrough
+//! filesystem).
+
+pub mod backend;
+pub mod cli;
+pub mod daemon;
+pub mod fs;
+pub mod pool;
+pub mod request;
+pub mod vring;

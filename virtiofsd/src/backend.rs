@@ -1,0 +1,368 @@
+//! The vhost-user-fs device: pops descriptor chains, serves them, completes them.
+//!
+//! Queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT), queue 1 carries every other request.
+//! A chain is inspected ([`crate::request`]) on the vring thread, then served there
+//! (`--thread-pool-size=0`) or on the worker pool. Whatever the filesystem does with it, the
+//! guest gets a reply when one is due: decode errors and panics become EINVAL/EIO replies.
+//! Only a corrupt ring (head index out of range, avail index jumping past the queue size) stops
+//! the device, through [`Fatal`], with a message.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use fuse_backend_rs::abi::fuse_abi::OutHeader;
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
+use log::{debug, error, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::fs::Fs;
+use crate::pool::Pool;
+use crate::request::{self, Cost, Policy, QueueKind, Session, Verdict};
+use crate::vring::{FsVring, GuestMem};
+
+/// One chain popped from a ring, with the memory it lives in.
+pub type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>;
+
+/// Largest queue the device accepts (the virtio maximum; Kata uses 1024).
+pub const MAX_QUEUE_SIZE: usize = 32768;
+const HIPRIO: u16 = 0;
+const REQUESTS: u16 = 1;
+const NUM_QUEUES: usize = 2;
+
+/// A condition that stops the device: the ring itself cannot be trusted any more.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// The avail index moved further than the queue size, or the ring is unreadable.
+    #[error("virtqueue {queue} is corrupt: {err}")]
+    Ring {
+        queue: u16,
+        err: virtio_queue::Error,
+    },
+    /// A head index outside the descriptor table.
+    #[error("virtqueue {queue} is corrupt: head index {head} >= queue size {size}")]
+    Head { queue: u16, head: u16, size: u16 },
+}
+
+/// Serves FUSE requests from chains: shared by the vring thread and the pool workers.
+pub struct Handler {
+    server: Server<Fs>,
+    session: Session,
+    policy: Policy,
+}
+
+impl Handler {
+    /// A handler serving `fs` under `policy`.
+    pub fn new(fs: Fs, policy: Policy) -> Self {
+        Handler {
+            server: Server::new(fs),
+            session: Session::default(),
+            policy,
+        }
+    }
+
+    /// The FUSE session (INIT state).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Decides what to do with a chain; cheap (reads the header and small bodies only).
+    pub fn inspect(&self, chain: &Chain, queue: QueueKind) -> Verdict {
+        match Reader::from_descriptor_chain(chain.memory(), chain.clone()) {
+            Ok(mut r) => request::inspect(&mut r, queue, &self.session, self.policy),
+            Err(e) => {
+                warn!("unreadable descriptor chain {}: {e}", chain.head_index());
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// Carries out a verdict; returns the number of bytes written to the chain.
+    pub fn serve(&self, chain: &Chain, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Drop => 0,
+            Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
+            Verdict::Serve { unique, opcode, .. } => {
+                let mem = chain.memory();
+                let res = Reader::from_descriptor_chain(mem, chain.clone()).and_then(|r| {
+                    VirtioFsWriter::new(mem, chain.clone()).map(|w| (r, Writer::from(w)))
+                });
+                let (r, w) = match res {
+                    Ok(rw) => rw,
+                    Err(e) => {
+                        warn!("request {unique}: bad descriptor chain: {e}");
+                        return reply_error(chain, unique, libc::EINVAL);
+                    }
+                };
+                let out = catch_unwind(AssertUnwindSafe(|| {
+                    self.server.handle_message(r, w, None, None)
+                }));
+                let errno = match out {
+                    Ok(Ok(n)) => return u32::try_from(n).unwrap_or(0),
+                    Ok(Err(e)) => {
+                        debug!("request {unique} (opcode {opcode}) failed: {e}");
+                        errno_of(&e)
+                    }
+                    Err(_) => {
+                        error!("request {unique} (opcode {opcode}) panicked; replying EIO");
+                        libc::EIO
+                    }
+                };
+                if request::is_reply_less(opcode) {
+                    0
+                } else {
+                    reply_error(chain, unique, errno)
+                }
+            }
+        }
+    }
+}
+
+fn errno_of(e: &fuse_backend_rs::Error) -> i32 {
+    use fuse_backend_rs::Error as E;
+    match e {
+        E::DecodeMessage(_)
+        | E::MissingParameter
+        | E::InvalidCString(_)
+        | E::InvalidHeaderLength
+        | E::InvalidXattrSize(_)
+        | E::InvalidMessage(_) => libc::EINVAL,
+        _ => libc::EIO,
+    }
+}
+
+/// Writes a bare error reply; returns its length, or 0 when the chain has no room for it.
+fn reply_error(chain: &Chain, unique: u64, errno: i32) -> u32 {
+    let header = OutHeader {
+        len: std::mem::size_of::<OutHeader>() as u32,
+        error: -errno,
+        unique,
+    };
+    let written = VirtioFsWriter::new(chain.memory(), chain.clone())
+        .map(|mut w| w.write_obj(header).is_ok())
+        .unwrap_or(false);
+    match written {
+        true => header.len,
+        false => {
+            warn!("request {unique}: no room for the error reply");
+            0
+        }
+    }
+}
+
+/// Puts a served chain in the used ring, without notifying the guest.
+pub fn complete(vring: &FsVring, head: u16, len: u32) {
+    if let Err(e) = vring.add_used(head, len) {
+        error!("cannot complete descriptor {head}: {e}");
+    }
+    vring.inflight().done();
+}
+
+/// Notifies the guest if it asked to be (EVENT_IDX) or always (without it).
+pub fn notify(vring: &FsVring) {
+    match vring.needs_notification() {
+        Ok(false) => {}
+        _ => {
+            if let Err(e) = vring.signal_used_queue() {
+                error!("cannot signal the used queue: {e}");
+            }
+        }
+    }
+}
+
+/// The `VhostUserBackend` of the daemon.
+pub struct FsBackend {
+    handler: Arc<Handler>,
+    pool: Option<Pool>,
+    mem: Mutex<GuestMem>,
+    event_idx: std::sync::atomic::AtomicBool,
+    fatal: Box<dyn Fn(Fatal) + Send + Sync>,
+    config_tag: Option<Vec<u8>>,
+}
+
+impl FsBackend {
+    /// A backend serving through `handler`, on `threads` pool workers (0: on the vring thread).
+    /// `fatal` is called when a ring is corrupt; the caller stops the daemon.
+    pub fn new(
+        handler: Arc<Handler>,
+        threads: usize,
+        mem: GuestMem,
+        fatal: Box<dyn Fn(Fatal) + Send + Sync>,
+    ) -> io::Result<Self> {
+        let pool = match threads {
+            0 => None,
+            n => Some(Pool::new(n, handler.clone())?),
+        };
+        Ok(FsBackend {
+            handler,
+            pool,
+            mem: Mutex::new(mem),
+            event_idx: Default::default(),
+            fatal,
+            config_tag: None,
+        })
+    }
+
+    /// Advertise the CONFIG protocol feature with this tag (virtio-fs config space).
+    pub fn with_tag(mut self, tag: Option<&str>) -> Self {
+        self.config_tag = tag.map(|t| {
+            let mut v = t.as_bytes().to_vec();
+            v.resize(36, 0);
+            v.extend_from_slice(&1u32.to_le_bytes()); // num_request_queues
+            v
+        });
+        self
+    }
+
+    /// Pops every available chain, counting them in flight. Stops at ring corruption.
+    fn pop_all(&self, vring: &FsVring, queue: u16) -> Result<Vec<Chain>, Fatal> {
+        let mem = self.mem.lock().unwrap().memory();
+        let mut state = vring.get_mut();
+        let q = state.get_queue_mut();
+        let size = q.size();
+        let iter = match q.iter(mem) {
+            Ok(it) => it,
+            Err(virtio_queue::Error::QueueNotReady) => return Ok(Vec::new()),
+            Err(err) => return Err(Fatal::Ring { queue, err }),
+        };
+        let chains: Vec<Chain> = iter.collect();
+        vring.inflight().add(chains.len());
+        if let Some(c) = chains.iter().find(|c| c.head_index() >= size) {
+            return Err(Fatal::Head {
+                queue,
+                head: c.head_index(),
+                size,
+            });
+        }
+        Ok(chains)
+    }
+
+    fn process(&self, vring: &FsVring, queue: u16) -> Result<(), Fatal> {
+        let kind = if queue == HIPRIO {
+            QueueKind::Hiprio
+        } else {
+            QueueKind::Request
+        };
+        let event_idx = self.event_idx.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            if event_idx {
+                let _ = vring.disable_notification();
+            }
+            let chains = self.pop_all(vring, queue)?;
+            let mut inline = 0;
+            for chain in chains {
+                let verdict = self.handler.inspect(&chain, kind);
+                match (&self.pool, verdict) {
+                    (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
+                        pool.submit(chain, verdict, vring.clone());
+                    }
+                    _ => {
+                        let len = self.handler.serve(&chain, verdict);
+                        complete(vring, chain.head_index(), len);
+                        inline += 1;
+                    }
+                }
+            }
+            if inline > 0 {
+                notify(vring);
+            }
+            if !event_idx || !vring.enable_notification().unwrap_or(false) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for FsBackend {
+    type Bitmap = ();
+    type Vring = FsVring;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        let base = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        match self.config_tag {
+            Some(_) => base | VhostUserProtocolFeatures::CONFIG,
+            None => base,
+        }
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let cfg = self.config_tag.as_deref().unwrap_or_default();
+        let start = (offset as usize).min(cfg.len());
+        let end = start.saturating_add(size as usize).min(cfg.len());
+        cfg[start..end].to_vec()
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        *self.mem.lock().unwrap() = mem;
+        Ok(())
+    }
+
+    /// SET_FEATURES starts every (re)start of the device, e.g. after a guest reboot: a new
+    /// FUSE session begins, so the next INIT is accepted.
+    fn acked_features(&self, _features: u64) {
+        self.handler.session().reset();
+    }
+
+    fn reset_device(&self) {
+        self.handler.session().reset();
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[FsVring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("unexpected event set {evset:?}")));
+        }
+        let Some(vring) = vrings.get(device_event as usize) else {
+            return Err(io::Error::other(format!("unknown event {device_event}")));
+        };
+        if device_event == REQUESTS || device_event == HIPRIO {
+            if let Err(f) = self.process(vring, device_event) {
+                error!("{f}; stopping the device");
+                (self.fatal)(f);
+                return Err(io::Error::other("corrupt virtqueue"));
+            }
+        }
+        Ok(())
+    }
+}

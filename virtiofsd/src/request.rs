@@ -1,0 +1,427 @@
+//! Inspection of one FUSE request before it reaches the filesystem.
+//!
+//! A guest kernel can put any bytes in a descriptor chain. [`inspect`] reads the in-header and,
+//! for the opcodes that carry names or offsets, the fixed part of the body, and decides whether
+//! the request is served, answered with an error, or dropped (requests that never get a reply).
+//! It also reports what the request costs (READ/WRITE payload size) for the rate limiter, so the
+//! request is peeked once.
+//!
+//! This is the first wall between the guest and the host: names with `/`, `.`/`..` (outside
+//! LOOKUP), empty or overlong names, interior NULs and offsets beyond `i64::MAX` never reach
+//! the passthrough filesystem, in every sandbox mode.
+
+use std::io::Read;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fuse_backend_rs::abi::fuse_abi::{
+    CopyFileRangeIn, CreateIn, FallocateIn, InHeader, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
+    ReadIn, Rename2In, RenameIn, WriteIn,
+};
+use fuse_backend_rs::transport::Reader;
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::ByteValued;
+
+/// Longest name one path component may have (Linux `NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target (Linux `PATH_MAX` without the NUL).
+pub const PATH_MAX: usize = 4095;
+
+/// Opcode numbers as `u32` constants, for matching.
+mod op {
+    use super::Opcode;
+    pub const LOOKUP: u32 = Opcode::Lookup as u32;
+    pub const FORGET: u32 = Opcode::Forget as u32;
+    pub const SYMLINK: u32 = Opcode::Symlink as u32;
+    pub const MKNOD: u32 = Opcode::Mknod as u32;
+    pub const MKDIR: u32 = Opcode::Mkdir as u32;
+    pub const UNLINK: u32 = Opcode::Unlink as u32;
+    pub const RMDIR: u32 = Opcode::Rmdir as u32;
+    pub const RENAME: u32 = Opcode::Rename as u32;
+    pub const LINK: u32 = Opcode::Link as u32;
+    pub const READ: u32 = Opcode::Read as u32;
+    pub const WRITE: u32 = Opcode::Write as u32;
+    pub const INIT: u32 = Opcode::Init as u32;
+    pub const CREATE: u32 = Opcode::Create as u32;
+    pub const INTERRUPT: u32 = Opcode::Interrupt as u32;
+    pub const DESTROY: u32 = Opcode::Destroy as u32;
+    pub const BATCH_FORGET: u32 = Opcode::BatchForget as u32;
+    pub const FALLOCATE: u32 = Opcode::Fallocate as u32;
+    pub const RENAME2: u32 = Opcode::Rename2 as u32;
+    pub const LSEEK: u32 = Opcode::Lseek as u32;
+    pub const COPY_FILE_RANGE: u32 = 47;
+}
+
+/// Which virtio-fs queue a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Queue 0: FORGET, BATCH_FORGET and INTERRUPT only; never throttled.
+    Hiprio,
+    /// Queue 1 and up: every other request.
+    Request,
+}
+
+/// What a request will move, charged by the rate limiter before it is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cost {
+    /// READ of this many bytes (the size asked for).
+    Read(u32),
+    /// WRITE carrying this many payload bytes.
+    Write(u32),
+    /// Any other request on the request queue.
+    Other,
+    /// Hiprio traffic: never charged.
+    Free,
+}
+
+/// The decision about one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the request to the filesystem server.
+    Serve {
+        unique: u64,
+        opcode: u32,
+        cost: Cost,
+    },
+    /// Answer with this errno without touching the filesystem.
+    Reject {
+        unique: u64,
+        opcode: u32,
+        errno: i32,
+    },
+    /// No reply is possible or expected (FORGET, INTERRUPT, an unreadable header).
+    Drop,
+}
+
+/// FUSE session state shared by every queue of one device: INIT must come first, once.
+#[derive(Debug, Default)]
+pub struct Session {
+    initialized: AtomicBool,
+}
+
+impl Session {
+    /// Forgets INIT, e.g. after DESTROY or when the frontend stops the rings (guest reboot).
+    pub fn reset(&self) {
+        self.initialized.store(false, Ordering::Release);
+    }
+
+    /// Whether INIT has been served since the last reset.
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
+    }
+}
+
+/// Inspection switches. `check_names: false` exists only so tests can prove the hostile-name
+/// tests fail without the check (a seeded bug); the CLI never sets it.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Validate every name a guest sends.
+    pub check_names: bool,
+    /// Refuse every mutating request with EROFS.
+    pub readonly: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            check_names: true,
+            readonly: false,
+        }
+    }
+}
+
+/// Whether an opcode never gets a reply.
+pub fn is_reply_less(opcode: u32) -> bool {
+    matches!(opcode, op::FORGET | op::BATCH_FORGET | op::INTERRUPT)
+}
+
+/// Inspects the request that `r` reads from; `r` is consumed (use a separate reader to serve).
+/// `readable` is the number of readable bytes in the chain.
+pub fn inspect<S: BitmapSlice>(
+    r: &mut Reader<'_, S>,
+    queue: QueueKind,
+    session: &Session,
+    policy: Policy,
+) -> Verdict {
+    let readable = r.available_bytes();
+    let Ok(h) = r.read_obj::<InHeader>() else {
+        return Verdict::Drop;
+    };
+    let reject = |errno| {
+        if is_reply_less(h.opcode) {
+            Verdict::Drop
+        } else {
+            Verdict::Reject {
+                unique: h.unique,
+                opcode: h.opcode,
+                errno,
+            }
+        }
+    };
+    let len = h.len as usize;
+    if len < size_of::<InHeader>() || len > readable {
+        return reject(libc::EINVAL);
+    }
+    let body_len = len - size_of::<InHeader>();
+
+    match queue {
+        QueueKind::Hiprio if !is_reply_less(h.opcode) => return reject(libc::EINVAL),
+        QueueKind::Hiprio => {
+            return if session.is_initialized() {
+                serve(&h, Cost::Free)
+            } else {
+                Verdict::Drop
+            };
+        }
+        QueueKind::Request => {}
+    }
+
+    // Session order: INIT first and once; DESTROY ends the session.
+    match (h.opcode, session.is_initialized()) {
+        (op::INIT, true) => return reject(libc::EIO),
+        (op::INIT, false) => {
+            session.initialized.store(true, Ordering::Release);
+            return serve(&h, Cost::Other);
+        }
+        (_, false) => return reject(libc::EIO),
+        (op::DESTROY, true) => {
+            session.reset();
+            return serve(&h, Cost::Other);
+        }
+        _ => {}
+    }
+
+    if policy.readonly && mutates(h.opcode) {
+        return reject(libc::EROFS);
+    }
+
+    match check_body(r, &h, body_len, policy) {
+        Ok(cost) => serve(&h, cost),
+        Err(errno) => reject(errno),
+    }
+}
+
+fn serve(h: &InHeader, cost: Cost) -> Verdict {
+    Verdict::Serve {
+        unique: h.unique,
+        opcode: h.opcode,
+        cost,
+    }
+}
+
+/// Opcodes that change the filesystem (refused under `--readonly`). OPEN and CREATE with write
+/// access are handled by the filesystem wrapper, which sees the flags.
+pub fn mutates(opcode: u32) -> bool {
+    use fuse_backend_rs::abi::fuse_abi::Opcode as O;
+    [
+        O::Setattr as u32,
+        op::SYMLINK,
+        op::MKNOD,
+        op::MKDIR,
+        op::UNLINK,
+        op::RMDIR,
+        op::RENAME,
+        op::LINK,
+        op::WRITE,
+        O::Setxattr as u32,
+        O::Removexattr as u32,
+        op::CREATE,
+        op::FALLOCATE,
+        op::RENAME2,
+        op::COPY_FILE_RANGE,
+        51, // TMPFILE
+    ]
+    .contains(&opcode)
+}
+
+/// Checks the body of opcodes with names or offsets; returns the request's cost.
+fn check_body<S: BitmapSlice>(
+    r: &mut Reader<'_, S>,
+    h: &InHeader,
+    body_len: usize,
+    policy: Policy,
+) -> Result<Cost, i32> {
+    let names = |r: &mut Reader<'_, S>, fixed: usize, count: usize, dots_ok: bool| {
+        if !policy.check_names {
+            return Ok(());
+        }
+        let rest = body_len.checked_sub(fixed).ok_or(libc::EINVAL)?;
+        if rest > count * (NAME_MAX + 1) {
+            return Err(libc::ENAMETOOLONG);
+        }
+        skip(r, fixed)?;
+        let mut buf = vec![0u8; rest];
+        r.read_exact(&mut buf).map_err(|_| libc::EINVAL)?;
+        check_names(&buf, count, dots_ok)
+    };
+    match h.opcode {
+        op::LOOKUP => names(r, 0, 1, true)?,
+        op::UNLINK | op::RMDIR => names(r, 0, 1, false)?,
+        op::MKDIR => names(r, size_of::<MkdirIn>(), 1, false)?,
+        op::MKNOD => names(r, size_of::<MknodIn>(), 1, false)?,
+        op::CREATE => names(r, size_of::<CreateIn>(), 1, false)?,
+        op::LINK => names(r, size_of::<LinkIn>(), 1, false)?,
+        op::RENAME => names(r, size_of::<RenameIn>(), 2, false)?,
+        op::RENAME2 => names(r, size_of::<Rename2In>(), 2, false)?,
+        op::SYMLINK if policy.check_names => {
+            let mut buf = vec![0u8; body_len.min(NAME_MAX + PATH_MAX + 2 + 1)];
+            r.read_exact(&mut buf).map_err(|_| libc::EINVAL)?;
+            if body_len > buf.len() {
+                return Err(libc::ENAMETOOLONG);
+            }
+            check_symlink(&buf)?;
+        }
+        op::READ => {
+            let rd: ReadIn = read_fixed(r, body_len)?;
+            check_range(rd.offset, u64::from(rd.size))?;
+            return Ok(Cost::Read(rd.size));
+        }
+        op::WRITE => {
+            let wr: WriteIn = read_fixed(r, body_len)?;
+            check_range(wr.offset, u64::from(wr.size))?;
+            if body_len - size_of::<WriteIn>() < wr.size as usize {
+                return Err(libc::EINVAL);
+            }
+            return Ok(Cost::Write(wr.size));
+        }
+        op::FALLOCATE => {
+            let fa: FallocateIn = read_fixed(r, body_len)?;
+            check_range(fa.offset, fa.length)?;
+        }
+        op::LSEEK => {
+            let ls: LseekIn = read_fixed(r, body_len)?;
+            check_range(ls.offset, 0)?;
+        }
+        op::COPY_FILE_RANGE => {
+            let cp: CopyFileRangeIn = read_fixed(r, body_len)?;
+            check_range(cp.offset_in, cp.len)?;
+            check_range(cp.offset_out, cp.len)?;
+        }
+        _ => {}
+    }
+    Ok(Cost::Other)
+}
+
+fn read_fixed<T: ByteValued, S: BitmapSlice>(
+    r: &mut Reader<'_, S>,
+    body_len: usize,
+) -> Result<T, i32> {
+    if body_len < size_of::<T>() {
+        return Err(libc::EINVAL);
+    }
+    r.read_obj::<T>().map_err(|_| libc::EINVAL)
+}
+
+fn skip<S: BitmapSlice>(r: &mut Reader<'_, S>, n: usize) -> Result<(), i32> {
+    let mut buf = [0u8; 64];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len());
+        r.read_exact(&mut buf[..k]).map_err(|_| libc::EINVAL)?;
+        left -= k;
+    }
+    Ok(())
+}
+
+/// A file range must stay within `0..=i64::MAX` (the host's `off_t`).
+fn check_range(offset: u64, len: u64) -> Result<(), i32> {
+    match offset.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// `buf` must be exactly `count` NUL-terminated names, each a valid path component.
+fn check_names(buf: &[u8], count: usize, dots_ok: bool) -> Result<(), i32> {
+    if buf.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    let parts: Vec<&[u8]> = buf[..buf.len() - 1].split(|b| *b == 0).collect();
+    if parts.len() != count {
+        return Err(libc::EINVAL);
+    }
+    parts
+        .iter()
+        .try_for_each(|name| check_component(name, dots_ok))
+}
+
+/// One path component: 1..=NAME_MAX bytes, no `/`, no NUL, and not `.`/`..` unless allowed.
+pub fn check_component(name: &[u8], dots_ok: bool) -> Result<(), i32> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(libc::EINVAL);
+    }
+    if name.len() > NAME_MAX {
+        return Err(libc::ENAMETOOLONG);
+    }
+    if !dots_ok && (name == b"." || name == b"..") {
+        return Err(libc::EINVAL);
+    }
+    Ok(())
+}
+
+/// SYMLINK carries `name\0target\0`: the name is a component; the target is any non-empty
+/// path without NUL (the guest kernel resolves it, never the daemon).
+fn check_symlink(buf: &[u8]) -> Result<(), i32> {
+    if buf.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    let mut parts = buf[..buf.len() - 1].splitn(2, |b| *b == 0);
+    let name = parts.next().unwrap_or_default();
+    let target = parts.next().ok_or(libc::EINVAL)?;
+    check_component(name, false)?;
+    if target.is_empty() || target.contains(&0) {
+        return Err(libc::EINVAL);
+    }
+    if target.len() > PATH_MAX {
+        return Err(libc::ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components() {
+        assert_eq!(check_component(b"a", false), Ok(()));
+        assert_eq!(check_component(b"", false), Err(libc::EINVAL));
+        assert_eq!(check_component(b"..", false), Err(libc::EINVAL));
+        assert_eq!(check_component(b".", false), Err(libc::EINVAL));
+        assert_eq!(check_component(b"..", true), Ok(()));
+        assert_eq!(check_component(b"../x", true), Err(libc::EINVAL));
+        assert_eq!(check_component(b"a\0b", false), Err(libc::EINVAL));
+        assert_eq!(
+            check_component(&[b'x'; 256], false),
+            Err(libc::ENAMETOOLONG)
+        );
+        assert_eq!(check_component(&[b'x'; 255], false), Ok(()));
+    }
+
+    #[test]
+    fn name_lists() {
+        assert_eq!(check_names(b"a\0", 1, false), Ok(()));
+        assert_eq!(check_names(b"a", 1, false), Err(libc::EINVAL));
+        assert_eq!(check_names(b"a\0b\0", 1, false), Err(libc::EINVAL));
+        assert_eq!(check_names(b"a\0b\0", 2, false), Ok(()));
+        assert_eq!(check_names(b"a\0\0", 2, false), Err(libc::EINVAL));
+        assert_eq!(check_names(b"a\0../b\0", 2, false), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn symlinks() {
+        assert_eq!(check_symlink(b"l\0/etc/passwd\0"), Ok(()));
+        assert_eq!(check_symlink(b"l\0\0"), Err(libc::EINVAL));
+        assert_eq!(check_symlink(b"../l\0t\0"), Err(libc::EINVAL));
+        assert_eq!(check_symlink(b"l\0t"), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(check_range(0, 4096), Ok(()));
+        assert_eq!(check_range(i64::MAX as u64, 0), Ok(()));
+        assert_eq!(check_range(1 << 63, 0), Err(libc::EINVAL));
+        assert_eq!(check_range(u64::MAX, 1), Err(libc::EINVAL));
+        assert_eq!(check_range(i64::MAX as u64, 1), Err(libc::EINVAL));
+    }
+}

@@ -1,0 +1,169 @@
+//! A vring that knows how many of its requests are still being served.
+//!
+//! vhost-user stops a ring with GET_VRING_BASE and reads back the next available index: every
+//! request popped before that must already be in the used ring, or it is lost or completed into a
+//! ring the guest has since reset. The handler does not tell the backend about the stop; it calls
+//! `set_queue_ready(false)` on the vring, so [`FsVring`] wraps the library's `VringRwLock` and
+//! makes that call wait until every popped request (served inline, on the pool, or parked by the
+//! rate limiter) has been completed.
+
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use vhost_user_backend::{VringRwLock, VringStateGuard, VringStateMutGuard, VringT};
+use virtio_queue::Error as VirtQueError;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Guest memory as the daemon maps it (no dirty bitmap: no migration).
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+/// How long a ring stop waits for in-flight requests before giving up with an error log.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests popped from a ring and not yet completed, and what to do when the ring stops.
+#[derive(Default)]
+pub struct Inflight {
+    count: Mutex<usize>,
+    idle: Condvar,
+    on_stop: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl Inflight {
+    /// Counts `n` newly popped requests.
+    pub fn add(&self, n: usize) {
+        *self.count.lock().unwrap() += n;
+    }
+
+    /// Counts one completed request.
+    pub fn done(&self) {
+        let mut c = self.count.lock().unwrap();
+        *c = c.saturating_sub(1);
+        if *c == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Requests currently in flight.
+    pub fn count(&self) -> usize {
+        *self.count.lock().unwrap()
+    }
+
+    /// Registers a callback run when the ring stops, before waiting (e.g. release parked requests).
+    pub fn on_stop(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.on_stop.lock().unwrap().push(f);
+    }
+
+    fn drain(&self) {
+        for f in self.on_stop.lock().unwrap().iter() {
+            f();
+        }
+        let c = self.count.lock().unwrap();
+        let (c, res) = self
+            .idle
+            .wait_timeout_while(c, DRAIN_TIMEOUT, |c| *c > 0)
+            .unwrap();
+        if res.timed_out() {
+            log::error!(
+                "ring stop: {} request(s) still in flight after {DRAIN_TIMEOUT:?}",
+                *c
+            );
+        }
+    }
+}
+
+/// `VringRwLock` plus in-flight accounting; see the module docs.
+#[derive(Clone)]
+pub struct FsVring {
+    inner: VringRwLock<GuestMem>,
+    inflight: Arc<Inflight>,
+}
+
+impl FsVring {
+    /// The ring's in-flight accounting.
+    pub fn inflight(&self) -> &Arc<Inflight> {
+        &self.inflight
+    }
+}
+
+impl<'a> VringStateGuard<'a, GuestMem> for FsVring {
+    type G = <VringRwLock<GuestMem> as VringStateGuard<'a, GuestMem>>::G;
+}
+
+impl<'a> VringStateMutGuard<'a, GuestMem> for FsVring {
+    type G = <VringRwLock<GuestMem> as VringStateMutGuard<'a, GuestMem>>::G;
+}
+
+impl VringT<GuestMem> for FsVring {
+    fn new(mem: GuestMem, max_queue_size: u16) -> Result<Self, VirtQueError> {
+        Ok(FsVring {
+            inner: VringRwLock::new(mem, max_queue_size)?,
+            inflight: Arc::default(),
+        })
+    }
+    fn get_ref(&self) -> <Self as VringStateGuard<'_, GuestMem>>::G {
+        self.inner.get_ref()
+    }
+    fn get_mut(&self) -> <Self as VringStateMutGuard<'_, GuestMem>>::G {
+        self.inner.get_mut()
+    }
+    fn add_used(&self, desc_index: u16, len: u32) -> Result<(), VirtQueError> {
+        self.inner.add_used(desc_index, len)
+    }
+    fn signal_used_queue(&self) -> io::Result<()> {
+        self.inner.signal_used_queue()
+    }
+    fn enable_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.enable_notification()
+    }
+    fn disable_notification(&self) -> Result<(), VirtQueError> {
+        self.inner.disable_notification()
+    }
+    fn needs_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.needs_notification()
+    }
+    fn set_enabled(&self, enabled: bool) {
+        self.inner.set_enabled(enabled)
+    }
+    fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
+        self.inner.set_queue_info(desc, avail, used)
+    }
+    fn queue_next_avail(&self) -> u16 {
+        self.inner.queue_next_avail()
+    }
+    fn set_queue_next_avail(&self, base: u16) {
+        self.inner.set_queue_next_avail(base)
+    }
+    fn set_queue_next_used(&self, idx: u16) {
+        self.inner.set_queue_next_used(idx)
+    }
+    fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
+        self.inner.queue_used_idx()
+    }
+    fn set_queue_size(&self, num: u16) {
+        self.inner.set_queue_size(num)
+    }
+    fn set_queue_event_idx(&self, enabled: bool) {
+        self.inner.set_queue_event_idx(enabled)
+    }
+    /// Stopping a ring (`false`) first stops popping, then waits for in-flight requests.
+    fn set_queue_ready(&self, ready: bool) {
+        self.inner.set_queue_ready(ready);
+        if !ready {
+            self.inflight.drain();
+        }
+    }
+    fn set_kick(&self, file: Option<File>) {
+        self.inner.set_kick(file)
+    }
+    fn read_kick(&self) -> io::Result<bool> {
+        self.inner.read_kick()
+    }
+    fn set_call(&self, file: Option<File>) {
+        self.inner.set_call(file)
+    }
+    fn set_err(&self, file: Option<File>) {
+        self.inner.set_err(file)
+    }
+}
