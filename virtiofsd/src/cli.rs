@@ -1,7 +1,9 @@
 //! Command line: parsed with clap, validated into a [`Config`] before anything starts.
 //!
-//! Every value error exits with status 2 and a message naming the flag. A repeated flag is not
-//! an error: the last one wins, because Kata appends `virtio_fs_extra_args` after its own.
+//! Accepts upstream virtiofsd 1.14's flags, including the legacy `-o` forms Kata's runtime-rs
+//! still passes. Every value error exits with status 2 and a message naming the flag. A
+//! repeated flag is not an error: the last one wins, because Kata appends
+//! `virtio_fs_extra_args` after its own.
 
 use std::os::unix::io::RawFd;
 use std::path::PathBuf;
@@ -11,9 +13,9 @@ use clap::{Parser, ValueEnum};
 /// How long the guest may cache entries and attributes, and whether it may cache file data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CacheMode {
-    /// No caching of data; metadata timeouts 0.
+    /// No caching; metadata timeouts 0; READDIRPLUS off.
     Never,
-    /// Metadata cached for 86400 s; data not cached.
+    /// Metadata cached for 86400 s; file data not cached.
     Metadata,
     /// Close-to-open consistency; metadata timeouts 1 s (default).
     Auto,
@@ -28,6 +30,18 @@ pub enum SandboxMode {
     None,
 }
 
+/// When inodes are referenced by file handles instead of O_PATH descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InodeFileHandles {
+    /// Always O_PATH descriptors.
+    Never,
+    /// File handles where the daemon can open them, else descriptors (default).
+    #[value(alias = "fallback")]
+    Prefer,
+    /// File handles or fail at start.
+    Mandatory,
+}
+
 /// Log verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -39,33 +53,108 @@ pub enum LogLevel {
     Off,
 }
 
+/// Upstream flags this daemon does not implement: rejected by name, never silently ignored.
+const UNSUPPORTED: &[&str] = &[
+    "posix-acl",
+    "security-label",
+    "xattrmap",
+    "allow-mmap",
+    "migration-mode",
+    "migration-on-error",
+    "migration-verify-handles",
+    "migration-confirm-paths",
+    "uid-map",
+    "gid-map",
+    "translate-uid",
+    "translate-gid",
+    "preserve-noatime",
+    "seccomp",
+    "modcaps",
+];
+
 /// `virtiofsd`: a vhost-user virtio-fs device backend with per-sandbox I/O rate limits.
+///
+/// A drop-in for upstream virtiofsd 1.14 as Kata Containers launches it.
 #[derive(Debug, Parser)]
-#[command(name = "virtiofsd", version, args_override_self = true)]
+#[command(
+    name = "virtiofsd",
+    version,
+    args_override_self = true,
+    override_usage = "virtiofsd --shared-dir <DIR> (--socket-path <PATH> | --fd <FD>) [OPTIONS]"
+)]
 pub struct Cli {
-    /// vhost-user socket path to create and listen on.
-    #[arg(long, alias = "socket", value_name = "PATH")]
-    pub socket_path: Option<PathBuf>,
-
-    /// An already-listening vhost-user socket inherited as this file descriptor (Kata: --fd=3).
-    #[arg(long, value_name = "FD", conflicts_with = "socket_path")]
-    pub fd: Option<RawFd>,
-
     /// Directory exported to the guest.
     #[arg(long, value_name = "DIR")]
     pub shared_dir: Option<PathBuf>,
 
-    /// Caching policy the guest may use.
+    /// vhost-user socket path to create and listen on. A `<PATH>.pid` lock file guards it.
+    #[arg(long, alias = "socket", value_name = "PATH")]
+    pub socket_path: Option<PathBuf>,
+
+    /// An already-listening vhost-user socket inherited as this descriptor (Kata: --fd=3).
+    #[arg(long, value_name = "FD")]
+    pub fd: Option<RawFd>,
+
+    /// Group that owns the vhost-user socket (with --socket-path).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Tag advertised in the device config space (enables the vhost-user CONFIG feature; QEMU
+    /// 7.1–8.0 crash on it, so it is off unless given). 1–36 bytes.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// Caching policy the guest may use: auto (1 s), always / metadata (86400 s), never (0 s).
     #[arg(long, value_enum, default_value_t = CacheMode::Auto)]
     pub cache: CacheMode,
 
-    /// Worker threads serving requests; 0 serves them on the vring thread.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub thread_pool_size: usize,
+    /// Disable READDIRPLUS.
+    #[arg(long)]
+    pub no_readdirplus: bool,
+
+    /// Enable the guest's writeback cache.
+    #[arg(long)]
+    pub writeback: bool,
+
+    /// Honour O_DIRECT from guest applications.
+    #[arg(long)]
+    pub allow_direct_io: bool,
 
     /// Enable extended attributes.
     #[arg(long)]
     pub xattr: bool,
+
+    /// Refuse every change to the shared directory (EROFS).
+    #[arg(long)]
+    pub readonly: bool,
+
+    /// Enable FUSE_HANDLE_KILLPRIV_V2.
+    #[arg(long, overrides_with = "no_killpriv_v2")]
+    pub killpriv_v2: bool,
+
+    /// Disable FUSE_HANDLE_KILLPRIV_V2 (default).
+    #[arg(long, overrides_with = "killpriv_v2")]
+    pub no_killpriv_v2: bool,
+
+    /// Show mount points inside the shared directory to the guest as submounts (default).
+    #[arg(long, overrides_with = "no_announce_submounts")]
+    pub announce_submounts: bool,
+
+    /// Do not announce submounts.
+    #[arg(long, overrides_with = "announce_submounts")]
+    pub no_announce_submounts: bool,
+
+    /// Reference inodes by file handles: never, prefer (fall back to descriptors), mandatory.
+    #[arg(long, value_enum, default_value_t = InodeFileHandles::Prefer, require_equals = true)]
+    pub inode_file_handles: InodeFileHandles,
+
+    /// Maximum open files (0 leaves the limit alone) [default: min(1000000, nr_open)].
+    #[arg(long, value_name = "N")]
+    pub rlimit_nofile: Option<u64>,
+
+    /// Worker threads serving requests; 0 serves them on the vring thread.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub thread_pool_size: usize,
 
     /// Sandbox mode.
     #[arg(long, value_enum, default_value_t = SandboxMode::None)]
@@ -74,13 +163,44 @@ pub struct Cli {
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// Log to syslog when a syslog socket exists (else stderr).
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Print the vhost-user backend capabilities (JSON) and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    /// Legacy options, comma separated: source=DIR, cache=none|auto|always|metadata,
+    /// loglevel=LEVEL, xattr, no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
+    /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2, no_killpriv_v2,
+    /// no_posix_lock, no_flock, no_posix_acl, no_security_label.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub compat_options: Vec<String>,
+
+    /// Legacy: log level debug.
+    #[arg(short = 'd')]
+    pub compat_debug: bool,
+
+    /// Legacy: run in the foreground (always the case).
+    #[arg(short = 'f')]
+    pub compat_foreground: bool,
+
+    /// Upstream flags this daemon does not implement (rejected with a message).
+    #[arg(long = "unsupported", hide = true, num_args = 0..=1, require_equals = true,
+          value_name = "V", aliases = UNSUPPORTED)]
+    pub unsupported: Vec<String>,
 }
 
 /// Where the vhost-user connection comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
-    /// Create a socket at this path.
-    Path(PathBuf),
+    /// Create a socket at this path (optionally owned by a group).
+    Path {
+        path: PathBuf,
+        group: Option<String>,
+    },
     /// Accept on this inherited, listening socket.
     Fd(RawFd),
 }
@@ -90,10 +210,20 @@ pub enum Listen {
 pub struct Config {
     pub listen: Listen,
     pub shared_dir: PathBuf,
+    pub tag: Option<String>,
     pub cache: CacheMode,
-    pub thread_pool_size: usize,
+    pub readdirplus: bool,
+    pub writeback: bool,
+    pub allow_direct_io: bool,
     pub xattr: bool,
+    pub readonly: bool,
+    pub killpriv_v2: bool,
+    pub announce_submounts: bool,
+    pub inode_file_handles: InodeFileHandles,
+    pub rlimit_nofile: Option<u64>,
+    pub thread_pool_size: usize,
     pub log_level: LogLevel,
+    pub syslog: bool,
 }
 
 /// A command-line value that cannot be used; the message names the flag.
@@ -101,41 +231,149 @@ pub struct Config {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+fn usage<T>(m: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(m.into()))
+}
+
+/// Maximum tag length (virtio-fs config space).
+pub const MAX_TAG_LEN: usize = 36;
+
 impl Cli {
-    /// Checks what clap cannot: required combinations, paths, descriptors.
-    pub fn into_config(self) -> Result<Config, UsageError> {
-        let err = |m: String| Err(UsageError(m));
+    /// Applies the legacy `-o` options on top of the flags (as upstream: they win).
+    fn apply_compat(&mut self) -> Result<(), UsageError> {
+        if self.compat_debug {
+            self.log_level = LogLevel::Debug;
+        }
+        for opt in self
+            .compat_options
+            .clone()
+            .iter()
+            .flat_map(|o| o.split(','))
+        {
+            let bad = |v: &str| usage(format!("-o {opt}: invalid value '{v}'"));
+            match opt.split_once('=') {
+                Some(("source", v)) => self.shared_dir = Some(v.into()),
+                Some(("cache", v)) => {
+                    self.cache = match v {
+                        "none" | "never" => CacheMode::Never,
+                        "auto" => CacheMode::Auto,
+                        "always" => CacheMode::Always,
+                        "metadata" => CacheMode::Metadata,
+                        _ => return bad(v),
+                    }
+                }
+                Some(("loglevel", v)) => {
+                    self.log_level = match v {
+                        "debug" => LogLevel::Debug,
+                        "info" => LogLevel::Info,
+                        "warn" => LogLevel::Warn,
+                        "err" => LogLevel::Error,
+                        _ => return bad(v),
+                    }
+                }
+                Some((k, _)) => {
+                    return usage(format!("-o {k}=...: not supported by this virtiofsd"))
+                }
+                None => match opt {
+                    "xattr" => self.xattr = true,
+                    "no_xattr" => self.xattr = false,
+                    "readdirplus" => self.no_readdirplus = false,
+                    "no_readdirplus" => self.no_readdirplus = true,
+                    "writeback" => self.writeback = true,
+                    "no_writeback" => self.writeback = false,
+                    "allow_direct_io" => self.allow_direct_io = true,
+                    "no_allow_direct_io" => self.allow_direct_io = false,
+                    "announce_submounts" => {
+                        self.announce_submounts = true;
+                        self.no_announce_submounts = false;
+                    }
+                    "killpriv_v2" => {
+                        self.killpriv_v2 = true;
+                        self.no_killpriv_v2 = false;
+                    }
+                    "no_killpriv_v2" => {
+                        self.killpriv_v2 = false;
+                        self.no_killpriv_v2 = true;
+                    }
+                    "no_posix_lock" | "no_flock" | "no_posix_acl" | "no_security_label" | "" => {}
+                    _ => return usage(format!("-o {opt}: not supported by this virtiofsd")),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what clap cannot: required combinations, paths, descriptors, unsupported flags.
+    pub fn into_config(mut self) -> Result<Config, UsageError> {
+        if let Some(flag) = unsupported_flag_used() {
+            return usage(format!("--{flag} is not supported by this virtiofsd"));
+        }
+        self.apply_compat()?;
         let listen = match (self.socket_path, self.fd) {
-            (Some(p), None) => Listen::Path(p),
+            (Some(path), None) => Listen::Path {
+                path,
+                group: self.socket_group,
+            },
+            (None, Some(fd)) if self.socket_group.is_some() => {
+                let _ = fd;
+                return usage("--socket-group cannot be used with --fd");
+            }
             (None, Some(fd)) => {
                 check_listening_fd(fd)?;
                 Listen::Fd(fd)
             }
-            _ => return err("one of --socket-path or --fd is required".into()),
+            (Some(_), Some(_)) => return usage("--socket-path and --fd are mutually exclusive"),
+            (None, None) => return usage("one of --socket-path or --fd is required"),
         };
         let Some(shared_dir) = self.shared_dir else {
-            return err("--shared-dir is required".into());
+            return usage("--shared-dir is required");
         };
         match std::fs::metadata(&shared_dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return err(format!(
+                return usage(format!(
                     "--shared-dir={}: not a directory",
                     shared_dir.display()
                 ))
             }
-            Err(e) => return err(format!("--shared-dir={}: {e}", shared_dir.display())),
+            Err(e) => return usage(format!("--shared-dir={}: {e}", shared_dir.display())),
+        }
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+                return usage(format!("--tag={tag}: must be 1 to {MAX_TAG_LEN} bytes"));
+            }
         }
         Ok(Config {
             listen,
             shared_dir,
+            tag: self.tag,
             cache: self.cache,
-            thread_pool_size: self.thread_pool_size,
+            readdirplus: !self.no_readdirplus,
+            writeback: self.writeback,
+            allow_direct_io: self.allow_direct_io,
             xattr: self.xattr,
+            readonly: self.readonly,
+            killpriv_v2: self.killpriv_v2,
+            announce_submounts: !self.no_announce_submounts,
+            inode_file_handles: self.inode_file_handles,
+            rlimit_nofile: self.rlimit_nofile,
+            thread_pool_size: self.thread_pool_size,
             log_level: self.log_level,
+            syslog: self.syslog,
         })
     }
 }
+
+/// The first unsupported upstream flag on the command line, by its real name.
+fn unsupported_flag_used() -> Option<&'static str> {
+    std::env::args().skip(1).find_map(|a| {
+        let name = a.strip_prefix("--")?.split('=').next()?;
+        UNSUPPORTED.iter().copied().find(|u| *u == name)
+    })
+}
+
+/// What `--print-capabilities` prints: the vhost-user backend program conventions.
+pub const CAPABILITIES: &str = "{\n  \"type\": \"fs\"\n}";
 
 /// `--fd=N` must be a listening socket, or the daemon would wait forever.
 fn check_listening_fd(fd: RawFd) -> Result<(), UsageError> {
@@ -153,10 +391,10 @@ fn check_listening_fd(fd: RawFd) -> Result<(), UsageError> {
     };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(UsageError(format!("--fd={fd}: not a socket: {e}")));
+        return usage(format!("--fd={fd}: not a socket: {e}"));
     }
     if accepting == 0 {
-        return Err(UsageError(format!("--fd={fd}: socket is not listening")));
+        return usage(format!("--fd={fd}: socket is not listening"));
     }
     Ok(())
 }

@@ -3,48 +3,32 @@
 //! Exit status: 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
-use std::os::unix::io::FromRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use log::{error, info};
-use vhost::vhost_user::{Error as VuError, Listener};
+use vhost::vhost_user::Error as VuError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::{FsBackend, Handler};
-use crate::cli::{Config, Listen, LogLevel};
+use crate::cli::{Config, Listen};
 use crate::request::Policy;
+use crate::setup::{self, PidFile};
 
-/// Things to remove on any exit path we control.
+/// Files we created (socket, pid lock), removed on every exit path we control.
 #[derive(Default)]
 struct Cleanup {
-    socket: Option<PathBuf>,
+    files: Vec<PathBuf>,
 }
 
 impl Cleanup {
     fn exit(&self, code: i32) -> ! {
-        if let Some(p) = &self.socket {
-            let _ = std::fs::remove_file(p);
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
         std::process::exit(code)
     }
-}
-
-/// Sets up logging to stderr at `level` (RUST_LOG, if set, refines it).
-pub fn init_logging(level: LogLevel) {
-    let filter = match level {
-        LogLevel::Error => log::LevelFilter::Error,
-        LogLevel::Warn => log::LevelFilter::Warn,
-        LogLevel::Info => log::LevelFilter::Info,
-        LogLevel::Debug => log::LevelFilter::Debug,
-        LogLevel::Trace => log::LevelFilter::Trace,
-        LogLevel::Off => log::LevelFilter::Off,
-    };
-    let _ = env_logger::Builder::new()
-        .filter_level(filter)
-        .parse_env("RUST_LOG")
-        .try_init();
 }
 
 /// Seeded bug for the hostile-input tests: builds with the `seeded-bugs` feature turn name
@@ -56,10 +40,10 @@ fn name_checks_enabled() -> bool {
 
 /// Runs the daemon until the frontend goes away; returns the exit status.
 pub fn run(cfg: Config) -> i32 {
-    init_logging(cfg.log_level);
+    setup::logging(cfg.log_level, cfg.syslog);
     let policy = Policy {
         check_names: name_checks_enabled(),
-        ..Policy::default()
+        readonly: cfg.readonly,
     };
     if !policy.check_names {
         log::warn!("SEEDED BUG: guest names are not validated (test build)");
@@ -72,12 +56,27 @@ pub fn run(cfg: Config) -> i32 {
         }
     };
 
+    // The pid lock comes before the socket: a second daemon must not unlink a live socket.
+    let pid_file = match &cfg.listen {
+        Listen::Path { path, .. } => match PidFile::lock(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error!("{e}");
+                return 1;
+            }
+        },
+        Listen::Fd(_) => None,
+    };
     let cleanup = Arc::new(Cleanup {
-        socket: match &cfg.listen {
-            Listen::Path(p) => Some(p.clone()),
-            Listen::Fd(_) => None,
+        files: match (&cfg.listen, &pid_file) {
+            (Listen::Path { path, .. }, Some(p)) => vec![path.clone(), p.path().to_owned()],
+            _ => Vec::new(),
         },
     });
+    if let Err(e) = setup::rlimit_nofile(cfg.rlimit_nofile) {
+        error!("{e}");
+        return 1;
+    }
     if let Err(e) = spawn_signal_handler(cleanup.clone()) {
         error!("cannot install signal handlers: {e}");
         return 1;
@@ -90,7 +89,7 @@ pub fn run(cfg: Config) -> i32 {
         Box::new(move |_| cleanup.exit(1))
     };
     let backend = match FsBackend::new(handler, cfg.thread_pool_size, mem.clone(), on_fatal) {
-        Ok(b) => Arc::new(b),
+        Ok(b) => Arc::new(b.with_tag(cfg.tag.as_deref())),
         Err(e) => {
             error!("cannot start {} worker threads: {e}", cfg.thread_pool_size);
             return 1;
@@ -104,16 +103,12 @@ pub fn run(cfg: Config) -> i32 {
         }
     };
 
-    let mut listener = match &cfg.listen {
-        Listen::Path(p) => match Listener::new(p, true) {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot listen on {}: {e}", p.display());
-                return 1;
-            }
-        },
-        // SAFETY: the fd was checked to be a listening socket and is owned from here on.
-        Listen::Fd(fd) => unsafe { Listener::from_raw_fd(*fd) },
+    let mut listener = match setup::listener(&cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on the vhost-user socket: {e}");
+            return 1;
+        }
     };
 
     info!("Waiting for vhost-user socket connection...");
@@ -126,7 +121,8 @@ pub fn run(cfg: Config) -> i32 {
     for h in daemon.get_epoll_handlers() {
         h.send_exit_event();
     }
-    match res {
+    drop(listener);
+    let code = match res {
         Ok(())
         | Err(DaemonError::HandleRequest(VuError::Disconnected))
         | Err(DaemonError::HandleRequest(VuError::PartialMessage)) => {
@@ -137,7 +133,8 @@ pub fn run(cfg: Config) -> i32 {
             error!("vhost-user connection failed: {e}");
             1
         }
-    }
+    };
+    cleanup.exit(code)
 }
 
 fn spawn_signal_handler(cleanup: Arc<Cleanup>) -> std::io::Result<()> {

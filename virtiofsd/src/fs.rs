@@ -1,14 +1,29 @@
-//! The filesystem the guest sees: fuse-backend-rs's passthrough over the shared directory.
+//! The filesystem the guest sees: fuse-backend-rs's passthrough over the shared directory,
+//! wrapped by [`SharedFs`] for what the library lacks: submount announcement, `--readonly`
+//! opens, and switching READDIRPLUS off.
 
+use std::ffi::CStr;
 use std::io;
 use std::time::Duration;
 
+use fuse_backend_rs::abi::fuse_abi::{
+    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
+};
+use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
+    ZeroCopyReader, ZeroCopyWriter,
+};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughFs};
+use fuse_backend_rs::transport::FsCacheReqHandler;
 
-use crate::cli::{CacheMode, Config};
+use crate::cli::{CacheMode, Config, InodeFileHandles};
 
 /// The filesystem type served to the guest.
-pub type Fs = PassthroughFs<()>;
+pub type Fs = SharedFs;
+
+/// `fuse_attr.flags` bit telling the guest an entry is the root of another mount.
+const FUSE_ATTR_SUBMOUNT: u32 = 1;
 
 /// Entry/attribute timeout for a cache mode (as upstream virtiofsd).
 pub fn timeout(cache: CacheMode) -> Duration {
@@ -19,7 +34,7 @@ pub fn timeout(cache: CacheMode) -> Duration {
     }
 }
 
-/// Opens the shared directory as a passthrough filesystem.
+/// Opens the shared directory.
 ///
 /// `check_names: false` turns off the library's own name validation too; only tests use it,
 /// to prove the hostile-name tests catch a daemon without checks.
@@ -36,11 +51,496 @@ pub fn open(cfg: &Config, check_names: bool) -> io::Result<Fs> {
         attr_timeout: t,
         entry_timeout: t,
         xattr: cfg.xattr,
+        writeback: cfg.writeback,
+        allow_direct_io: cfg.allow_direct_io,
+        killpriv_v2: cfg.killpriv_v2,
+        inode_file_handles: use_file_handles(cfg.inode_file_handles)?,
         // `do_import: false` makes the library skip its name checks (it assumes a VFS above).
         do_import: check_names,
         ..Default::default()
     };
-    let fs = PassthroughFs::new(pt)?;
-    fs.import()?;
-    Ok(fs)
+    let inner = PassthroughFs::new(pt)?;
+    inner.import()?;
+    Ok(SharedFs {
+        inner,
+        announce_submounts: cfg.announce_submounts,
+        // `never` also disables READDIRPLUS, as upstream.
+        readdirplus: cfg.readdirplus && cfg.cache != CacheMode::Never,
+        readonly: cfg.readonly,
+    })
+}
+
+/// Whether to reference inodes by file handles. Opening a handle needs CAP_DAC_READ_SEARCH:
+/// `prefer` falls back to O_PATH descriptors without it; `mandatory` refuses to start.
+fn use_file_handles(mode: InodeFileHandles) -> io::Result<bool> {
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    let capable = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_DAC_READ_SEARCH) != 0);
+    match (mode, capable) {
+        (InodeFileHandles::Never, _) => Ok(false),
+        (_, true) => Ok(true),
+        (InodeFileHandles::Prefer, false) => {
+            log::info!("no CAP_DAC_READ_SEARCH: inodes are referenced by O_PATH descriptors");
+            Ok(false)
+        }
+        (InodeFileHandles::Mandatory, false) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "--inode-file-handles=mandatory needs CAP_DAC_READ_SEARCH",
+        )),
+    }
+}
+
+/// Passthrough plus the behaviour upstream virtiofsd has and the library lacks.
+pub struct SharedFs {
+    inner: PassthroughFs<()>,
+    announce_submounts: bool,
+    readdirplus: bool,
+    readonly: bool,
+}
+
+impl SharedFs {
+    fn dev_of(&self, ctx: &Context, inode: u64) -> io::Result<u64> {
+        Ok(self.inner.getattr(ctx, inode, None)?.0.st_dev)
+    }
+}
+
+/// Marks `entry` as a submount when it lives on another device than its parent.
+fn mark_submount(entry: &mut Entry, parent_dev: u64) {
+    if entry.inode != 0 && entry.attr.st_dev != parent_dev {
+        entry.attr_flags |= FUSE_ATTR_SUBMOUNT;
+    }
+}
+
+impl FileSystem for SharedFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let mut opts = self.inner.init(capable)?;
+        if !self.readdirplus {
+            opts.remove(FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO);
+        }
+        if self.announce_submounts && capable.contains(FsOptions::SUBMOUNTS) {
+            opts |= FsOptions::SUBMOUNTS;
+        }
+        Ok(opts)
+    }
+
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        let mut entry = self.inner.lookup(ctx, parent, name)?;
+        if self.announce_submounts {
+            match self.dev_of(ctx, parent) {
+                Ok(dev) => mark_submount(&mut entry, dev),
+                Err(e) => log::debug!("submount check of {parent}: {e}"),
+            }
+        }
+        Ok(entry)
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        if !self.readdirplus {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        let dev = match self.announce_submounts {
+            true => Some(self.dev_of(ctx, inode)?),
+            false => None,
+        };
+        let mut add = |d: DirEntry, mut e: Entry| {
+            if let Some(dev) = dev.filter(|_| d.name != b"." && d.name != b"..") {
+                mark_submount(&mut e, dev);
+            }
+            add_entry(d, e)
+        };
+        self.inner
+            .readdirplus(ctx, inode, handle, size, offset, &mut add)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let f = flags as i32;
+        if self.readonly && ((f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0) {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        self.inner.open(ctx, inode, flags, fuse_flags)
+    }
+
+    fn destroy(&self) {
+        self.inner.destroy()
+    }
+
+    fn forget(&self, ctx: &Context, inode: u64, count: u64) {
+        self.inner.forget(ctx, inode, count)
+    }
+
+    fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
+        self.inner.batch_forget(ctx, requests)
+    }
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.getattr(ctx, inode, handle)
+    }
+
+    fn setattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        attr: stat64,
+        handle: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        self.inner.setattr(ctx, inode, attr, handle, valid)
+    }
+
+    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        self.inner.readlink(ctx, inode)
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.inner.symlink(ctx, linkname, parent, name)
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.inner.mknod(ctx, inode, name, mode, rdev, umask)
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.inner.mkdir(ctx, parent, name, mode, umask)
+    }
+
+    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.inner.unlink(ctx, parent, name)
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.inner.rmdir(ctx, parent, name)
+    }
+
+    fn rename(
+        &self,
+        ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner
+            .rename(ctx, olddir, oldname, newdir, newname, flags)
+    }
+
+    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.inner.link(ctx, inode, newparent, newname)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.inner.create(ctx, parent, name, args)
+    }
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        flags: u32,
+    ) -> io::Result<usize> {
+        self.inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+    }
+
+    fn write(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        lock_owner: Option<u64>,
+        delayed_write: bool,
+        flags: u32,
+        fuse_flags: u32,
+    ) -> io::Result<usize> {
+        self.inner.write(
+            ctx,
+            inode,
+            handle,
+            r,
+            size,
+            offset,
+            lock_owner,
+            delayed_write,
+            flags,
+            fuse_flags,
+        )
+    }
+
+    fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
+        self.inner.flush(ctx, inode, handle, lock_owner)
+    }
+
+    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.inner.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn fallocate(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.inner
+            .fallocate(ctx, inode, handle, mode, offset, length)
+    }
+
+    fn release(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        handle: u64,
+        flush: bool,
+        flock_release: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.inner
+            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
+    }
+
+    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        self.inner.statfs(ctx, inode)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setxattr(ctx, inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.inner.getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.inner.listxattr(ctx, inode, size)
+    }
+
+    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.inner.removexattr(ctx, inode, name)
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        self.inner.opendir(ctx, inode, flags)
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.inner
+            .readdir(ctx, inode, handle, size, offset, add_entry)
+    }
+
+    fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        self.inner.fsyncdir(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
+        self.inner.releasedir(ctx, inode, flags, handle)
+    }
+
+    fn setupmapping(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        foffset: u64,
+        len: u64,
+        flags: u64,
+        moffset: u64,
+        vu_req: &mut dyn FsCacheReqHandler,
+    ) -> io::Result<()> {
+        self.inner
+            .setupmapping(ctx, inode, handle, foffset, len, flags, moffset, vu_req)
+    }
+
+    fn removemapping(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        requests: Vec<RemovemappingOne>,
+        vu_req: &mut dyn FsCacheReqHandler,
+    ) -> io::Result<()> {
+        self.inner.removemapping(ctx, inode, requests, vu_req)
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        self.inner.access(ctx, inode, mask)
+    }
+
+    fn lseek(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.inner.lseek(ctx, inode, handle, offset, whence)
+    }
+
+    fn getlk(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<FileLock> {
+        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
+    }
+
+    fn setlk(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
+    }
+
+    fn setlkw(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
+    }
+
+    fn ioctl(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        flags: u32,
+        cmd: u32,
+        data: IoctlData,
+        out_size: u32,
+    ) -> io::Result<IoctlData<'_>> {
+        self.inner
+            .ioctl(ctx, inode, handle, flags, cmd, data, out_size)
+    }
+
+    fn bmap(&self, ctx: &Context, inode: u64, block: u64, blocksize: u32) -> io::Result<u64> {
+        self.inner.bmap(ctx, inode, block, blocksize)
+    }
+
+    fn poll(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        khandle: u64,
+        flags: u32,
+        events: u32,
+    ) -> io::Result<u32> {
+        self.inner.poll(ctx, inode, handle, khandle, flags, events)
+    }
+
+    fn notify_reply(&self) -> io::Result<()> {
+        self.inner.notify_reply()
+    }
+
+    fn id_remap(&self, ctx: &mut Context) -> io::Result<()> {
+        self.inner.id_remap(ctx)
+    }
 }

@@ -12,4 +12,5 @@ pub mod daemon;
 pub mod fs;
 pub mod pool;
 pub mod request;
+pub mod setup;
 pub mod vring;

@@ -2,6 +2,10 @@ use clap::Parser;
 
 fn main() {
     let cli = virtiofsd::cli::Cli::parse();
+    if cli.print_capabilities {
+        println!("{}", virtiofsd::cli::CAPABILITIES);
+        return;
+    }
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {

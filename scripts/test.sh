@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test, from a fresh Debian 12 machine: installs what is missing (apt-get, cargo),
+# checks formatting and lints, then runs all tiers with nextest (each test under a hard timeout;
+# guest tests one at a time). Usage: scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+install_deps
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "format and lint (budget 3 min)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "build (budget 5 min)"
+cargo build --workspace --all-targets --quiet
+
+# Tiers, with budgets that keep the whole run under 45 minutes on 2 cores:
+#   unit + protocol (real daemon over its socket) ... 5 min
+#   guest (real Linux guests under QEMU/TCG) ........ 20 min
+step "all tests"
+cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,164 @@
+//! Start-up steps run once, in order, before the socket is accepted on: logging, the
+//! pid-file lock, the socket itself, the open-files limit.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use vhost::vhost_user::Listener;
+
+use crate::cli::{Listen, LogLevel};
+
+/// Where syslog listens on Linux.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+        LogLevel::Off => log::LevelFilter::Off,
+    }
+}
+
+/// Logs to syslog when asked and a syslog socket exists, else to stderr (RUST_LOG refines it).
+pub fn logging(level: LogLevel, syslog: bool) {
+    let filter = level_filter(level);
+    if syslog && Path::new(SYSLOG_SOCKET).exists() {
+        let fmt = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "virtiofsd".into(),
+            pid: std::process::id(),
+        };
+        if let Ok(logger) = syslog::unix(fmt) {
+            if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
+                log::set_max_level(filter);
+                return;
+            }
+        }
+    }
+    let _ = env_logger::Builder::new()
+        .filter_level(filter)
+        .parse_env("RUST_LOG")
+        .try_init();
+    if syslog {
+        warn!("--syslog: no syslog socket at {SYSLOG_SOCKET}; logging to stderr");
+    }
+}
+
+/// The `<socket>.pid` lock: held for the daemon's life so a second daemon on the same socket
+/// path refuses before touching the socket.
+pub struct PidFile {
+    _file: File,
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Takes the lock for `socket` and writes our pid into it.
+    pub fn lock(socket: &Path) -> io::Result<PidFile> {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".pid");
+        let path = PathBuf::from(name);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by another virtiofsd (pid {}; lock {})",
+                    socket.display(),
+                    holder.trim(),
+                    path.display()
+                ),
+            ));
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(PidFile { _file: file, path })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Creates the vhost-user listener: binds the path (after the pid lock) or adopts the fd.
+pub fn listener(listen: &Listen) -> io::Result<Listener> {
+    match listen {
+        Listen::Path { path, group } => {
+            let l = Listener::new(path, true).map_err(|e| io::Error::other(e.to_string()))?;
+            if let Some(g) = group {
+                set_group(path, g)?;
+            }
+            Ok(l)
+        }
+        // SAFETY: the fd was checked to be a listening socket; it is ours from here on.
+        Listen::Fd(fd) => Ok(unsafe { Listener::from_raw_fd(*fd) }),
+    }
+}
+
+/// Gives `path` to group `group` and lets the group connect (0660).
+fn set_group(path: &Path, group: &str) -> io::Result<()> {
+    let cname = std::ffi::CString::new(group).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: getgrnam returns a pointer to static storage or NULL.
+    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+    if gr.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("--socket-group={group}: no such group"),
+        ));
+    }
+    // SAFETY: gr is non-null and points to a valid group entry.
+    let gid = unsafe { (*gr).gr_gid };
+    std::os::unix::fs::chown(path, None, Some(gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+}
+
+/// Raises RLIMIT_NOFILE: `None` means min(1,000,000, nr_open) best effort; `Some(0)` leaves it.
+pub fn rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
+    let target = match requested {
+        Some(0) => return Ok(()),
+        Some(n) => n,
+        None => {
+            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1_000_000u64);
+            nr_open.min(1_000_000)
+        }
+    };
+    let lim = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        info!("open files limit: {target}");
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match requested {
+        Some(n) => Err(io::Error::new(
+            e.kind(),
+            format!("--rlimit-nofile={n}: {e}"),
+        )),
+        None => {
+            warn!("cannot raise the open files limit to {target}: {e}; keeping the current one");
+            Ok(())
+        }
+    }
+}
