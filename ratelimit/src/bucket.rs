@@ -1,0 +1,314 @@
+//! A single token bucket with exact integer arithmetic.
+
+use std::time::{Duration, Instant};
+
+const NANOS_PER_SEC: i128 = 1_000_000_000;
+
+/// The configuration of one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Limit {
+    /// Refill rate in units per second (bytes/s or operations/s). `0` means unlimited.
+    pub size: u64,
+    /// Capacity in units: the most the bucket can hold, and what it holds when (re)configured.
+    /// `0` is legal and means "no burst": every request is paid entirely as debt.
+    pub burst: u64,
+}
+
+impl Limit {
+    /// No limit: always admits, charges nothing.
+    pub const UNLIMITED: Limit = Limit { size: 0, burst: 0 };
+
+    /// `size` units per second with the default burst, which equals `size` (one second's worth).
+    pub const fn new(size: u64) -> Self {
+        Limit { size, burst: size }
+    }
+
+    /// `size` units per second with an explicit `burst` capacity.
+    pub const fn with_burst(size: u64, burst: u64) -> Self {
+        Limit { size, burst }
+    }
+
+    /// Whether this limit is "unlimited" (`size == 0`).
+    pub const fn is_unlimited(&self) -> bool {
+        self.size == 0
+    }
+}
+
+/// A token bucket: starts full, refills continuously at `size` units/s up to `burst`, and lets a
+/// request bigger than what it holds run into debt (see the crate docs for the admission rule).
+///
+/// The level is kept in unit·nanoseconds (`tokens × 10⁹`), so refill is `size × elapsed_ns`
+/// with no rounding at all; `i128`/`u128` arithmetic covers every `u64` size, burst and request.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    limit: Limit,
+    /// Level in unit·ns at `last`; may be negative (debt). Never above `burst × 10⁹`.
+    level: i128,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A bucket with `limit`, full at `now`.
+    pub fn new(limit: Limit, now: Instant) -> Self {
+        TokenBucket {
+            limit,
+            level: capacity(limit),
+            last: now,
+        }
+    }
+
+    /// The current configuration.
+    pub fn limit(&self) -> Limit {
+        self.limit
+    }
+
+    /// Whether the bucket is unlimited (`size == 0`).
+    pub fn is_unlimited(&self) -> bool {
+        self.limit.is_unlimited()
+    }
+
+    /// Changes the configuration. If `limit` differs from the current one the bucket restarts
+    /// full at `now` (any debt is forgiven); setting the same limit again changes nothing.
+    pub fn set_limit(&mut self, limit: Limit, now: Instant) {
+        if limit != self.limit {
+            *self = TokenBucket::new(limit, now);
+        }
+    }
+
+    /// Level in unit·ns at `now` (not stored). `now` earlier than the last update counts as no
+    /// time elapsed.
+    fn scaled_level(&self, now: Instant) -> i128 {
+        let cap = capacity(self.limit);
+        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        // cap - level >= 0 and < 2^127; the product fits u128 since both factors are < 2^64.
+        let deficit = (cap - self.level) as u128;
+        match (self.limit.size as u128).checked_mul(elapsed) {
+            Some(refill) if refill < deficit => self.level + refill as i128,
+            _ => cap,
+        }
+    }
+
+    /// Applies the refill up to `now`.
+    fn advance(&mut self, now: Instant) {
+        self.level = self.scaled_level(now);
+        if now > self.last {
+            self.last = now;
+        }
+    }
+
+    /// Whole tokens in the bucket at `now`, rounded down (negative while in debt), saturating at
+    /// the `i64` range. `None` when unlimited.
+    pub fn level(&self, now: Instant) -> Option<i64> {
+        if self.is_unlimited() {
+            return None;
+        }
+        let whole = self.scaled_level(now).div_euclid(NANOS_PER_SEC);
+        Some(whole.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+    }
+
+    /// The level (unit·ns) a request of `n` units needs: `min(n, burst)` tokens.
+    fn need(&self, n: u64) -> i128 {
+        n.min(self.limit.burst) as i128 * NANOS_PER_SEC
+    }
+
+    /// Whether a request of `n` units would be admitted at `now`: the bucket holds at least
+    /// `min(n, burst)` tokens. Always true when unlimited.
+    pub fn admits(&self, n: u64, now: Instant) -> bool {
+        self.is_unlimited() || self.scaled_level(now) >= self.need(n)
+    }
+
+    /// How long from `now` until a request of `n` units is admitted, assuming nothing else is
+    /// charged meanwhile: [`Duration::ZERO`] if it is admitted now, otherwise the exact wait
+    /// rounded up to the nanosecond (so at `now + wait` [`TokenBucket::admits`] is true and at
+    /// one nanosecond earlier it is false). Saturates at [`Duration::MAX`].
+    pub fn time_until(&self, n: u64, now: Instant) -> Duration {
+        if self.is_unlimited() {
+            return Duration::ZERO;
+        }
+        let missing = self.need(n) - self.scaled_level(now);
+        if missing <= 0 {
+            return Duration::ZERO;
+        }
+        let ns = (missing as u128).div_ceil(self.limit.size as u128);
+        match u64::try_from(ns / NANOS_PER_SEC as u128) {
+            Ok(secs) => Duration::new(secs, (ns % NANOS_PER_SEC as u128) as u32),
+            Err(_) => Duration::MAX,
+        }
+    }
+
+    /// Whether taking `take` units now still leaves the bucket able to admit `then_need` units at
+    /// `at` (refilling meanwhile, nothing else charged). Used to lend tokens that a waiting item
+    /// will not need before its deadline.
+    pub(crate) fn lends(&self, take: u64, then_need: u64, at: Instant, now: Instant) -> bool {
+        if self.is_unlimited() || take == 0 || then_need == 0 {
+            return true;
+        }
+        let after = self.scaled_level(now) - take as i128 * NANOS_PER_SEC;
+        let missing = self.need(then_need) - after;
+        if missing <= 0 {
+            return true;
+        }
+        let dt = at.saturating_duration_since(now).as_nanos();
+        (self.limit.size as u128)
+            .checked_mul(dt)
+            .map_or(true, |refill| refill >= missing as u128)
+    }
+
+    /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op
+    /// when unlimited. Use [`TokenBucket::try_consume`] for the admission rule.
+    pub fn charge(&mut self, n: u64, now: Instant) {
+        if self.is_unlimited() {
+            return;
+        }
+        self.advance(now);
+        self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
+    }
+
+    /// Admits and charges a request of `n` units if [`TokenBucket::admits`]; returns whether it
+    /// did.
+    pub fn try_consume(&mut self, n: u64, now: Instant) -> bool {
+        let ok = self.admits(n, now);
+        if ok {
+            self.charge(n, now);
+        }
+        ok
+    }
+}
+
+fn capacity(limit: Limit) -> i128 {
+    limit.burst as i128 * NANOS_PER_SEC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+
+    fn ns(n: u64) -> Duration {
+        Duration::from_nanos(n)
+    }
+
+    #[test]
+    fn burst_then_plateau_then_refill() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(Limit::with_burst(1000, 4000), t0);
+        assert_eq!(b.level(t0), Some(4000));
+        for _ in 0..4 {
+            assert!(b.try_consume(1000, t0));
+        }
+        assert!(!b.try_consume(1000, t0), "burst exhausted");
+        assert_eq!(b.level(t0), Some(0));
+        // 1000/s: one unit per ms, continuously.
+        assert_eq!(b.time_until(1000, t0), Duration::from_secs(1));
+        assert_eq!(b.level(t0 + Duration::from_micros(1500)), Some(1));
+        assert!(b.try_consume(1000, t0 + Duration::from_secs(1)));
+        // The plateau: never above burst however long we wait.
+        assert_eq!(b.level(t0 + Duration::from_secs(3600)), Some(4000));
+    }
+
+    #[test]
+    fn no_drift_with_odd_rates() {
+        // 3 units/s: 1 unit every 333_333_333.3 ns. 3000 single-unit requests at their exact
+        // deadlines take exactly 1000 s minus the 3-unit burst.
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(Limit::with_burst(3, 3), t0);
+        let mut t = t0;
+        for _ in 0..3003 {
+            t += b.time_until(1, t);
+            assert!(b.try_consume(1, t));
+        }
+        assert_eq!(t - t0, Duration::from_secs(1000));
+    }
+
+    #[test]
+    fn over_burst_request_runs_into_debt() {
+        let t0 = Instant::now();
+        let size = 10 * MIB;
+        let mut b = TokenBucket::new(Limit::with_burst(size, 64 * KIB), t0);
+        assert!(
+            b.try_consume(MIB, t0),
+            "over-burst request admitted when full"
+        );
+        assert_eq!(b.level(t0), Some(-((MIB - 64 * KIB) as i64)));
+        // The next one needs the bucket full again: debt + burst = 1 MiB at 10 MiB/s = 100 ms.
+        let wait = b.time_until(MIB, t0);
+        assert_eq!(wait, Duration::from_millis(100));
+        assert!(!b.admits(MIB, t0 + wait - ns(1)));
+        assert!(b.admits(MIB, t0 + wait));
+        // A small one needs only debt + itself.
+        assert_eq!(b.time_until(1, t0), Duration::from_nanos(93_750_096));
+    }
+
+    #[test]
+    fn exact_deadline_rounds_up() {
+        let t0 = Instant::now();
+        // 7 units/s, empty: 1 unit takes 142_857_142.857 ns -> 142_857_143 ns.
+        let mut b = TokenBucket::new(Limit::new(7), t0);
+        b.charge(7, t0);
+        let d = b.time_until(1, t0);
+        assert_eq!(d, ns(142_857_143));
+        assert!(!b.admits(1, t0 + d - ns(1)));
+        assert!(b.admits(1, t0 + d));
+    }
+
+    #[test]
+    fn extreme_values() {
+        let t0 = Instant::now();
+        // size 1
+        let mut b = TokenBucket::new(Limit::new(1), t0);
+        assert!(b.try_consume(1, t0));
+        assert_eq!(b.time_until(1, t0), Duration::from_secs(1));
+        // 10 GB/s: 10 units per ns
+        let mut b = TokenBucket::new(Limit::new(10_000_000_000), t0);
+        assert!(b.try_consume(10_000_000_000, t0));
+        assert_eq!(b.time_until(10, t0), ns(1));
+        assert_eq!(b.time_until(11, t0), ns(2));
+        assert_eq!(b.level(t0 + ns(1)), Some(10));
+        // huge burst and requests
+        let big = u64::MAX / 2;
+        let mut b = TokenBucket::new(Limit::with_burst(u64::MAX, big), t0);
+        assert_eq!(b.level(t0), Some(big as i64));
+        assert!(b.try_consume(u64::MAX, t0));
+        assert!(b.level(t0).unwrap() < 0);
+        assert!(b.try_consume(u64::MAX, t0 + Duration::from_secs(2)));
+        assert_eq!(
+            b.level(t0 + Duration::from_secs(1_000_000)),
+            Some(big as i64)
+        );
+        // u64::MAX debt at 1 unit/s: a wait far beyond any timer, without overflow.
+        let mut b = TokenBucket::new(Limit::with_burst(1, 0), t0);
+        b.charge(u64::MAX, t0);
+        assert_eq!(b.time_until(1, t0), Duration::from_secs(u64::MAX));
+        // Elapsed time and size both huge: refill saturates at burst.
+        let b = TokenBucket::new(Limit::new(u64::MAX), t0);
+        assert_eq!(b.level(t0 + Duration::from_secs(1 << 40)), Some(i64::MAX));
+    }
+
+    #[test]
+    fn unlimited_and_zero_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(Limit::UNLIMITED, t0);
+        assert!(b.try_consume(u64::MAX, t0));
+        assert_eq!(b.level(t0), None);
+        assert_eq!(b.time_until(u64::MAX, t0), Duration::ZERO);
+        // burst 0: every request is pure debt, the next waits for it to be paid back.
+        let mut b = TokenBucket::new(Limit::with_burst(100, 0), t0);
+        assert!(b.try_consume(50, t0));
+        assert_eq!(b.time_until(1, t0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn set_limit_restarts_full_only_when_changed() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(Limit::new(100), t0);
+        b.charge(300, t0);
+        b.set_limit(Limit::new(100), t0);
+        assert_eq!(b.level(t0), Some(-200), "same limit: state kept");
+        b.set_limit(Limit::with_burst(100, 50), t0);
+        assert_eq!(b.level(t0), Some(50), "resized: full");
+        b.set_limit(Limit::UNLIMITED, t0);
+        assert!(b.try_consume(u64::MAX, t0));
+    }
+}

@@ -1,0 +1,415 @@
+//! Atomic multi-bucket admission and a per-class scheduler of parked items.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::bucket::{Limit, TokenBucket};
+
+/// The buckets a [`Throttle`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bucket {
+    /// Combined bandwidth (bytes read + bytes written).
+    Bw,
+    /// Read bandwidth.
+    ReadBw,
+    /// Write bandwidth.
+    WriteBw,
+    /// Operations (requests) of any kind.
+    Ops,
+}
+
+impl Bucket {
+    /// Every bucket, in index order.
+    pub const ALL: [Bucket; 4] = [Bucket::Bw, Bucket::ReadBw, Bucket::WriteBw, Bucket::Ops];
+
+    /// Dense index, `0..4`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Stable lower-case name (`bw`, `read_bw`, `write_bw`, `ops`) for logs and APIs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bucket::Bw => "bw",
+            Bucket::ReadBw => "read_bw",
+            Bucket::WriteBw => "write_bw",
+            Bucket::Ops => "ops",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A queue of a [`Throttle`]: items of one class leave in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// Reads (typically pay into `ReadBw`, `Bw`, `Ops`).
+    Read,
+    /// Writes (typically pay into `WriteBw`, `Bw`, `Ops`).
+    Write,
+    /// Everything else, e.g. metadata (typically pays into `Ops`).
+    Other,
+}
+
+impl Class {
+    /// Every class, in index order.
+    pub const ALL: [Class; 3] = [Class::Read, Class::Write, Class::Other];
+
+    /// Dense index, `0..3`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a request costs in each bucket (units; `0` = does not pay into that bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cost([u64; 4]);
+
+impl Cost {
+    /// A cost of nothing anywhere.
+    pub const fn new() -> Self {
+        Cost([0; 4])
+    }
+
+    /// This cost with `amount` units in `bucket` (replacing any previous amount there).
+    pub const fn with(mut self, bucket: Bucket, amount: u64) -> Self {
+        self.0[bucket.index()] = amount;
+        self
+    }
+
+    /// The amount charged to `bucket`.
+    pub const fn get(&self, bucket: Bucket) -> u64 {
+        self.0[bucket.index()]
+    }
+
+    /// Bit set of the buckets with a non-zero amount.
+    fn mask(&self) -> u8 {
+        Bucket::ALL
+            .iter()
+            .filter(|b| self.get(**b) != 0)
+            .fold(0, |m, b| m | b.bit())
+    }
+}
+
+/// The outcome of [`Throttle::submit`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Admission<T> {
+    /// Admitted and charged: run it now.
+    Admitted(T),
+    /// Parked in its class queue; it will come out of [`Throttle::release`] (or
+    /// [`Throttle::drain_all`]). Arm a timer for [`Throttle::next_deadline`].
+    Parked,
+}
+
+/// Counters kept by a [`Throttle`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Items admitted, immediately or after waiting (not counting drained ones).
+    pub admitted: u64,
+    /// Items that had to wait (were parked).
+    pub throttled: u64,
+    /// Items handed back by [`Throttle::drain_all`] without being charged.
+    pub drained: u64,
+    /// Total time parked items waited before release.
+    pub total_wait: Duration,
+    /// Longest time one item waited before release.
+    pub max_wait: Duration,
+}
+
+#[derive(Debug)]
+struct Parked<T> {
+    item: T,
+    cost: Cost,
+    /// Global arrival sequence number, across classes.
+    seq: u64,
+    since: Instant,
+}
+
+/// A waiting class head as seen by newer items: what it needs and when it will be ready.
+#[derive(Clone, Copy)]
+struct Claim {
+    cost: Cost,
+    deadline: Instant,
+}
+
+/// Waits beyond what an `Instant` can hold only arise from absurd configurations; cap them.
+const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Buckets plus per-class FIFO queues of waiting items of type `T`.
+///
+/// # Admission
+/// An item is admitted when *every* bucket it pays into admits its amount (see
+/// [`TokenBucket::admits`]); then all of them are charged together. Nothing is ever charged for
+/// an item that is still waiting, and there is no polling: [`Throttle::next_deadline`] is exact.
+///
+/// # Ordering and fairness
+/// * Items of one [`Class`] leave in arrival order; an item arriving while its class queue is
+///   non-empty goes to the back.
+/// * Classes are queued separately, so a class whose buckets have tokens is not delayed by
+///   another class's waiting items through a bucket the two do not share.
+/// * **Deadline reservation (no starvation).** Every item has a global arrival number. The head
+///   of a class queue has a *deadline*: the first instant at which all its buckets would admit
+///   it if nothing else were charged. A newer item may take tokens from a bucket that an older
+///   waiting head also pays into only if that bucket will still hold enough for the head at the
+///   head's deadline; otherwise the newer item waits. So newer items only borrow tokens the head
+///   does not need before its deadline, the oldest waiting item always leaves at a deadline that
+///   never moves later (unless limits change), and every item is eventually admitted. Example: a write waiting for
+///   `write_bw` lets reads use `bw` freely, except for the write's share that `bw` must hold
+///   when `write_bw` is ready; a continuous stream of reads cannot starve it.
+///
+/// Heads are considered oldest first, so among heads competing for a bucket the older goes first.
+///
+/// # Cost when unlimited
+/// If none of the buckets an item pays into is limited and nothing is parked, [`Throttle::submit`]
+/// returns `Admitted` after a few comparisons, without touching any queue or allocating.
+#[derive(Debug)]
+pub struct Throttle<T> {
+    buckets: [TokenBucket; 4],
+    /// Bit set of buckets with a limit.
+    limited: u8,
+    queues: [VecDeque<Parked<T>>; 3],
+    parked: usize,
+    next_seq: u64,
+    stats: Stats,
+}
+
+impl<T> Throttle<T> {
+    /// A throttle with every bucket unlimited.
+    pub fn new(now: Instant) -> Self {
+        Throttle {
+            buckets: std::array::from_fn(|_| TokenBucket::new(Limit::UNLIMITED, now)),
+            limited: 0,
+            queues: std::array::from_fn(|_| VecDeque::new()),
+            parked: 0,
+            next_seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Sets the limit of one bucket. A changed bucket restarts full at `now`; setting the same
+    /// limit again keeps its state. Parked items are judged by the new limits from the next
+    /// [`Throttle::release`] on (call it, and re-arm the timer, after changing limits).
+    pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
+        self.buckets[bucket.index()].set_limit(limit, now);
+        if limit.is_unlimited() {
+            self.limited &= !bucket.bit();
+        } else {
+            self.limited |= bucket.bit();
+        }
+    }
+
+    /// The limit of `bucket`.
+    pub fn limit(&self, bucket: Bucket) -> Limit {
+        self.buckets[bucket.index()].limit()
+    }
+
+    /// Whole tokens in `bucket` at `now` (negative in debt); `None` if it is unlimited.
+    pub fn level(&self, bucket: Bucket, now: Instant) -> Option<i64> {
+        self.buckets[bucket.index()].level(now)
+    }
+
+    /// The bucket itself, read-only.
+    pub fn bucket(&self, bucket: Bucket) -> &TokenBucket {
+        &self.buckets[bucket.index()]
+    }
+
+    /// Whether no bucket is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.limited == 0
+    }
+
+    /// Number of items parked, all classes together.
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
+    /// Number of items parked in `class`.
+    pub fn parked_in(&self, class: Class) -> usize {
+        self.queues[class.index()].len()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The instant from which every bucket admits `cost`, if nothing else is charged.
+    fn ready_at(&self, cost: &Cost, now: Instant) -> Instant {
+        let wait = Bucket::ALL
+            .iter()
+            .map(|b| self.buckets[b.index()].time_until(cost.get(*b), now))
+            .max()
+            .unwrap_or_default();
+        now.checked_add(wait).unwrap_or(now + MAX_WAIT)
+    }
+
+    /// Whether every bucket admits `cost` at `now`.
+    fn admits(&self, cost: &Cost, now: Instant) -> bool {
+        Bucket::ALL
+            .iter()
+            .all(|b| self.buckets[b.index()].admits(cost.get(*b), now))
+    }
+
+    /// Whether charging `cost` at `now` leaves every bucket able to serve `claim` by its deadline.
+    fn leaves_enough(&self, cost: &Cost, claim: &Claim, now: Instant) -> bool {
+        Bucket::ALL.iter().all(|b| {
+            self.buckets[b.index()].lends(cost.get(*b), claim.cost.get(*b), claim.deadline, now)
+        })
+    }
+
+    /// Whether an item costing `cost`, newer than every claim, may be admitted at `now`.
+    fn may_admit(&self, cost: &Cost, older: &[Option<Claim>], now: Instant) -> bool {
+        self.admits(cost, now)
+            && older
+                .iter()
+                .flatten()
+                .all(|c| self.leaves_enough(cost, c, now))
+    }
+
+    fn charge(&mut self, cost: &Cost, now: Instant) {
+        for b in Bucket::ALL {
+            self.buckets[b.index()].charge(cost.get(b), now);
+        }
+        self.stats.admitted += 1;
+    }
+
+    /// Classes with a non-empty queue, oldest head first.
+    fn heads_by_age(&self) -> impl Iterator<Item = usize> {
+        let mut heads: [(u64, usize); 3] = [(u64::MAX, usize::MAX); 3];
+        for (c, q) in self.queues.iter().enumerate() {
+            if let Some(p) = q.front() {
+                heads[c] = (p.seq, c);
+            }
+        }
+        heads.sort_unstable();
+        heads.into_iter().filter(|h| h.1 != usize::MAX).map(|h| h.1)
+    }
+
+    fn head(&self, class: usize) -> &Parked<T> {
+        self.queues[class]
+            .front()
+            .expect("class queue is non-empty")
+    }
+
+    /// Offers an item of `class` costing `cost`. It is admitted (and charged in every bucket of
+    /// `cost`) if its class queue is empty, every bucket admits it, and it leaves enough for
+    /// the waiting heads of other classes (see the type docs); otherwise it is parked at the back
+    /// of its class queue.
+    pub fn submit(&mut self, item: T, class: Class, cost: Cost, now: Instant) -> Admission<T> {
+        if cost.mask() & self.limited == 0 && self.parked == 0 {
+            self.stats.admitted += 1;
+            return Admission::Admitted(item);
+        }
+        if self.queues[class.index()].is_empty() {
+            let mut older = [None; 3];
+            for (slot, q) in older.iter_mut().zip(&self.queues) {
+                *slot = q.front().map(|h| Claim {
+                    cost: h.cost,
+                    deadline: self.ready_at(&h.cost, now),
+                });
+            }
+            if self.may_admit(&cost, &older, now) {
+                self.charge(&cost, now);
+                return Admission::Admitted(item);
+            }
+        }
+        self.queues[class.index()].push_back(Parked {
+            item,
+            cost,
+            seq: self.next_seq,
+            since: now,
+        });
+        self.next_seq += 1;
+        self.parked += 1;
+        self.stats.throttled += 1;
+        Admission::Parked
+    }
+
+    /// Releases every parked item admissible at `now`, charging each, oldest class head first,
+    /// and appends them to `out`. Returns how many were released.
+    pub fn release_into(&mut self, now: Instant, out: &mut Vec<T>) -> usize {
+        let before = out.len();
+        'again: while self.parked > 0 {
+            let mut older = [None; 3];
+            for (i, c) in self.heads_by_age().enumerate() {
+                let cost = self.head(c).cost;
+                if self.may_admit(&cost, &older, now) {
+                    let p = self.queues[c]
+                        .pop_front()
+                        .expect("class queue is non-empty");
+                    self.parked -= 1;
+                    self.charge(&p.cost, now);
+                    let waited = now.saturating_duration_since(p.since);
+                    self.stats.total_wait += waited;
+                    self.stats.max_wait = self.stats.max_wait.max(waited);
+                    out.push(p.item);
+                    continue 'again;
+                }
+                older[i] = Some(Claim {
+                    cost,
+                    deadline: self.ready_at(&cost, now),
+                });
+            }
+            break;
+        }
+        out.len() - before
+    }
+
+    /// [`Throttle::release_into`] into a new vector.
+    pub fn release(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        self.release_into(now, &mut out);
+        out
+    }
+
+    /// The earliest instant at which [`Throttle::release`] will release something, assuming
+    /// nothing is submitted meanwhile; `None` when nothing is parked. At or before `now` means
+    /// "release now". Exact to the nanosecond (rounded up): arm a one-shot timer for it.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        // (claim of the head at its own deadline, instant it can actually leave)
+        let mut older: Vec<(Claim, Instant)> = Vec::with_capacity(3);
+        for c in self.heads_by_age() {
+            let cost = self.head(c).cost;
+            let own = self.ready_at(&cost, now);
+            // At `own` its buckets admit it; if it would then take what an older head needs,
+            // it cannot leave before that head has (waiting longer does not help: see `lends`).
+            let leaves = older
+                .iter()
+                .filter(|(claim, _)| !self.leaves_enough(&cost, claim, own))
+                .map(|(_, leaves)| *leaves)
+                .fold(own, Instant::max);
+            older.push((
+                Claim {
+                    cost,
+                    deadline: own,
+                },
+                leaves,
+            ));
+        }
+        older.into_iter().map(|(_, leaves)| leaves).min()
+    }
+
+    /// Hands back every parked item without charging anything (for a stopped or reset queue), in
+    /// global arrival order (hence in arrival order within each class). Nothing is lost or
+    /// duplicated; the throttle is left empty.
+    pub fn drain_all(&mut self) -> Vec<T> {
+        let mut all: Vec<Parked<T>> = Vec::with_capacity(self.parked);
+        for q in &mut self.queues {
+            all.extend(q.drain(..));
+        }
+        all.sort_unstable_by_key(|p| p.seq);
+        self.stats.drained += all.len() as u64;
+        self.parked = 0;
+        all.into_iter().map(|p| p.item).collect()
+    }
+}

@@ -1,0 +1,310 @@
+//! Scheduler behaviour, driven by a fake clock (no sleeps).
+
+use std::time::Duration;
+
+use ratelimit::{Admission, Bucket, Class, Clock, Cost, FakeClock, Limit, Throttle};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+fn read(n: u64) -> Cost {
+    Cost::new()
+        .with(Bucket::ReadBw, n)
+        .with(Bucket::Bw, n)
+        .with(Bucket::Ops, 1)
+}
+
+fn write(n: u64) -> Cost {
+    Cost::new()
+        .with(Bucket::WriteBw, n)
+        .with(Bucket::Bw, n)
+        .with(Bucket::Ops, 1)
+}
+
+fn meta() -> Cost {
+    Cost::new().with(Bucket::Ops, 1)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn admitted<T: std::fmt::Debug>(a: Admission<T>) -> T {
+    match a {
+        Admission::Admitted(t) => t,
+        Admission::Parked => panic!("expected Admitted, got Parked"),
+    }
+}
+
+fn parked<T: std::fmt::Debug>(a: Admission<T>) {
+    assert!(matches!(a, Admission::Parked), "expected Parked, got {a:?}");
+}
+
+#[test]
+fn unlimited_admits_everything() {
+    let clock = FakeClock::new();
+    let mut th = Throttle::new(clock.now());
+    assert!(th.is_unlimited());
+    for i in 0..1000u32 {
+        assert_eq!(
+            admitted(th.submit(i, Class::Read, read(MIB), clock.now())),
+            i
+        );
+    }
+    assert_eq!(th.parked(), 0);
+    assert_eq!(th.next_deadline(clock.now()), None);
+    assert_eq!(th.stats().admitted, 1000);
+    assert_eq!(th.level(Bucket::Bw, clock.now()), None);
+    // Limiting only ops leaves byte costs free but counts operations.
+    th.set_limit(Bucket::Ops, Limit::new(2), clock.now());
+    assert_eq!(
+        th.submit(1, Class::Write, write(MIB), clock.now()),
+        Admission::Admitted(1)
+    );
+    assert_eq!(th.level(Bucket::Ops, clock.now()), Some(1));
+}
+
+#[test]
+fn over_burst_request_is_paid_as_debt() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::Bw, Limit::with_burst(10 * MIB, 64 * KIB), t0);
+    admitted(th.submit(1, Class::Read, read(MIB), t0));
+    assert_eq!(th.level(Bucket::Bw, t0), Some(64 * KIB as i64 - MIB as i64));
+    parked(th.submit(2, Class::Read, read(MIB), t0));
+    // Debt (1 MiB - 64 KiB) plus a full burst (64 KiB) at 10 MiB/s: exactly 100 ms.
+    let deadline = th.next_deadline(t0).unwrap();
+    assert_eq!(deadline - t0, ms(100));
+    assert!(th.release(deadline - Duration::from_nanos(1)).is_empty());
+    assert_eq!(th.release(deadline), vec![2]);
+    let s = th.stats();
+    assert_eq!((s.admitted, s.throttled, s.max_wait), (2, 1, ms(100)));
+}
+
+#[test]
+fn exact_deadline() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::Ops, Limit::new(3), t0);
+    for i in 0..3 {
+        admitted(th.submit(i, Class::Other, meta(), t0));
+    }
+    parked(th.submit(3, Class::Other, meta(), t0));
+    let d = th.next_deadline(t0).unwrap();
+    assert_eq!(d - t0, Duration::from_nanos(333_333_334));
+    clock.set(d - Duration::from_nanos(1));
+    assert!(th.release(clock.now()).is_empty());
+    assert_eq!(
+        th.next_deadline(clock.now()),
+        Some(d),
+        "deadline does not move"
+    );
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(th.release(clock.now()), vec![3]);
+    assert_eq!(th.next_deadline(clock.now()), None);
+}
+
+#[test]
+fn combined_bucket_admission_is_atomic() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::ReadBw, Limit::new(1000), t0);
+    th.set_limit(Bucket::WriteBw, Limit::new(1000), t0);
+    th.set_limit(Bucket::Bw, Limit::new(500), t0);
+    // Fits read_bw but not bw: parked, and read_bw is not touched.
+    admitted(th.submit("r0", Class::Read, read(400), t0));
+    parked(th.submit("r1", Class::Read, read(400), t0));
+    assert_eq!(th.level(Bucket::ReadBw, t0), Some(600));
+    assert_eq!(th.level(Bucket::Bw, t0), Some(100));
+    // Same for a write: write_bw stays full.
+    parked(th.submit("w0", Class::Write, write(200), t0));
+    assert_eq!(th.level(Bucket::WriteBw, t0), Some(1000));
+    // bw reaches 400 for r1 after 600 ms; then w0 (200) after another 400 ms.
+    let d = th.next_deadline(t0).unwrap();
+    assert_eq!(d - t0, ms(600));
+    assert_eq!(th.release(d), vec!["r1"]);
+    assert_eq!(
+        th.level(Bucket::ReadBw, d),
+        Some(600),
+        "refilled to 1000, charged 400"
+    );
+    let d2 = th.next_deadline(d).unwrap();
+    assert_eq!(d2 - t0, ms(1000));
+    assert_eq!(th.release(d2), vec!["w0"]);
+    assert_eq!(th.level(Bucket::WriteBw, d2), Some(800));
+}
+
+#[test]
+fn fifo_within_a_class() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::ReadBw, Limit::new(100), t0);
+    admitted(th.submit(0, Class::Read, read(100), t0));
+    parked(th.submit(1, Class::Read, read(100), t0));
+    // A tiny read would fit nothing either, and must not overtake anyway.
+    parked(th.submit(2, Class::Read, read(1), t0));
+    parked(th.submit(3, Class::Read, read(50), t0));
+    // Even once the bucket could afford item 2 alone, it stays behind item 1.
+    assert!(th.release(t0 + ms(500)).is_empty());
+    let mut out = Vec::new();
+    let mut now = t0;
+    while let Some(d) = th.next_deadline(now) {
+        now = d;
+        assert!(
+            th.release_into(now, &mut out) > 0,
+            "every deadline releases something"
+        );
+    }
+    assert_eq!(out, vec![1, 2, 3]);
+    assert_eq!(now - t0, ms(1510));
+}
+
+#[test]
+fn throttled_write_does_not_delay_reads_or_metadata() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::WriteBw, Limit::new(100), t0);
+    th.set_limit(Bucket::ReadBw, Limit::new(100 * MIB), t0);
+    th.set_limit(Bucket::Bw, Limit::new(200 * MIB), t0);
+    th.set_limit(Bucket::Ops, Limit::new(1_000_000), t0);
+    admitted(th.submit("w0", Class::Write, write(100), t0));
+    parked(th.submit("w1", Class::Write, write(100), t0));
+    parked(th.submit("w2", Class::Write, write(100), t0));
+    // Reads and metadata with tokens flow while the writes wait for write_bw.
+    for i in 0..50 {
+        let t = t0 + ms(i);
+        assert_eq!(
+            th.submit("r", Class::Read, read(MIB), t),
+            Admission::Admitted("r")
+        );
+        assert_eq!(
+            th.submit("m", Class::Other, meta(), t),
+            Admission::Admitted("m")
+        );
+    }
+    assert_eq!(th.parked_in(Class::Write), 2);
+    assert_eq!(th.parked_in(Class::Read), 0);
+    assert_eq!(th.next_deadline(t0 + ms(50)), Some(t0 + ms(1000)));
+}
+
+#[test]
+fn shared_bucket_does_not_starve_a_parked_write() {
+    // Reads alone would use all of bw: 100 units every 100 ms at 1000/s with a 100 burst.
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0);
+    th.set_limit(Bucket::WriteBw, Limit::new(100), t0);
+    admitted(th.submit(0, Class::Write, write(100), t0));
+    let mut released: Vec<(u32, Duration)> = Vec::new();
+    let mut now = t0;
+    for k in 1..=30u32 {
+        let t = t0 + ms(100 * u64::from(k));
+        // Deadlines strictly before the arrival; at the arrival instant the read is submitted
+        // first (the adversarial order for the write).
+        while let Some(d) = th.next_deadline(now).filter(|d| *d < t) {
+            now = d;
+            for id in th.release(now) {
+                released.push((id, now - t0));
+            }
+        }
+        now = t;
+        if k == 2 {
+            // The write arrives when write_bw holds 20 of 100: it waits until t0 + 1 s.
+            parked(th.submit(1, Class::Write, write(100), t0 + ms(200)));
+        }
+        if let Admission::Admitted(id) = th.submit(100 + k, Class::Read, read(100), now) {
+            released.push((id, now - t0));
+        }
+        for id in th.release(now) {
+            released.push((id, now - t0));
+        }
+    }
+    while let Some(d) = th.next_deadline(now) {
+        now = d;
+        for id in th.release(now) {
+            released.push((id, now - t0));
+        }
+    }
+    // The write leaves at its deadline, though a read arrived at that very instant.
+    assert!(released.contains(&(1, ms(1000))), "{released:?}");
+    // Reads were not delayed before then: bw had enough for them and for the write.
+    for k in 1..=9u32 {
+        assert!(released.contains(&(100 + k, ms(100 * u64::from(k)))), "{k}");
+    }
+    // Every read got out, in order.
+    let reads: Vec<u32> = released
+        .iter()
+        .map(|r| r.0)
+        .filter(|id| *id >= 100)
+        .collect();
+    assert_eq!(reads, (101..=130).collect::<Vec<_>>());
+    assert_eq!(th.parked(), 0);
+}
+
+#[test]
+fn drain_all_returns_everything_in_arrival_order() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::Ops, Limit::with_burst(1, 0), t0);
+    let classes = [Class::Read, Class::Write, Class::Other];
+    for i in 0..30usize {
+        let cost = Cost::new().with(Bucket::Ops, 1);
+        let a = th.submit(i, classes[i % 3], cost, t0);
+        if i == 0 {
+            assert_eq!(
+                a,
+                Admission::Admitted(0),
+                "burst 0: the first one goes as debt"
+            );
+        } else {
+            parked(a);
+        }
+    }
+    assert_eq!(th.parked(), 29);
+    assert_eq!(th.drain_all(), (1..30).collect::<Vec<_>>());
+    assert_eq!(th.parked(), 0);
+    assert_eq!(th.next_deadline(t0), None);
+    assert!(th.release(t0 + ms(1_000_000)).is_empty());
+    assert_eq!(th.stats().drained, 29);
+    assert_eq!(
+        th.level(Bucket::Ops, t0),
+        Some(-1),
+        "draining charges nothing"
+    );
+}
+
+#[test]
+fn set_limit_mid_queue_applies_to_parked_items() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0);
+    th.set_limit(Bucket::WriteBw, Limit::new(10), t0);
+    admitted(th.submit(0, Class::Write, write(10), t0));
+    for i in 1..=3 {
+        parked(th.submit(i, Class::Write, write(10), t0));
+    }
+    assert_eq!(th.next_deadline(t0), Some(t0 + ms(1000)));
+    // Faster and resized: the bucket restarts full (20 units): two leave at once.
+    let t1 = t0 + ms(10);
+    th.set_limit(Bucket::WriteBw, Limit::new(20), t1);
+    assert_eq!(th.limit(Bucket::WriteBw), Limit::with_burst(20, 20));
+    assert_eq!(th.next_deadline(t1), Some(t1));
+    assert_eq!(th.release(t1), vec![1, 2]);
+    assert_eq!(th.next_deadline(t1), Some(t1 + ms(500)));
+    // Lifting the limit releases the rest immediately; new items may not overtake them.
+    th.set_limit(Bucket::WriteBw, Limit::UNLIMITED, t1);
+    parked(th.submit(4, Class::Write, write(10), t1));
+    assert_eq!(th.release(t1), vec![3, 4]);
+    assert!(th.is_unlimited());
+    assert_eq!(
+        th.submit(5, Class::Write, write(10), t1),
+        Admission::Admitted(5)
+    );
+}
