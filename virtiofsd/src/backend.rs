@@ -29,6 +29,7 @@ use vmm_sys_util::event::{
 use crate::fs::Fs;
 use crate::pool::Pool;
 use crate::request::{self, Cost, Policy, QueueKind, Session, Verdict};
+use crate::throttle::{Limiter, Parked};
 use crate::vring::{FsVring, GuestMem};
 
 /// One chain popped from a ring, with the memory it lives in.
@@ -39,6 +40,8 @@ pub const MAX_QUEUE_SIZE: usize = 32768;
 const HIPRIO: u16 = 0;
 const REQUESTS: u16 = 1;
 const NUM_QUEUES: usize = 2;
+/// Epoll event id of the throttle timer (ids up to NUM_QUEUES are the library's).
+pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
 
 /// A condition that stops the device: the ring itself cannot be trusted any more.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,8 @@ pub fn notify(vring: &FsVring) {
 /// The `VhostUserBackend` of the daemon.
 pub struct FsBackend {
     handler: Arc<Handler>,
+    limiter: Arc<Limiter>,
+    drain_hooked: std::sync::Once,
     pool: Option<Pool>,
     mem: Mutex<GuestMem>,
     event_idx: std::sync::atomic::AtomicBool,
@@ -195,6 +200,7 @@ impl FsBackend {
     /// `fatal` is called when a ring is corrupt; the caller stops the daemon.
     pub fn new(
         handler: Arc<Handler>,
+        limiter: Arc<Limiter>,
         threads: usize,
         mem: GuestMem,
         fatal: Box<dyn Fn(Fatal) + Send + Sync>,
@@ -205,6 +211,8 @@ impl FsBackend {
         };
         Ok(FsBackend {
             handler,
+            limiter,
+            drain_hooked: std::sync::Once::new(),
             pool,
             mem: Mutex::new(mem),
             event_idx: Default::default(),
@@ -247,7 +255,59 @@ impl FsBackend {
         Ok(chains)
     }
 
+    /// Serves an admitted chain on the pool, or inline; returns 1 if it completed inline (the
+    /// caller notifies once per batch).
+    fn dispatch(&self, item: Parked) -> usize {
+        match (&self.pool, item.verdict) {
+            (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
+                pool.submit(item.chain, item.verdict, item.vring);
+                0
+            }
+            _ => {
+                let len = self.handler.serve(&item.chain, item.verdict);
+                complete(&item.vring, item.chain.head_index(), len);
+                1
+            }
+        }
+    }
+
+    /// When the request ring stops (GET_VRING_BASE), parked chains are served at once, so
+    /// none is lost or completed into a ring that was reset.
+    fn hook_drain(&self, vring: &FsVring) {
+        self.drain_hooked.call_once(|| {
+            let (handler, limiter) = (self.handler.clone(), self.limiter.clone());
+            vring.inflight().on_stop(Box::new(move || {
+                let parked = limiter.drain();
+                if !parked.is_empty() {
+                    log::info!("ring stop: serving {} parked request(s) now", parked.len());
+                }
+                for p in &parked {
+                    let len = handler.serve(&p.chain, p.verdict);
+                    complete(&p.vring, p.chain.head_index(), len);
+                }
+                if let Some(p) = parked.first() {
+                    notify(&p.vring);
+                }
+            }));
+        });
+    }
+
+    /// Serves the parked chains whose tokens now exist (all from the request ring).
+    fn on_timer(&self) {
+        let released = self.limiter.on_timer();
+        let Some(vring) = released.first().map(|p| p.vring.clone()) else {
+            return;
+        };
+        let inline: usize = released.into_iter().map(|p| self.dispatch(p)).sum();
+        if inline > 0 {
+            notify(&vring);
+        }
+    }
+
     fn process(&self, vring: &FsVring, queue: u16) -> Result<(), Fatal> {
+        if queue == REQUESTS {
+            self.hook_drain(vring);
+        }
         let kind = if queue == HIPRIO {
             QueueKind::Hiprio
         } else {
@@ -262,15 +322,17 @@ impl FsBackend {
             let mut inline = 0;
             for chain in chains {
                 let verdict = self.handler.inspect(&chain, kind);
-                match (&self.pool, verdict) {
-                    (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
-                        pool.submit(chain, verdict, vring.clone());
-                    }
-                    _ => {
-                        let len = self.handler.serve(&chain, verdict);
-                        complete(vring, chain.head_index(), len);
-                        inline += 1;
-                    }
+                let item = Parked {
+                    chain,
+                    verdict,
+                    vring: vring.clone(),
+                };
+                let admitted = match verdict {
+                    Verdict::Serve { cost, .. } => self.limiter.admit(item, cost),
+                    _ => Some(item),
+                };
+                if let Some(item) = admitted {
+                    inline += self.dispatch(item);
                 }
             }
             if inline > 0 {
@@ -352,6 +414,10 @@ impl VhostUserBackend for FsBackend {
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
+        }
+        if device_event == TIMER_EVENT {
+            self.on_timer();
+            return Ok(());
         }
         let Some(vring) = vrings.get(device_event as usize) else {
             return Err(io::Error::other(format!("unknown event {device_event}")));

@@ -9,6 +9,30 @@ use std::os::unix::io::RawFd;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use ratelimit::Limit;
+
+use crate::throttle::Limits;
+
+/// How the rate-limit flags behave; shown after `--help`.
+const LIMITS_HELP: &str = "\
+Rate limits (token buckets, per daemon = per sandbox):
+  --fs-bw-size=N       sustained READ+WRITE payload bytes per second (absent or 0: unlimited)
+  --fs-bw-burst=N      bucket capacity in bytes (default: the size); the bucket starts full and
+                       refills continuously at the size rate (unlike Firecracker's non-refilling
+                       one_time_burst). A burst without a size is an error.
+  --fs-read-bw-*/--fs-write-bw-*  the same for one direction; a request pays its direction's
+                       bucket and the combined one together, never one then the other.
+  --fs-ops-size/-burst requests per second on the request queue (one op per request).
+  Values: integers with an optional unit k/K/M/G (x1000) or Ki/Mi/Gi (x1024), e.g. 10M.
+  Charged before the work: READ by the size asked, WRITE by its payload. FORGET and INTERRUPT
+  (hiprio queue) are never throttled. A request larger than the burst is admitted as debt, never
+  refused. A throttled request waits off the vring thread, so other requests keep flowing.
+  Reads served from the guest's page cache never reach the daemon and are not counted;
+  writeback and mmap writes are.";
+
+fn quantity(s: &str) -> Result<u64, String> {
+    ratelimit::parse_quantity(s).map_err(|e| e.to_string())
+}
 
 /// How long the guest may cache entries and attributes, and whether it may cache file data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -80,7 +104,8 @@ const UNSUPPORTED: &[&str] = &[
     name = "virtiofsd",
     version,
     args_override_self = true,
-    override_usage = "virtiofsd --shared-dir <DIR> (--socket-path <PATH> | --fd <FD>) [OPTIONS]"
+    override_usage = "virtiofsd --shared-dir <DIR> (--socket-path <PATH> | --fd <FD>) [OPTIONS]",
+    after_help = LIMITS_HELP
 )]
 pub struct Cli {
     /// Directory exported to the guest.
@@ -172,6 +197,38 @@ pub struct Cli {
     #[arg(long)]
     pub print_capabilities: bool,
 
+    /// Sustained READ+WRITE bytes per second (0: unlimited). See "Rate limits" below.
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_bw_size: Option<u64>,
+
+    /// READ+WRITE bucket capacity in bytes [default: the size].
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_bw_burst: Option<u64>,
+
+    /// Sustained READ bytes per second (0: unlimited).
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_read_bw_size: Option<u64>,
+
+    /// READ bucket capacity in bytes [default: the size].
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_read_bw_burst: Option<u64>,
+
+    /// Sustained WRITE bytes per second (0: unlimited).
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_write_bw_size: Option<u64>,
+
+    /// WRITE bucket capacity in bytes [default: the size].
+    #[arg(long, value_parser = quantity, value_name = "BYTES")]
+    pub fs_write_bw_burst: Option<u64>,
+
+    /// Sustained requests per second on the request queue (0: unlimited).
+    #[arg(long, value_parser = quantity, value_name = "REQUESTS")]
+    pub fs_ops_size: Option<u64>,
+
+    /// Request bucket capacity [default: the size].
+    #[arg(long, value_parser = quantity, value_name = "REQUESTS")]
+    pub fs_ops_burst: Option<u64>,
+
     /// Legacy options, comma separated: source=DIR, cache=none|auto|always|metadata,
     /// loglevel=LEVEL, xattr, no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
     /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2, no_killpriv_v2,
@@ -224,6 +281,7 @@ pub struct Config {
     pub thread_pool_size: usize,
     pub log_level: LogLevel,
     pub syslog: bool,
+    pub limits: Limits,
 }
 
 /// A command-line value that cannot be used; the message names the flag.
@@ -343,7 +401,14 @@ impl Cli {
                 return usage(format!("--tag={tag}: must be 1 to {MAX_TAG_LEN} bytes"));
             }
         }
+        let limits = Limits {
+            bw: limit("bw", self.fs_bw_size, self.fs_bw_burst)?,
+            read_bw: limit("read-bw", self.fs_read_bw_size, self.fs_read_bw_burst)?,
+            write_bw: limit("write-bw", self.fs_write_bw_size, self.fs_write_bw_burst)?,
+            ops: limit("ops", self.fs_ops_size, self.fs_ops_burst)?,
+        };
         Ok(Config {
+            limits,
             listen,
             shared_dir,
             tag: self.tag,
@@ -361,6 +426,18 @@ impl Cli {
             log_level: self.log_level,
             syslog: self.syslog,
         })
+    }
+}
+
+/// One bucket from `--fs-<name>-size` / `--fs-<name>-burst`.
+fn limit(name: &str, size: Option<u64>, burst: Option<u64>) -> Result<Limit, UsageError> {
+    match (size.unwrap_or(0), burst) {
+        (0, None) => Ok(Limit::UNLIMITED),
+        (0, Some(_)) => usage(format!(
+            "--fs-{name}-burst needs a non-zero --fs-{name}-size"
+        )),
+        (_, Some(0)) => usage(format!("--fs-{name}-burst must be greater than 0")),
+        (size, burst) => Ok(Limit::with_burst(size, burst.unwrap_or(size))),
     }
 }
 

@@ -11,10 +11,12 @@ use vhost::vhost_user::Error as VuError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{FsBackend, Handler};
+use crate::backend::{FsBackend, Handler, TIMER_EVENT};
 use crate::cli::{Config, Listen};
 use crate::request::Policy;
 use crate::setup::{self, PidFile};
+use crate::throttle::Limiter;
+use vmm_sys_util::epoll::EventSet;
 
 /// Files we created (socket, pid lock), removed on every exit path we control.
 #[derive(Default)]
@@ -83,12 +85,26 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let handler = Arc::new(Handler::new(fs, policy));
+    let limiter = match Limiter::new(cfg.limits) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            error!("cannot create the throttle timer: {e}");
+            return 1;
+        }
+    };
+    info!("rate limits: {}", cfg.limits);
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let on_fatal = {
         let cleanup = cleanup.clone();
         Box::new(move |_| cleanup.exit(1))
     };
-    let backend = match FsBackend::new(handler, cfg.thread_pool_size, mem.clone(), on_fatal) {
+    let backend = match FsBackend::new(
+        handler,
+        limiter.clone(),
+        cfg.thread_pool_size,
+        mem.clone(),
+        on_fatal,
+    ) {
         Ok(b) => Arc::new(b.with_tag(cfg.tag.as_deref())),
         Err(e) => {
             error!("cannot start {} worker threads: {e}", cfg.thread_pool_size);
@@ -102,6 +118,16 @@ pub fn run(cfg: Config) -> i32 {
             return 1;
         }
     };
+
+    let timer = daemon.get_epoll_handlers()[0].register_listener(
+        limiter.timer_fd(),
+        EventSet::IN,
+        u64::from(TIMER_EVENT),
+    );
+    if let Err(e) = timer {
+        error!("cannot watch the throttle timer: {e}");
+        return 1;
+    }
 
     let mut listener = match setup::listener(&cfg.listen) {
         Ok(l) => l,

@@ -13,4 +13,5 @@ pub mod fs;
 pub mod pool;
 pub mod request;
 pub mod setup;
+pub mod throttle;
 pub mod vring;

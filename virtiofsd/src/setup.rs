@@ -157,7 +157,22 @@ pub fn rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
             format!("--rlimit-nofile={n}: {e}"),
         )),
         None => {
-            warn!("cannot raise the open files limit to {target}: {e}; keeping the current one");
+            // Without CAP_SYS_RESOURCE the hard limit cannot rise: take the soft one up to it.
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+            unsafe {
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) == 0 {
+                    cur.rlim_cur = cur.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+                }
+            }
+            info!(
+                "open files limit: {} (cannot raise to {target}: {e})",
+                cur.rlim_cur
+            );
             Ok(())
         }
     }

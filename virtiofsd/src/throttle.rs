@@ -1,0 +1,234 @@
+//! What the rate limits charge, and where throttled requests wait.
+//!
+//! Policy: a READ pays its requested size, a WRITE its payload, in the combined `bw` bucket and
+//! in its direction's bucket; every request on the request queue pays one op. Hiprio traffic is
+//! never charged. A request that cannot run now is parked (with its chain) in the
+//! [`ratelimit::Throttle`], per class, and a timerfd in the backend's epoll loop fires at the
+//! exact instant the next parked request can run. Nothing sleeps on the vring thread, so
+//! requests of other classes keep flowing.
+
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ratelimit::{Admission, Bucket, Class, Clock, Cost, Limit, MonotonicClock, Throttle};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::backend::Chain;
+use crate::request::{self, Verdict};
+use crate::vring::FsVring;
+
+/// The configured limits (size 0: unlimited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// READ + WRITE bytes per second.
+    pub bw: Limit,
+    /// READ bytes per second.
+    pub read_bw: Limit,
+    /// WRITE bytes per second.
+    pub write_bw: Limit,
+    /// Requests per second on the request queue.
+    pub ops: Limit,
+}
+
+impl Limits {
+    /// The bucket each field configures.
+    pub fn buckets(&self) -> [(Bucket, Limit); 4] {
+        [
+            (Bucket::Bw, self.bw),
+            (Bucket::ReadBw, self.read_bw),
+            (Bucket::WriteBw, self.write_bw),
+            (Bucket::Ops, self.ops),
+        ]
+    }
+
+    /// Whether no limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.buckets().iter().all(|(_, l)| l.is_unlimited())
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_unlimited() {
+            return write!(f, "none");
+        }
+        let mut first = true;
+        for (b, l) in self.buckets().iter().filter(|(_, l)| !l.is_unlimited()) {
+            let unit = if *b == Bucket::Ops { "req" } else { "B" };
+            let sep = if first { "" } else { ", " };
+            write!(f, "{sep}{b} {} {unit}/s (burst {} {unit})", l.size, l.burst)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// A chain waiting for tokens, with what is needed to finish it later.
+pub struct Parked {
+    pub chain: Chain,
+    pub verdict: Verdict,
+    pub vring: FsVring,
+}
+
+/// The class and cost of a request.
+pub fn charge(cost: request::Cost) -> Option<(Class, Cost)> {
+    let op = Cost::new().with(Bucket::Ops, 1);
+    Some(match cost {
+        request::Cost::Free => return None,
+        request::Cost::Other => (Class::Other, op),
+        request::Cost::Read(n) => (
+            Class::Read,
+            op.with(Bucket::Bw, n.into()).with(Bucket::ReadBw, n.into()),
+        ),
+        request::Cost::Write(n) => (
+            Class::Write,
+            op.with(Bucket::Bw, n.into())
+                .with(Bucket::WriteBw, n.into()),
+        ),
+    })
+}
+
+/// The daemon's throttle: buckets, parked chains, and the timer that releases them.
+pub struct Limiter {
+    state: Mutex<(Throttle<Parked>, TimerFd)>,
+    unlimited: AtomicBool,
+    clock: MonotonicClock,
+}
+
+impl Limiter {
+    /// A limiter enforcing `limits`; its timer must be added to the epoll loop ([`Self::timer_fd`]).
+    pub fn new(limits: Limits) -> io::Result<Self> {
+        let clock = MonotonicClock;
+        let now = clock.now();
+        let mut th = Throttle::new(now);
+        for (b, l) in limits.buckets() {
+            th.set_limit(b, l, now);
+        }
+        let timer = TimerFd::new().map_err(io::Error::from)?;
+        // Non-blocking: a timer re-armed after epoll saw it fire must not block the read.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fd = timer.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        Ok(Limiter {
+            state: Mutex::new((th, timer)),
+            unlimited: AtomicBool::new(limits.is_unlimited()),
+            clock,
+        })
+    }
+
+    /// The timerfd to watch for readability; then call [`Self::on_timer`].
+    pub fn timer_fd(&self) -> RawFd {
+        self.state.lock().unwrap().1.as_raw_fd()
+    }
+
+    /// Admits `item` now (returned) or parks it (None) and arms the timer.
+    pub fn admit(&self, item: Parked, cost: request::Cost) -> Option<Parked> {
+        if self.unlimited.load(Ordering::Relaxed) {
+            return Some(item);
+        }
+        let Some((class, cost)) = charge(cost) else {
+            return Some(item);
+        };
+        let mut st = self.state.lock().unwrap();
+        let now = self.clock.now();
+        match st.0.submit(item, class, cost, now) {
+            Admission::Admitted(item) => Some(item),
+            Admission::Parked => {
+                let (th, timer) = &mut *st;
+                arm(th, timer, now);
+                None
+            }
+        }
+    }
+
+    /// Releases every parked chain whose tokens now exist, and re-arms the timer.
+    pub fn on_timer(&self) -> Vec<Parked> {
+        let mut st = self.state.lock().unwrap();
+        let (th, timer) = &mut *st;
+        let _ = timer.wait(); // clears the expiry; EAGAIN if already cleared
+        let mut out = Vec::new();
+        loop {
+            let now = self.clock.now();
+            th.release_into(now, &mut out);
+            match th.next_deadline(now) {
+                Some(d) if d <= self.clock.now() => continue,
+                _ => break,
+            }
+        }
+        arm(th, timer, self.clock.now());
+        out
+    }
+
+    /// Every parked chain, whatever the tokens (the ring is stopping).
+    pub fn drain(&self) -> Vec<Parked> {
+        let mut st = self.state.lock().unwrap();
+        let (th, timer) = &mut *st;
+        let _ = timer.clear();
+        th.drain_all()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        let st = self.state.lock().unwrap();
+        Limits {
+            bw: st.0.limit(Bucket::Bw),
+            read_bw: st.0.limit(Bucket::ReadBw),
+            write_bw: st.0.limit(Bucket::WriteBw),
+            ops: st.0.limit(Bucket::Ops),
+        }
+    }
+}
+
+/// Arms `timer` for the next deadline (or disarms it when nothing waits).
+fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, now: Instant) {
+    let res = match th.next_deadline(now) {
+        // A zero duration would disarm the timer: fire in 1 ns instead.
+        Some(d) => timer.reset(d.saturating_duration_since(now).max(NS), None),
+        None => timer.clear(),
+    };
+    if let Err(e) = res {
+        log::error!("cannot arm the throttle timer: {e}");
+    }
+}
+
+const NS: std::time::Duration = std::time::Duration::from_nanos(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_by_direction_and_one_op() {
+        let (c, cost) = charge(request::Cost::Read(4096)).unwrap();
+        assert_eq!(c, Class::Read);
+        assert_eq!(cost.get(Bucket::Bw), 4096);
+        assert_eq!(cost.get(Bucket::ReadBw), 4096);
+        assert_eq!(cost.get(Bucket::WriteBw), 0);
+        assert_eq!(cost.get(Bucket::Ops), 1);
+        let (c, cost) = charge(request::Cost::Write(10)).unwrap();
+        assert_eq!(c, Class::Write);
+        assert_eq!(cost.get(Bucket::WriteBw), 10);
+        assert_eq!(cost.get(Bucket::ReadBw), 0);
+        let (c, cost) = charge(request::Cost::Other).unwrap();
+        assert_eq!(c, Class::Other);
+        assert_eq!(cost.get(Bucket::Bw), 0);
+        assert_eq!(cost.get(Bucket::Ops), 1);
+        assert!(charge(request::Cost::Free).is_none());
+    }
+
+    #[test]
+    fn display_lists_only_set_limits() {
+        let l = Limits {
+            bw: Limit::with_burst(10_000_000, 20_000_000),
+            ..Default::default()
+        };
+        assert_eq!(l.to_string(), "bw 10000000 B/s (burst 20000000 B)");
+        assert_eq!(Limits::default().to_string(), "none");
+    }
+}
