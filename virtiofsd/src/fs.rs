@@ -124,8 +124,18 @@ impl FileSystem for SharedFs {
     type Inode = u64;
     type Handle = u64;
 
+    /// Passthrough asks only for READDIRPLUS; a daemon must also ask for the basics, or the
+    /// kernel falls back to 4 KiB writes and serialised directory operations.
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut opts = self.inner.init(capable)?;
+        let mut opts = self.inner.init(capable)?
+            | FsOptions::ASYNC_READ
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::BIG_WRITES
+            | FsOptions::AUTO_INVAL_DATA
+            | FsOptions::ASYNC_DIO
+            | FsOptions::ATOMIC_O_TRUNC
+            | FsOptions::MAX_PAGES
+            | FsOptions::INIT_EXT;
         if !self.readdirplus {
             opts.remove(FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO);
         }
