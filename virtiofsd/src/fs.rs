@@ -136,6 +136,8 @@ impl FileSystem for SharedFs {
             | FsOptions::ATOMIC_O_TRUNC
             | FsOptions::MAX_PAGES
             | FsOptions::INIT_EXT;
+        // No DAX window: never let the guest think per-file DAX is available.
+        opts.remove(FsOptions::PERFILE_DAX);
         if !self.readdirplus {
             opts.remove(FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO);
         }

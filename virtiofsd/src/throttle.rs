@@ -96,6 +96,13 @@ pub struct Limiter {
     state: Mutex<(Throttle<Parked>, TimerFd)>,
     unlimited: AtomicBool,
     clock: MonotonicClock,
+    one_queue: bool,
+}
+
+/// Seeded bug for the isolation tests (`seeded-bugs` builds only): every request joins one
+/// queue, so metadata waits behind throttled writes — what the per-class queues prevent.
+fn seeded_one_queue() -> bool {
+    cfg!(feature = "seeded-bugs") && std::env::var_os("VIRTIOFSD_SEEDED_BUG_ONE_QUEUE").is_some()
 }
 
 impl Limiter {
@@ -119,6 +126,7 @@ impl Limiter {
             state: Mutex::new((th, timer)),
             unlimited: AtomicBool::new(limits.is_unlimited()),
             clock,
+            one_queue: seeded_one_queue(),
         })
     }
 
@@ -132,9 +140,12 @@ impl Limiter {
         if self.unlimited.load(Ordering::Relaxed) {
             return Some(item);
         }
-        let Some((class, cost)) = charge(cost) else {
+        let Some((mut class, cost)) = charge(cost) else {
             return Some(item);
         };
+        if self.one_queue {
+            class = Class::Write;
+        }
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
         match st.0.submit(item, class, cost, now) {
