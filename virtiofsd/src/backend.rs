@@ -81,13 +81,16 @@ impl Handler {
 
     /// Decides what to do with a chain; cheap (reads the header and small bodies only).
     pub fn inspect(&self, chain: &Chain, queue: QueueKind) -> Verdict {
-        match Reader::from_descriptor_chain(chain.memory(), chain.clone()) {
+        let v = match Reader::from_descriptor_chain(chain.memory(), chain.clone()) {
             Ok(mut r) => request::inspect(&mut r, queue, &self.session, self.policy),
             Err(e) => {
                 warn!("unreadable descriptor chain {}: {e}", chain.head_index());
+                seeded::bad_request("unreadable descriptor chain");
                 Verdict::Drop
             }
-        }
+        };
+        seeded::check_verdict(chain, v);
+        v
     }
 
     /// Carries out a verdict; returns the number of bytes written to the chain.
@@ -107,6 +110,7 @@ impl Handler {
                         return reply_error(chain, unique, libc::EINVAL);
                     }
                 };
+                seeded::check_opcode(opcode);
                 let out = catch_unwind(AssertUnwindSafe(|| {
                     self.server.handle_message(r, w, None, None)
                 }));
@@ -114,6 +118,7 @@ impl Handler {
                     Ok(Ok(n)) => return u32::try_from(n).unwrap_or(0),
                     Ok(Err(e)) => {
                         debug!("request {unique} (opcode {opcode}) failed: {e}");
+                        seeded::bad_request("request failed to decode");
                         errno_of(&e)
                     }
                     Err(_) => {
@@ -129,6 +134,57 @@ impl Handler {
             }
         }
     }
+}
+
+/// Seeded bug for the malformed-request tests: built with the `seeded-bugs` feature and run
+/// with `VIRTIOFSD_SEEDED_BUG_EXIT_ON_BAD_REQUEST` set, the daemon exits with status 1 on the
+/// first request it cannot decode, as upstream virtiofsd does. Release builds cannot.
+#[cfg(feature = "seeded-bugs")]
+mod seeded {
+    use super::{Chain, Reader, Verdict};
+    use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode};
+
+    pub fn bad_request(what: &str) {
+        if std::env::var_os("VIRTIOFSD_SEEDED_BUG_EXIT_ON_BAD_REQUEST").is_some() {
+            log::error!("SEEDED BUG: exiting on a bad request ({what})");
+            std::process::exit(1);
+        }
+    }
+
+    /// Rejections (other than --readonly's EROFS) and dropped chains that needed a reply.
+    pub fn check_verdict(chain: &Chain, v: Verdict) {
+        match v {
+            Verdict::Reject { errno, .. } if errno != libc::EROFS => bad_request("rejected"),
+            Verdict::Drop => {
+                let h = Reader::from_descriptor_chain(chain.memory(), chain.clone())
+                    .ok()
+                    .and_then(|mut r| r.read_obj::<InHeader>().ok());
+                if !h.is_some_and(|h| super::request::is_reply_less(h.opcode)) {
+                    bad_request("dropped");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn check_opcode(opcode: u32) {
+        if opcode >= Opcode::MaxOpcode as u32 {
+            bad_request("unknown opcode");
+        }
+    }
+
+    pub fn no_reply_room() {
+        bad_request("no room for the reply");
+    }
+}
+
+#[cfg(not(feature = "seeded-bugs"))]
+mod seeded {
+    use super::{Chain, Verdict};
+    pub fn bad_request(_: &str) {}
+    pub fn check_verdict(_: &Chain, _: Verdict) {}
+    pub fn check_opcode(_: u32) {}
+    pub fn no_reply_room() {}
 }
 
 fn errno_of(e: &fuse_backend_rs::Error) -> i32 {
@@ -158,6 +214,7 @@ fn reply_error(chain: &Chain, unique: u64, errno: i32) -> u32 {
         true => header.len,
         false => {
             warn!("request {unique}: no room for the error reply");
+            seeded::no_reply_room();
             0
         }
     }
