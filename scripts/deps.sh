@@ -1,6 +1,6 @@
 # Sourced by the scripts: installs the Debian packages and cargo tools the project needs,
 # only when something is missing.
-DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio)
+DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio libseccomp-dev libcap-ng-dev pkg-config)
 
 install_deps() {
   local missing=()

@@ -1,0 +1,1215 @@
+//! One daemon per sandbox: state directory, spawn, readiness, exit notice, stop.
+//!
+//! Layout: `<state-dir>/<sandbox-id>/` holds `virtiofsd.sock` (the vhost-user socket),
+//! `virtiofsd.log` (the daemon's stdout+stderr, rotated to `virtiofsd.log.1` at
+//! [`DEFAULT_LOG_LIMIT`]) and `state.json` ([`SandboxState`]: pid, the process start time from
+//! `/proc/<pid>/stat` to detect pid reuse, socket, argv).
+//!
+//! Readiness:
+//! * Go style: we bind and listen on the socket ourselves and pass it as fd 3, so the VMM can
+//!   connect at once. We still wait up to [`StartOptions::settle`] (or until the daemon logs
+//!   its ready line) and report an early exit with the daemon's last output.
+//! * rs style: ready when the log shows [`READY_LINE`] or the socket is listening (checked in
+//!   `/proc/net/unix`, without connecting: the daemon serves a single connection), within
+//!   [`StartOptions::ready_timeout`]; otherwise the daemon is killed and the error carries its
+//!   last output.
+//!
+//! Exit notice: a watcher thread polls a pidfd (`pidfd_open`) and reaps the child at once,
+//! then runs the owner's callback. Stop: SIGTERM, a grace period, SIGKILL, then the socket and
+//! state are removed; stopping twice, or stopping a sandbox whose daemon is gone, is fine. A
+//! state file whose pid is dead or belongs to another process (start time differs) is reported
+//! as stale and never signalled.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{daemon_args, CommandOptions, LaunchStyle, GO_LISTEN_FD};
+use crate::config::VirtioFsConfig;
+use crate::error::{Error, Result};
+
+/// The socket's file name in the sandbox directory.
+pub const SOCKET_NAME: &str = "virtiofsd.sock";
+/// The log's file name in the sandbox directory.
+pub const LOG_NAME: &str = "virtiofsd.log";
+/// The state file's name in the sandbox directory.
+pub const STATE_NAME: &str = "state.json";
+/// The line upstream virtiofsd (and ours) logs when it listens (runtime-rs waits for it).
+pub const READY_LINE: &str = "Waiting for vhost-user socket connection";
+/// Log size at which `virtiofsd.log` is rotated to `virtiofsd.log.1`.
+pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
+/// Longest accepted sandbox id.
+pub const MAX_ID_LEN: usize = 128;
+/// Default state directory of the CLI.
+pub const DEFAULT_STATE_DIR: &str = "/run/virtiofs-sandbox";
+
+/// Checks that `id` can name a directory: 1..=128 characters of `[A-Za-z0-9._-]`, starting with
+/// a letter or digit (so no `/`, no `.`/`..`, no hidden names).
+pub fn validate_sandbox_id(id: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidSandboxId {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if id.is_empty() {
+        return bad("empty");
+    }
+    if id.len() > MAX_ID_LEN {
+        return bad(&format!("longer than {MAX_ID_LEN} characters"));
+    }
+    if id.contains('/') {
+        return bad("contains '/'");
+    }
+    if id.contains("..") {
+        return bad("contains '..'");
+    }
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("must start with a letter or digit");
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "character {c:?} is not allowed (only A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    Ok(())
+}
+
+/// What `state.json` records about a running daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxState {
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot) at start: a reused pid has
+    /// another value.
+    pub start_time: u64,
+    /// The vhost-user socket.
+    pub socket: PathBuf,
+    /// The daemon's log.
+    pub log: PathBuf,
+    /// The launch style.
+    pub launch: LaunchStyle,
+    /// The daemon binary.
+    pub daemon: PathBuf,
+    /// The daemon's arguments (without argv\[0\]).
+    pub args: Vec<String>,
+    /// The shared directory.
+    pub shared_dir: PathBuf,
+    /// Seconds since the Unix epoch at start.
+    pub started_at: u64,
+}
+
+/// The files of one sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SandboxPaths {
+    /// `<state-dir>/<id>`
+    pub dir: PathBuf,
+    /// The vhost-user socket.
+    pub socket: PathBuf,
+    /// The daemon log.
+    pub log: PathBuf,
+    /// The state file.
+    pub state: PathBuf,
+}
+
+/// How a process ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExitEvent {
+    /// Its pid.
+    pub pid: u32,
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Signal, if it was killed by one.
+    pub signal: Option<i32>,
+}
+
+impl ExitEvent {
+    fn from_status(pid: u32, st: ExitStatus) -> Self {
+        ExitEvent {
+            pid,
+            code: st.code(),
+            signal: st.signal(),
+        }
+    }
+
+    /// "exit code N" / "killed by signal N" / "exited".
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("killed by signal {s}"),
+            _ => "exited".into(),
+        }
+    }
+
+    /// The shell's convention: the code, or 128 + signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (_, Some(s)) => 128 + s,
+            _ => 1,
+        }
+    }
+}
+
+/// A callback run (on the watcher thread) when a process exits.
+pub type ExitCallback = Box<dyn FnOnce(ExitEvent) + Send + 'static>;
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; the returned descriptor is owned by us.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        None
+    } else {
+        // SAFETY: a fresh descriptor from the kernel.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Polls a pidfd for the process's exit; true if it exited within `timeout`.
+fn pidfd_wait(fd: &OwnedFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents != 0
+}
+
+fn pidfd_signal(fd: &OwnedFd, sig: i32) -> bool {
+    // SAFETY: plain syscall on our pidfd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
+}
+
+/// A spawned child whose exit is noticed at once by a watcher thread (pidfd + poll, falling
+/// back to polling `try_wait` every 10 ms), reaped, and reported to a callback. Signals are
+/// only sent while the child is not yet reaped, so they can never hit a reused pid.
+pub struct ChildWatch {
+    pid: u32,
+    child: Mutex<Option<Child>>,
+    exit: Mutex<Option<ExitEvent>>,
+    cv: Condvar,
+}
+
+impl std::fmt::Debug for ChildWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildWatch")
+            .field("pid", &self.pid)
+            .field("exit", &self.exit())
+            .finish()
+    }
+}
+
+impl ChildWatch {
+    /// Starts watching `child`; `on_exit` runs on the watcher thread right after it is reaped.
+    pub fn spawn(child: Child, on_exit: Option<ExitCallback>) -> Arc<ChildWatch> {
+        let pid = child.id();
+        let pidfd = pidfd_open(pid);
+        let w = Arc::new(ChildWatch {
+            pid,
+            child: Mutex::new(Some(child)),
+            exit: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        let w2 = w.clone();
+        std::thread::Builder::new()
+            .name(format!("watch-{pid}"))
+            .spawn(move || {
+                let ev = loop {
+                    match &pidfd {
+                        Some(fd) => {
+                            pidfd_wait(fd, Duration::from_secs(1));
+                        }
+                        None => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                    let mut g = w2.child.lock().unwrap();
+                    match g.as_mut().map(|c| c.try_wait()) {
+                        Some(Ok(Some(st))) => {
+                            *g = None;
+                            break ExitEvent::from_status(pid, st);
+                        }
+                        Some(Ok(None)) => continue,
+                        Some(Err(e)) => {
+                            log::warn!("waiting for pid {pid}: {e}");
+                            *g = None;
+                            break ExitEvent {
+                                pid,
+                                code: None,
+                                signal: None,
+                            };
+                        }
+                        None => return,
+                    }
+                };
+                *w2.exit.lock().unwrap() = Some(ev.clone());
+                w2.cv.notify_all();
+                if let Some(cb) = on_exit {
+                    cb(ev);
+                }
+            })
+            .expect("spawn watcher thread");
+        w
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `sig` if the child has not been reaped yet; returns whether it was sent.
+    pub fn signal(&self, sig: i32) -> bool {
+        let g = self.child.lock().unwrap();
+        if g.is_some() {
+            // SAFETY: kill(2) on a child we have not reaped (its pid cannot be reused).
+            unsafe { libc::kill(self.pid as libc::pid_t, sig) == 0 }
+        } else {
+            false
+        }
+    }
+
+    /// How the child exited, if it did.
+    pub fn exit(&self) -> Option<ExitEvent> {
+        self.exit.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for the exit.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.exit.lock().unwrap();
+        while g.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self.cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+        g.clone()
+    }
+}
+
+/// Watches a process that is not our child (e.g. a daemon started by `virtiofs-sandbox
+/// start`) and runs `on_exit` when it exits. Fails if the pid is not the recorded process.
+pub fn watch_pid(
+    pid: u32,
+    start_time: u64,
+    on_exit: ExitCallback,
+) -> Result<std::thread::JoinHandle<()>> {
+    let fd = pidfd_open(pid).ok_or_else(|| Error::Io {
+        context: format!("pidfd_open({pid})"),
+        source: io::Error::last_os_error(),
+    })?;
+    if liveness(pid, start_time) != Liveness::Running {
+        return Err(Error::State {
+            path: PathBuf::from(format!("/proc/{pid}")),
+            message: "not the recorded running process".into(),
+        });
+    }
+    Ok(std::thread::spawn(move || {
+        while !pidfd_wait(&fd, Duration::from_secs(3600)) {}
+        on_exit(ExitEvent {
+            pid,
+            code: None,
+            signal: None,
+        });
+    }))
+}
+
+/// `(state, start time)` of a process from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first()?.chars().next()?;
+    let start = f.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// What a recorded `(pid, start time)` refers to now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Liveness {
+    /// The recorded process is running.
+    Running,
+    /// No such process, or it exited (a zombie not yet reaped by its parent counts as exited).
+    Gone,
+    /// The pid now belongs to another process.
+    PidReused,
+}
+
+/// Checks a recorded process.
+pub fn liveness(pid: u32, start_time: u64) -> Liveness {
+    match proc_stat(pid) {
+        None => Liveness::Gone,
+        Some((_, st)) if st != start_time => Liveness::PidReused,
+        Some(('Z' | 'X' | 'x', _)) => Liveness::Gone,
+        Some(_) => Liveness::Running,
+    }
+}
+
+/// Whether a unix socket bound at `path` is listening (from `/proc/net/unix`, flag
+/// `__SO_ACCEPTCON`), without connecting to it.
+pub fn socket_listening(path: &Path) -> bool {
+    let Ok(t) = fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    t.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == want
+            && u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x10000 != 0)
+    })
+}
+
+/// Copies `input` to `path`, rotating to `<path>.1` when the file would exceed `limit` bytes;
+/// returns at end of input. Used by the in-process pump thread and the CLI's `__log-pump`.
+pub fn pump_log(mut input: impl Read, path: &Path, limit: u64) -> io::Result<()> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut out = open()?;
+    let mut size = out.metadata()?.len();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut chunk = &buf[..n];
+        if size + chunk.len() as u64 > limit && size > 0 {
+            let mut rotated = path.as_os_str().to_owned();
+            rotated.push(".1");
+            fs::rename(path, &rotated)?;
+            out = open()?;
+            size = 0;
+        }
+        if chunk.len() as u64 > limit {
+            chunk = &chunk[chunk.len() - limit as usize..];
+        }
+        out.write_all(chunk)?;
+        size += chunk.len() as u64;
+    }
+}
+
+/// The last `lines` lines of a log and its rotated predecessor.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    let mut all = fs::read(&rotated).unwrap_or_default();
+    all.extend(fs::read(path).unwrap_or_default());
+    let text = String::from_utf8_lossy(&all);
+    let v: Vec<&str> = text.lines().collect();
+    let tail = v[v.len().saturating_sub(lines)..].join("\n");
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail
+    }
+}
+
+/// Options of [`Supervisor::start`].
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// Launch style and `--xattr`.
+    pub command: CommandOptions,
+    /// rs style: how long to wait for readiness (default 10 s).
+    pub ready_timeout: Duration,
+    /// Go style: how long to watch for an early exit (default 300 ms; ends early when the
+    /// daemon logs its ready line).
+    pub settle: Duration,
+    /// Let the daemon outlive this process: new session, and (with [`Self::log_pump`]) its
+    /// output copied by a separate pump process.
+    pub detach: bool,
+    /// The command (argv) of a log pump process reading the daemon's output on stdin and
+    /// appending it to the log file given as its last argument (the CLI uses its own hidden
+    /// `__log-pump` subcommand). Only used when detached; without one a detached daemon
+    /// writes its log file directly, and rotation does not happen.
+    pub log_pump: Option<Vec<OsString>>,
+    /// SIGKILL the daemon if the spawning thread's process dies (`PR_SET_PDEATHSIG`); only
+    /// sensible when the spawning thread lives as long as the daemon (e.g. the main thread).
+    pub die_with_parent: bool,
+    /// Log rotation size (default 1 MiB).
+    pub log_limit: u64,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            command: CommandOptions::default(),
+            ready_timeout: Duration::from_secs(10),
+            settle: Duration::from_millis(300),
+            detach: false,
+            log_pump: None,
+            die_with_parent: false,
+            log_limit: DEFAULT_LOG_LIMIT,
+        }
+    }
+}
+
+/// How [`Supervisor::stop`] / [`Daemon::stop`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopOutcome {
+    /// It exited after SIGTERM.
+    Stopped,
+    /// It needed SIGKILL after the grace period.
+    Killed,
+    /// It had already exited; files removed.
+    AlreadyExited,
+    /// The state pointed at a dead or reused pid; nothing was signalled; files removed.
+    Stale,
+    /// No such sandbox.
+    NotFound,
+}
+
+/// A sandbox's state as seen by [`Supervisor::status`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// The sandbox id.
+    pub sandbox_id: String,
+    /// `running`, `gone`, `pid-reused` or `not-found`/`corrupt` (see `detail`).
+    pub state: String,
+    /// The recorded pid.
+    pub pid: Option<u32>,
+    /// The socket.
+    pub socket: Option<PathBuf>,
+    /// The log.
+    pub log: Option<PathBuf>,
+    /// The daemon's argv (without argv\[0\]).
+    pub args: Vec<String>,
+    /// The launch style.
+    pub launch: Option<LaunchStyle>,
+    /// Seconds since the epoch at start.
+    pub started_at: Option<u64>,
+    /// Explanation for non-running states.
+    pub detail: Option<String>,
+}
+
+/// Manages the sandboxes below one state directory.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    state_dir: PathBuf,
+}
+
+enum Pump {
+    Thread(mpsc::Receiver<()>),
+    Process(Child),
+    None,
+}
+
+impl Pump {
+    /// Waits (bounded) until everything the daemon wrote is in the log.
+    fn settle(&mut self, timeout: Duration) {
+        match self {
+            Pump::Thread(rx) => {
+                let _ = rx.recv_timeout(timeout);
+            }
+            Pump::Process(c) => {
+                let deadline = Instant::now() + timeout;
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Pump::None => {}
+        }
+    }
+
+    fn release(self) {
+        if let Pump::Process(mut c) = self {
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Resets the signal mask in a child (a parent may block signals it handles with sigwait).
+///
+/// # Safety
+/// Only async-signal-safe calls; to be used in `pre_exec`.
+pub unsafe fn reset_signal_mask() {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Supervisor {
+    /// A supervisor for `state_dir` (created on first start).
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Supervisor {
+            state_dir: state_dir.into(),
+        }
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The files of sandbox `id` (validated).
+    pub fn paths(&self, id: &str) -> Result<SandboxPaths> {
+        validate_sandbox_id(id)?;
+        let dir = self.state_dir.join(id);
+        Ok(SandboxPaths {
+            socket: dir.join(SOCKET_NAME),
+            log: dir.join(LOG_NAME),
+            state: dir.join(STATE_NAME),
+            dir,
+        })
+    }
+
+    /// Reads a sandbox's state file (`None` if absent).
+    pub fn read_state(&self, id: &str) -> Result<Option<SandboxState>> {
+        let p = self.paths(id)?;
+        match fs::read(&p.state) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::State {
+                    path: p.state.clone(),
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", p.state.display()))(e)),
+        }
+    }
+
+    fn write_state(paths: &SandboxPaths, st: &SandboxState) -> Result<()> {
+        let tmp = paths.dir.join(".state.json.tmp");
+        let data = serde_json::to_vec_pretty(st).expect("state serialises");
+        fs::write(&tmp, data).map_err(Error::io(format!("writing {}", tmp.display())))?;
+        fs::rename(&tmp, &paths.state)
+            .map_err(Error::io(format!("renaming to {}", paths.state.display())))
+    }
+
+    fn remove_files(paths: &SandboxPaths) {
+        if paths.dir.exists() {
+            if let Err(e) = fs::remove_dir_all(&paths.dir) {
+                log::warn!("removing {}: {e}", paths.dir.display());
+            }
+        }
+    }
+
+    /// Starts the daemon for sandbox `id` serving `shared_dir` with the (annotated)
+    /// configuration `cfg`. `on_exit` runs when the daemon exits (also after a stop).
+    pub fn start(
+        &self,
+        id: &str,
+        cfg: &VirtioFsConfig,
+        shared_dir: &Path,
+        opts: &StartOptions,
+        on_exit: Option<ExitCallback>,
+    ) -> Result<Daemon> {
+        let paths = self.paths(id)?;
+        if let Some(reason) = cfg.no_daemon_reason() {
+            return Err(Error::NotSupported(reason));
+        }
+        if !shared_dir.is_dir() {
+            return Err(Error::Io {
+                context: format!("shared directory {}", shared_dir.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
+            });
+        }
+        if paths.socket.as_os_str().len() >= 108 {
+            return Err(Error::InvalidSandboxId {
+                id: id.into(),
+                reason: format!(
+                    "socket path {} is longer than a unix socket path may be (107 bytes); use a shorter --state-dir or id",
+                    paths.socket.display()
+                ),
+            });
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.state_dir)
+            .map_err(Error::io(format!("creating {}", self.state_dir.display())))?;
+        match fs::DirBuilder::new().mode(0o700).create(&paths.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read_state(id) {
+                Ok(Some(st)) if liveness(st.pid, st.start_time) == Liveness::Running => {
+                    return Err(Error::AlreadyRunning {
+                        id: id.into(),
+                        pid: st.pid,
+                    })
+                }
+                _ => {
+                    log::info!(
+                        "sandbox {id}: removing stale state in {}",
+                        paths.dir.display()
+                    );
+                    Self::remove_files(&paths);
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&paths.dir)
+                        .map_err(Error::io(format!("creating {}", paths.dir.display())))?;
+                }
+            },
+            Err(e) => return Err(Error::io(format!("creating {}", paths.dir.display()))(e)),
+        }
+        let result = self.spawn(id, cfg, shared_dir, opts, on_exit, &paths);
+        if result.is_err() {
+            Self::remove_files(&paths);
+        }
+        result
+    }
+
+    fn spawn(
+        &self,
+        id: &str,
+        cfg: &VirtioFsConfig,
+        shared_dir: &Path,
+        opts: &StartOptions,
+        on_exit: Option<ExitCallback>,
+        paths: &SandboxPaths,
+    ) -> Result<Daemon> {
+        let style = opts.command.style;
+        let args = daemon_args(cfg, shared_dir, &paths.socket, &opts.command);
+
+        // Output: a pipe to a pump (thread, or process when detached), or the file directly.
+        let (daemon_out, mut pump): (File, Pump) = if opts.detach && opts.log_pump.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&paths.log)
+                .map_err(Error::io(format!("opening {}", paths.log.display())))?;
+            (f, Pump::None)
+        } else {
+            let (r, w) = pipe().map_err(Error::io("pipe"))?;
+            let pump = if opts.detach {
+                let argv = opts.log_pump.as_ref().expect("checked");
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..])
+                    .arg(&paths.log)
+                    .stdin(Stdio::from(r))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                // SAFETY: async-signal-safe calls only.
+                unsafe {
+                    c.pre_exec(|| {
+                        reset_signal_mask();
+                        libc::setsid();
+                        Ok(())
+                    });
+                }
+                let child = c
+                    .spawn()
+                    .map_err(Error::io(format!("starting the log pump {:?}", argv[0])))?;
+                Pump::Process(child)
+            } else {
+                let (tx, rx) = mpsc::channel();
+                let log = paths.log.clone();
+                let limit = opts.log_limit;
+                let input = File::from(r);
+                std::thread::Builder::new()
+                    .name(format!("log-{id}"))
+                    .spawn(move || {
+                        if let Err(e) = pump_log(input, &log, limit) {
+                            log::warn!("{}: {e}", log.display());
+                        }
+                        let _ = tx.send(());
+                    })
+                    .map_err(Error::io("spawning the log thread"))?;
+                Pump::Thread(rx)
+            };
+            (File::from(w), pump)
+        };
+
+        let listener = match style {
+            LaunchStyle::Go => {
+                let _ = fs::remove_file(&paths.socket);
+                Some(
+                    UnixListener::bind(&paths.socket)
+                        .map_err(Error::io(format!("binding {}", paths.socket.display())))?,
+                )
+            }
+            LaunchStyle::Rs => {
+                let _ = fs::remove_file(&paths.socket);
+                let mut pidfile = paths.socket.as_os_str().to_owned();
+                pidfile.push(".pid");
+                let _ = fs::remove_file(pidfile);
+                None
+            }
+        };
+        let listen_fd = listener.as_ref().map(|l| l.as_raw_fd());
+
+        let mut cmd = Command::new(&cfg.virtio_fs_daemon);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(
+                daemon_out
+                    .try_clone()
+                    .map_err(Error::io("duplicating the log descriptor"))?,
+            )
+            .stderr(daemon_out);
+        let detach = opts.detach;
+        let pdeath = opts.die_with_parent;
+        // SAFETY: only async-signal-safe calls (sigprocmask, setsid, prctl, dup2, fcntl).
+        unsafe {
+            cmd.pre_exec(move || {
+                reset_signal_mask();
+                if detach && libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if pdeath {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                }
+                if let Some(fd) = listen_fd {
+                    if fd == GO_LISTEN_FD {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, GO_LISTEN_FD) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(Error::io(format!(
+            "starting {}",
+            cfg.virtio_fs_daemon.display()
+        )))?;
+        drop(cmd); // closes our copies of the log pipe's write end
+        drop(listener); // the daemon holds the listening socket now
+        let pid = child.id();
+        let start_time = proc_stat(pid).map(|(_, t)| t).unwrap_or(0);
+        let watch = ChildWatch::spawn(child, on_exit);
+        let state = SandboxState {
+            sandbox_id: id.to_string(),
+            pid,
+            start_time,
+            socket: paths.socket.clone(),
+            log: paths.log.clone(),
+            launch: style,
+            daemon: cfg.virtio_fs_daemon.clone(),
+            args,
+            shared_dir: shared_dir.to_path_buf(),
+            started_at: unix_now(),
+        };
+        let mut daemon = Daemon {
+            state,
+            paths: paths.clone(),
+            watch,
+            keep_running: false,
+            finished: false,
+        };
+        if let Err(e) = Self::write_state(paths, &daemon.state) {
+            daemon.kill_now();
+            return Err(e);
+        }
+
+        let ready_line = |p: &Path| {
+            let mut rotated = p.as_os_str().to_owned();
+            rotated.push(".1");
+            [p.to_path_buf(), PathBuf::from(rotated)].iter().any(|f| {
+                fs::read(f)
+                    .map(|b| String::from_utf8_lossy(&b).contains(READY_LINE))
+                    .unwrap_or(false)
+            })
+        };
+        let started = Instant::now();
+        let (limit, must_be_ready) = match style {
+            LaunchStyle::Go => (opts.settle, false),
+            LaunchStyle::Rs => (opts.ready_timeout, true),
+        };
+        loop {
+            if let Some(ev) = daemon.watch.exit() {
+                pump.settle(Duration::from_secs(1));
+                let output = log_tail(&paths.log, 30);
+                daemon.finished = true;
+                return Err(Error::DaemonExited {
+                    status: ev.describe(),
+                    output,
+                });
+            }
+            if ready_line(&paths.log)
+                || (style == LaunchStyle::Rs && socket_listening(&paths.socket))
+            {
+                break;
+            }
+            if started.elapsed() >= limit {
+                if must_be_ready {
+                    daemon.kill_now();
+                    pump.settle(Duration::from_secs(1));
+                    return Err(Error::NotReady {
+                        timeout: limit,
+                        output: log_tail(&paths.log, 30),
+                    });
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pump.release();
+        log::info!(
+            "sandbox {id}: virtiofsd pid {pid} ready on {} ({} style)",
+            paths.socket.display(),
+            style.as_str()
+        );
+        Ok(daemon)
+    }
+
+    /// Stops sandbox `id` (from its state file): SIGTERM, `grace`, SIGKILL; then removes its
+    /// directory. Idempotent. A stale state (dead or reused pid) is removed without signalling.
+    pub fn stop(&self, id: &str, grace: Duration) -> Result<StopOutcome> {
+        let paths = self.paths(id)?;
+        let st = match self.read_state(id) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                let existed = paths.dir.exists();
+                Self::remove_files(&paths);
+                return Ok(if existed {
+                    StopOutcome::Stale
+                } else {
+                    StopOutcome::NotFound
+                });
+            }
+            Err(e) => {
+                log::warn!("{e}; removing the sandbox directory");
+                Self::remove_files(&paths);
+                return Ok(StopOutcome::Stale);
+            }
+        };
+        let outcome = terminate(st.pid, st.start_time, grace)?;
+        Self::remove_files(&paths);
+        Ok(outcome)
+    }
+
+    /// The status of sandbox `id`.
+    pub fn status(&self, id: &str) -> Result<Status> {
+        let paths = self.paths(id)?;
+        let mut s = Status {
+            sandbox_id: id.to_string(),
+            state: "not-found".into(),
+            pid: None,
+            socket: None,
+            log: None,
+            args: Vec::new(),
+            launch: None,
+            started_at: None,
+            detail: None,
+        };
+        match self.read_state(id) {
+            Ok(None) => {
+                if paths.dir.exists() {
+                    s.state = "gone".into();
+                    s.detail = Some("sandbox directory without a state file".into());
+                }
+            }
+            Err(e) => {
+                s.state = "corrupt".into();
+                s.detail = Some(e.to_string());
+            }
+            Ok(Some(st)) => {
+                let l = liveness(st.pid, st.start_time);
+                s.state = match l {
+                    Liveness::Running => "running",
+                    Liveness::Gone => "gone",
+                    Liveness::PidReused => "pid-reused",
+                }
+                .into();
+                s.detail = match l {
+                    Liveness::Running => None,
+                    Liveness::Gone => {
+                        Some(format!("daemon pid {} has exited (stale state)", st.pid))
+                    }
+                    Liveness::PidReused => Some(format!(
+                        "pid {} now belongs to another process (start time differs; stale state)",
+                        st.pid
+                    )),
+                };
+                s.pid = Some(st.pid);
+                s.socket = Some(st.socket);
+                s.log = Some(st.log);
+                s.args = st.args;
+                s.launch = Some(st.launch);
+                s.started_at = Some(st.started_at);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The status of every sandbox directory below the state directory (sorted by id).
+    pub fn list(&self) -> Result<Vec<Status>> {
+        let rd = match fs::read_dir(&self.state_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::io(format!("reading {}", self.state_dir.display()))(
+                    e,
+                ))
+            }
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_sandbox_id(n).is_ok())
+            .collect();
+        ids.sort();
+        ids.iter().map(|id| self.status(id)).collect()
+    }
+}
+
+/// Signals a recorded process through a pidfd (after re-checking its start time, so a reused
+/// pid is never signalled): SIGTERM, up to `grace`, then SIGKILL and up to 5 s more.
+pub fn terminate(pid: u32, start_time: u64, grace: Duration) -> Result<StopOutcome> {
+    match liveness(pid, start_time) {
+        Liveness::Gone => return Ok(StopOutcome::AlreadyExited),
+        Liveness::PidReused => return Ok(StopOutcome::Stale),
+        Liveness::Running => {}
+    }
+    let Some(fd) = pidfd_open(pid) else {
+        return Ok(StopOutcome::AlreadyExited);
+    };
+    // The pidfd pins the process we just opened; check it is still the recorded one.
+    match liveness(pid, start_time) {
+        Liveness::Gone => return Ok(StopOutcome::AlreadyExited),
+        Liveness::PidReused => return Ok(StopOutcome::Stale),
+        Liveness::Running => {}
+    }
+    let exited = |fd: &OwnedFd, t: Duration| {
+        pidfd_wait(fd, t) || liveness(pid, start_time) != Liveness::Running
+    };
+    pidfd_signal(&fd, libc::SIGTERM);
+    if exited(&fd, grace) {
+        return Ok(StopOutcome::Stopped);
+    }
+    pidfd_signal(&fd, libc::SIGKILL);
+    if exited(&fd, Duration::from_secs(5)) {
+        return Ok(StopOutcome::Killed);
+    }
+    Err(Error::Io {
+        context: format!("stopping pid {pid}"),
+        source: io::Error::new(io::ErrorKind::TimedOut, "still alive 5 s after SIGKILL"),
+    })
+}
+
+/// A daemon started by [`Supervisor::start`]. Dropping it stops the daemon (unless
+/// [`Daemon::detach`]ed).
+#[derive(Debug)]
+pub struct Daemon {
+    state: SandboxState,
+    paths: SandboxPaths,
+    watch: Arc<ChildWatch>,
+    keep_running: bool,
+    finished: bool,
+}
+
+impl Daemon {
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.state.pid
+    }
+
+    /// The vhost-user socket.
+    pub fn socket(&self) -> &Path {
+        &self.paths.socket
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.paths.log
+    }
+
+    /// The recorded state.
+    pub fn state(&self) -> &SandboxState {
+        &self.state
+    }
+
+    /// The sandbox's files.
+    pub fn paths(&self) -> &SandboxPaths {
+        &self.paths
+    }
+
+    /// How the daemon exited, if it did.
+    pub fn exit(&self) -> Option<ExitEvent> {
+        self.watch.exit()
+    }
+
+    /// Waits up to `timeout` for the daemon to exit.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitEvent> {
+        self.watch.wait_timeout(timeout)
+    }
+
+    /// Sends a signal (only while the daemon has not been reaped).
+    pub fn signal(&self, sig: i32) -> bool {
+        self.watch.signal(sig)
+    }
+
+    /// The last lines of the daemon's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.paths.log, lines)
+    }
+
+    fn kill_now(&mut self) {
+        self.watch.signal(libc::SIGKILL);
+        self.watch.wait_timeout(Duration::from_secs(5));
+        self.finished = true;
+    }
+
+    /// Stops the daemon (SIGTERM, `grace`, SIGKILL) and removes the sandbox directory.
+    /// Calling it again is harmless.
+    pub fn stop(&mut self, grace: Duration) -> Result<StopOutcome> {
+        let outcome = if self.finished || self.watch.exit().is_some() {
+            StopOutcome::AlreadyExited
+        } else {
+            self.watch.signal(libc::SIGTERM);
+            if self.watch.wait_timeout(grace).is_some() {
+                StopOutcome::Stopped
+            } else {
+                self.watch.signal(libc::SIGKILL);
+                if self.watch.wait_timeout(Duration::from_secs(5)).is_none() {
+                    return Err(Error::Io {
+                        context: format!("stopping virtiofsd pid {}", self.pid()),
+                        source: io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "still alive 5 s after SIGKILL",
+                        ),
+                    });
+                }
+                StopOutcome::Killed
+            }
+        };
+        self.finished = true;
+        Supervisor::remove_files(&self.paths);
+        Ok(outcome)
+    }
+
+    /// Leaves the daemon running after this handle is gone (for `virtiofs-sandbox start`).
+    pub fn detach(mut self) -> SandboxState {
+        self.keep_running = true;
+        self.state.clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.keep_running && !self.finished {
+            let _ = self.stop(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_ids() {
+        for good in ["abc", "0123456789abcdef", "pod-1.a_b", &"a".repeat(128)] {
+            validate_sandbox_id(good).unwrap();
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("a/b", "'/'"),
+            ("..", "'..'"),
+            ("a..b", "'..'"),
+            (".hidden", "start"),
+            ("-rf", "start"),
+            ("a b", "' '"),
+            ("a\nb", "'\\n'"),
+            ("pod\u{e9}", "not allowed"),
+            (&"a".repeat(129), "longer"),
+        ] {
+            let e = validate_sandbox_id(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn proc_stat_of_self() {
+        let (state, start) = proc_stat(std::process::id()).unwrap();
+        assert!(matches!(state, 'R' | 'S'), "{state}");
+        assert_eq!(liveness(std::process::id(), start), Liveness::Running);
+        assert_eq!(liveness(std::process::id(), start + 1), Liveness::PidReused);
+        assert_eq!(liveness(u32::MAX - 1, start), Liveness::Gone);
+    }
+
+    #[test]
+    fn log_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l.log");
+        let data: Vec<u8> = (0..2500u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        pump_log(&data[..], &p, 4096).unwrap();
+        let cur = fs::metadata(&p).unwrap().len();
+        let old = fs::metadata(d.path().join("l.log.1")).unwrap().len();
+        assert!(cur <= 4096 && old <= 4096, "{cur} {old}");
+        assert!(
+            log_tail(&p, 1).ends_with("line 2499"),
+            "{}",
+            log_tail(&p, 2)
+        );
+        assert_eq!(log_tail(&d.path().join("none"), 3), "(no output)");
+    }
+
+    #[test]
+    fn child_watch_reports_exit_and_callback() {
+        let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let w = ChildWatch::spawn(child, Some(Box::new(move |e| tx.send(e).unwrap())));
+        let ev = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(ev.code, Some(7));
+        assert_eq!(
+            w.wait_timeout(Duration::from_secs(1)).unwrap().shell_code(),
+            7
+        );
+        assert!(!w.signal(libc::SIGTERM), "no signal after reaping");
+    }
+}

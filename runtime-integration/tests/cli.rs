@@ -1,0 +1,337 @@
+//! The `virtiofs-sandbox` binary: start/status/list/stop, annotations, and `run` with a stand-in
+//! VMM (a shell script) so the process plumbing is tested without booting a guest.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cli, cmdline, daemon_bin, json_out, running, wait_for_text, wait_gone, Scratch};
+
+const EXTRA: &str = "io.katacontainers.config.hypervisor.virtio_fs_extra_args";
+
+fn start_args<'a>(cfg: &'a str, s: &'a Scratch, id: &'a str) -> Vec<String> {
+    vec![
+        "start".into(),
+        "--config".into(),
+        cfg.into(),
+        "--sandbox-id".into(),
+        id.into(),
+        "--shared-dir".into(),
+        s.share.display().to_string(),
+        "--state-dir".into(),
+        s.state.display().to_string(),
+    ]
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn cli_start_status_list_stop() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[]);
+    let cfg = cfg.display().to_string();
+    let state = s.state.display().to_string();
+    let out = cli(&refs(&start_args(&cfg, &s, "pod-a")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_out(&out);
+    let pid = j["pid"].as_u64().unwrap() as u32;
+    let socket = j["socket"].as_str().unwrap().to_string();
+    assert!(running(pid), "daemon must outlive `start`");
+    assert_eq!(j["launch"], "go");
+    assert_eq!(j["vmm"]["hypervisor"], "qemu");
+    let vmm: Vec<String> = serde_json::from_value(j["vmm"]["args"].clone()).unwrap();
+    assert!(
+        vmm.contains(&format!("socket,id=char-kataShared,path={socket}")),
+        "{vmm:?}"
+    );
+    assert!(vmm.contains(&"memory-backend-memfd,id=mem,size=1024M,share=on".to_string()));
+    // Own session, not our process group.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    assert_eq!(f[3], pid.to_string(), "setsid: session id == pid ({stat})");
+    // The log gets the daemon's output through the pump.
+    wait_for_text(
+        std::path::Path::new(j["log"].as_str().unwrap()),
+        "rate limits:",
+        Duration::from_secs(5),
+    );
+
+    let st = cli(&["status", "pod-a", "--state-dir", &state]);
+    assert_eq!(st.status.code(), Some(0));
+    assert_eq!(json_out(&st)["state"], "running");
+    let list = cli(&["list", "--state-dir", &state]);
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        table.contains("pod-a") && table.contains("running") && table.contains(&pid.to_string()),
+        "{table}"
+    );
+    let lj = json_out(&cli(&["list", "--state-dir", &state, "--json"]));
+    assert_eq!(lj.as_array().unwrap().len(), 1);
+
+    let stop = cli(&["stop", "pod-a", "--state-dir", &state]);
+    assert!(stop.status.success());
+    assert_eq!(json_out(&stop)["result"], "stopped");
+    assert!(wait_gone(pid, Duration::from_secs(2)));
+    assert!(!std::path::Path::new(&socket).exists());
+    assert!(!s.state.join("pod-a").exists());
+    let again = cli(&["stop", "pod-a", "--state-dir", &state]);
+    assert_eq!(json_out(&again)["result"], "not-found");
+    let st = cli(&["status", "pod-a", "--state-dir", &state]);
+    assert_eq!(st.status.code(), Some(3));
+    assert_eq!(json_out(&st)["state"], "not-found");
+}
+
+#[test]
+fn two_sandboxes_side_by_side_with_different_limits() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let state = s.state.display().to_string();
+    let a = json_out(&cli(&refs(&start_args(&cfg, &s, "pod-a"))));
+    let mut b_args = start_args(&cfg, &s, "pod-b");
+    b_args.extend([
+        "--annotation".into(),
+        format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-bw-burst=5M"]"#),
+        "--launch".into(),
+        "rs".into(),
+    ]);
+    let b = json_out(&cli(&refs(&b_args)));
+    let (pa, pb) = (
+        a["pid"].as_u64().unwrap() as u32,
+        b["pid"].as_u64().unwrap() as u32,
+    );
+    assert_ne!(pa, pb);
+    let ca = cmdline(pa);
+    let cb = cmdline(pb);
+    assert!(
+        ca.contains(&"--fs-bw-size=10000000".to_string())
+            && !ca.iter().any(|x| x == "--fs-bw-size=5M"),
+        "{ca:?}"
+    );
+    assert!(ca.contains(&"--fd=3".to_string()));
+    assert!(
+        cb.ends_with(&[
+            "--fs-bw-size=5M".into(),
+            "--fs-bw-burst=5M".into(),
+            "--xattr".into()
+        ]),
+        "{cb:?}"
+    );
+    assert!(cb.iter().any(|x| x.starts_with("--socket-path=")));
+    let la = wait_for_text(
+        &s.state.join("pod-a/virtiofsd.log"),
+        "rate limits:",
+        Duration::from_secs(5),
+    );
+    let lb = wait_for_text(
+        &s.state.join("pod-b/virtiofsd.log"),
+        "rate limits:",
+        Duration::from_secs(5),
+    );
+    assert!(
+        la.contains("rate limits: bw 10000000 B/s (burst 20000000 B)"),
+        "{la}"
+    );
+    assert!(
+        lb.contains("rate limits: bw 5000000 B/s (burst 5000000 B)"),
+        "{lb}"
+    );
+    let list = json_out(&cli(&["list", "--state-dir", &state, "--json"]));
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["sandbox_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pod-a", "pod-b"]);
+    for id in ["pod-a", "pod-b"] {
+        assert!(cli(&["stop", id, "--state-dir", &state]).status.success());
+    }
+    assert!(wait_gone(pa, Duration::from_secs(2)) && wait_gone(pb, Duration::from_secs(2)));
+}
+
+#[test]
+fn cli_rejections_name_the_culprit() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    for (ann, needle) in [
+        (
+            format!(r#"{EXTRA}=["--shared-dir=/"]"#),
+            r#""--shared-dir=/" is not allowed"#,
+        ),
+        (
+            format!(r#"{EXTRA}=["--fs-bw-size=50M"]"#),
+            "above the operator's limit",
+        ),
+        (
+            format!(r#"{EXTRA}=["--fs-bw-size=0"]"#),
+            "would remove the operator's limit",
+        ),
+        (format!("{EXTRA}=--fs-bw-size=1M"), "JSON array"),
+        (
+            "io.katacontainers.config.hypervisor.virtio_fs_daemon=/tmp/x".to_string(),
+            "not enabled",
+        ),
+    ] {
+        let mut a = start_args(&cfg, &s, "rej");
+        a.extend(["--annotation".into(), ann.clone()]);
+        let out = cli(&refs(&a));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{ann}: {err}");
+        let name = ann.split('=').next().unwrap();
+        assert!(
+            err.contains(&format!("annotation {name}:")) && err.contains(needle),
+            "{ann}: {err}"
+        );
+    }
+    assert!(!s.state.join("rej").exists());
+    for bad in ["../x", "a/b", ""] {
+        let out = cli(&refs(&start_args(&cfg, &s, bad)));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid sandbox id"));
+        let out = cli(&["stop", bad, "--state-dir", &s.state.display().to_string()]);
+        assert_eq!(out.status.code(), Some(1));
+    }
+    // virtio-9p: no daemon, and it says so.
+    let cfg9p = common::write_config(
+        s.dir.path(),
+        &daemon_bin(),
+        &[("shared_fs", "\"virtio-9p\"")],
+    )
+    .display()
+    .to_string();
+    let out = cli(&refs(&start_args(&cfg9p, &s, "ninep")));
+    assert!(out.status.success());
+    let j = json_out(&out);
+    assert!(j["pid"].is_null());
+    assert!(
+        j["message"]
+            .as_str()
+            .unwrap()
+            .contains("no virtio-fs daemon"),
+        "{j}"
+    );
+    let cfgn = common::write_config(
+        s.dir.path(),
+        &daemon_bin(),
+        &[("shared_fs", "\"virtio-fs-nydus\"")],
+    )
+    .display()
+    .to_string();
+    let out = cli(&refs(&start_args(&cfgn, &s, "nydus")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+}
+
+fn run_cmd(s: &Scratch, cfg: &str, id: &str, vmm: &[&str]) -> Command {
+    let mut c = Command::new(common::cli_bin());
+    c.args(["run", "--config", cfg, "--sandbox-id", id, "--shared-dir"])
+        .arg(&s.share)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .arg("--")
+        .args(vmm);
+    c
+}
+
+#[test]
+fn run_returns_the_vmm_status_and_stops_the_daemon() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let argsfile = s.dir.path().join("vmm-args");
+    let vmm = s.script(
+        "fake-qemu",
+        &format!("printf '%s\\n' \"$@\" > {}\nexit 7", argsfile.display()),
+    );
+    let out = common::run_timeout(
+        &mut run_cmd(&s, &cfg, "run1", &[vmm.to_str().unwrap(), "-smp", "1"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args: Vec<String> = std::fs::read_to_string(&argsfile)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let sock = s.state.join("run1/virtiofsd.sock");
+    assert_eq!(&args[..4], ["-smp", "1", "-m", "1024M"]);
+    assert!(
+        args.contains(&"memory-backend-memfd,id=mem,size=1024M,share=on".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!(
+            "socket,id=char-kataShared,path={}",
+            sock.display()
+        )),
+        "{args:?}"
+    );
+    assert!(args.contains(
+        &"vhost-user-fs-pci,chardev=char-kataShared,tag=kataShared,queue-size=1024".to_string()
+    ));
+    assert!(
+        !s.state.join("run1").exists(),
+        "sandbox state left after run"
+    );
+}
+
+#[test]
+fn run_daemon_death_stops_the_vmm_within_1s() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let started = s.dir.path().join("vmm-started");
+    let vmm = s.script(
+        "fake-qemu",
+        &format!("touch {}\nexec sleep 60", started.display()),
+    );
+    let mut child = run_cmd(&s, &cfg, "run2", &[vmm.to_str().unwrap(), "-m", "512"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "fake VMM did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("run2/state.json")).unwrap()).unwrap();
+    let dpid = st["pid"].as_u64().unwrap() as u32;
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the daemon `run` started.
+    assert_eq!(unsafe { libc::kill(dpid as i32, libc::SIGKILL) }, 0);
+    let status = common::run_wait(&mut child, Duration::from_secs(5));
+    let took = killed.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    eprintln!("run exited {status} {took:?} after the daemon's SIGKILL");
+    assert!(took < Duration::from_secs(1), "{took:?}\n{err}");
+    assert!(!status.success(), "{status}");
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL));
+    assert!(
+        err.contains("virtiofsd (pid") && err.contains("killed by signal 9"),
+        "{err}"
+    );
+    assert!(!s.state.join("run2").exists());
+}

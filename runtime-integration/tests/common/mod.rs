@@ -1,0 +1,274 @@
+//! Shared helpers of the integration tests: the real daemon binary, configurations pointing
+//! at it, the CLI with timeouts, and process checks.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use runtime_integration::supervisor::{liveness, Liveness};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The target directory this test binary was built into (`.../target/<profile>/deps/x`).
+fn target_dir() -> (PathBuf, &'static str) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test exe in target/<profile>/deps");
+    let profile = if profile_dir.ends_with("release") {
+        "release"
+    } else {
+        "debug"
+    };
+    (
+        profile_dir.parent().expect("target dir").to_path_buf(),
+        profile,
+    )
+}
+
+/// Builds (if needed, with the cargo running these tests) and returns the real daemon.
+pub fn daemon_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    BIN.get_or_init(|| {
+        let _g = LOCK.lock().unwrap();
+        let (target, profile) = target_dir();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "virtiofsd", "--bin", "virtiofsd"])
+            .arg("--target-dir")
+            .arg(&target);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building virtiofsd failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = target.join(profile).join("virtiofsd");
+        assert!(bin.is_file(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The CLI binary.
+pub fn cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_virtiofs-sandbox"))
+}
+
+/// configs/configuration-qemu.toml with `virtio_fs_daemon` (and the valid paths) pointing at
+/// `daemon`, written to `dir/configuration.toml`. `extra` replaces whole keys: (key, value).
+pub fn write_config(dir: &Path, daemon: &Path, extra: &[(&str, &str)]) -> PathBuf {
+    let text = std::fs::read_to_string(workspace_root().join("configs/configuration-qemu.toml"))
+        .expect("configs/configuration-qemu.toml");
+    let mut overrides: Vec<(String, String)> = vec![
+        (
+            "virtio_fs_daemon".into(),
+            format!("{:?}", daemon.display().to_string()),
+        ),
+        (
+            "valid_virtio_fs_daemon_paths".into(),
+            format!("[{:?}]", daemon.display().to_string()),
+        ),
+    ];
+    for (k, v) in extra {
+        overrides.retain(|(ok, _)| ok != k);
+        overrides.push((k.to_string(), v.to_string()));
+    }
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if let Some((k, v)) = overrides.iter().find(|(k, _)| k == key) {
+            out.push_str(&format!("{k} = {v}\n"));
+            seen.push(k.clone());
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for (k, v) in &overrides {
+        if !seen.contains(k) {
+            out = out.replacen(
+                "[hypervisor.qemu]\n",
+                &format!("[hypervisor.qemu]\n{k} = {v}\n"),
+                1,
+            );
+        }
+    }
+    let p = dir.join("configuration.toml");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+/// Runs a command, killing it after `timeout`. Panics on timeout.
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A detached daemon may keep a pipe open only if it inherited it; ours do not.
+    Output {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+/// Waits for a child with a timeout (panics on expiry after killing it).
+pub fn run_wait(c: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("child {} did not exit within {timeout:?}", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs the CLI with `args` (20 s limit).
+pub fn cli(args: &[&str]) -> Output {
+    run_timeout(Command::new(cli_bin()).args(args), Duration::from_secs(20))
+}
+
+/// Parses the CLI's JSON stdout, panicking with both streams otherwise.
+pub fn json_out(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Whether `pid` is a running (not zombie) process.
+pub fn running(pid: u32) -> bool {
+    match runtime_integration::supervisor::proc_stat(pid) {
+        Some((s, start)) => liveness(pid, start) == Liveness::Running && s != 'Z',
+        None => false,
+    }
+}
+
+/// Waits up to `timeout` until `pid` is no longer running.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !running(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    !running(pid)
+}
+
+/// The process's argv from /proc/<pid>/cmdline.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Waits until `path`'s content contains `needle` (or panics after `timeout`).
+pub fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        if t.contains(needle) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in {} within {timeout:?}:\n{t}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A short-pathed scratch directory (unix socket paths are limited to 107 bytes) with
+/// `share/` and `state/`.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub share: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("ri")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let share = dir.path().join("share");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&share).unwrap();
+        Scratch { dir, share, state }
+    }
+
+    /// Writes an executable shell script fixture.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        // Written by a child process: a descriptor for writing it, inherited by a concurrent
+        // fork in this multi-threaded test process, would make exec fail with ETXTBSY.
+        use std::io::Write;
+        let p = self.dir.path().join(name);
+        let mut c = Command::new("sh")
+            .args(["-c", "cat > \"$0\" && chmod 755 \"$0\""])
+            .arg(&p)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+            .unwrap();
+        let out = run_wait(&mut c, Duration::from_secs(10));
+        assert!(out.success());
+        p
+    }
+}
