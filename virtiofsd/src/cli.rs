@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use ratelimit::Limit;
 
+use crate::caps::{parse_modcaps, CapChange};
+pub use crate::sandbox::SandboxMode;
+pub use crate::seccomp::SeccompAction;
 use crate::throttle::Limits;
 
 /// How the rate-limit flags behave; shown after `--help`.
@@ -45,13 +48,6 @@ pub enum CacheMode {
     Auto,
     /// Data and metadata cached; timeouts 86400 s.
     Always,
-}
-
-/// Process isolation mode. Only `none` exists until the hardening work lands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SandboxMode {
-    /// No sandbox: the daemon runs in the caller's namespaces (names are still checked).
-    None,
 }
 
 /// When inodes are referenced by file handles instead of O_PATH descriptors.
@@ -92,8 +88,6 @@ const UNSUPPORTED: &[&str] = &[
     "translate-uid",
     "translate-gid",
     "preserve-noatime",
-    "seccomp",
-    "modcaps",
 ];
 
 /// `virtiofsd`: a vhost-user virtio-fs device backend with per-sandbox I/O rate limits.
@@ -181,9 +175,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub thread_pool_size: usize,
 
-    /// Sandbox mode.
-    #[arg(long, value_enum, default_value_t = SandboxMode::None)]
+    /// Isolation: namespace (new mount/pid/net/ipc/uts namespaces, pivot into the shared
+    /// directory), chroot, or none (unprivileged use).
+    #[arg(long, value_enum, default_value_t = DEFAULT_SANDBOX)]
     pub sandbox: SandboxMode,
+
+    /// Action on a system call outside the daemon's allowlist: kill, log, trap, none.
+    #[arg(long, value_enum, default_value_t = DEFAULT_SECCOMP)]
+    pub seccomp: SeccompAction,
+
+    /// Change the kept capabilities, e.g. --modcaps=+sys_admin:-mknod.
+    #[arg(long, value_name = "+CAP:-CAP")]
+    pub modcaps: Option<String>,
 
     /// Log level.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -250,6 +253,11 @@ pub struct Cli {
     pub unsupported: Vec<String>,
 }
 
+/// Default isolation.
+pub const DEFAULT_SANDBOX: SandboxMode = SandboxMode::None;
+/// Default seccomp action.
+pub const DEFAULT_SECCOMP: SeccompAction = SeccompAction::None;
+
 /// Where the vhost-user connection comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -282,6 +290,9 @@ pub struct Config {
     pub log_level: LogLevel,
     pub syslog: bool,
     pub limits: Limits,
+    pub sandbox: SandboxMode,
+    pub seccomp: SeccompAction,
+    pub modcaps: Vec<CapChange>,
 }
 
 /// A command-line value that cannot be used; the message names the flag.
@@ -320,6 +331,15 @@ impl Cli {
                         _ => return bad(v),
                     }
                 }
+                Some(("sandbox", v)) => {
+                    self.sandbox = match v {
+                        "namespace" => SandboxMode::Namespace,
+                        "chroot" => SandboxMode::Chroot,
+                        "none" => SandboxMode::None,
+                        _ => return bad(v),
+                    }
+                }
+                Some(("modcaps", v)) => self.modcaps = Some(v.to_owned()),
                 Some(("loglevel", v)) => {
                     self.log_level = match v {
                         "debug" => LogLevel::Debug,
@@ -396,6 +416,13 @@ impl Cli {
             }
             Err(e) => return usage(format!("--shared-dir={}: {e}", shared_dir.display())),
         }
+        // The sandbox rebuilds this exact path inside its new root.
+        let shared_dir = std::fs::canonicalize(&shared_dir)
+            .map_err(|e| UsageError(format!("--shared-dir={}: {e}", shared_dir.display())))?;
+        let modcaps = match &self.modcaps {
+            Some(m) => parse_modcaps(m).map_err(|e| UsageError(format!("--modcaps={m}: {e}")))?,
+            None => Vec::new(),
+        };
         if let Some(tag) = &self.tag {
             if tag.is_empty() || tag.len() > MAX_TAG_LEN {
                 return usage(format!("--tag={tag}: must be 1 to {MAX_TAG_LEN} bytes"));
@@ -408,6 +435,9 @@ impl Cli {
             ops: limit("ops", self.fs_ops_size, self.fs_ops_burst)?,
         };
         Ok(Config {
+            sandbox: self.sandbox,
+            seccomp: self.seccomp,
+            modcaps,
             limits,
             listen,
             shared_dir,

@@ -3,7 +3,8 @@
 //! Exit status: 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use log::{error, info};
@@ -16,18 +17,34 @@ use crate::cli::{Config, Listen};
 use crate::request::Policy;
 use crate::setup::{self, PidFile};
 use crate::throttle::Limiter;
+use crate::{caps, sandbox, seccomp};
+use std::os::unix::io::AsRawFd;
 use vmm_sys_util::epoll::EventSet;
 
-/// Files we created (socket, pid lock), removed on every exit path we control.
+/// Files we created (socket, pid lock), removed on every exit path we control. Each is held as
+/// (directory fd, name), so removal works after the sandbox has changed the root.
 #[derive(Default)]
 struct Cleanup {
-    files: Vec<PathBuf>,
+    files: Vec<(std::fs::File, std::ffi::CString)>,
 }
 
 impl Cleanup {
+    fn new(paths: &[&Path]) -> Cleanup {
+        let files = paths
+            .iter()
+            .filter_map(|p| {
+                let dir = std::fs::File::open(p.parent()?).ok()?;
+                let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
+                Some((dir, name))
+            })
+            .collect();
+        Cleanup { files }
+    }
+
     fn exit(&self, code: i32) -> ! {
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
+        for (dir, name) in &self.files {
+            // SAFETY: unlinkat on a directory fd we own and a valid C string.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
         }
         std::process::exit(code)
     }
@@ -50,14 +67,6 @@ pub fn run(cfg: Config) -> i32 {
     if !policy.check_names {
         log::warn!("SEEDED BUG: guest names are not validated (test build)");
     }
-    let fs = match crate::fs::open(&cfg, policy.check_names) {
-        Ok(fs) => fs,
-        Err(e) => {
-            error!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display());
-            return 1;
-        }
-    };
-
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
         Listen::Path { path, .. } => match PidFile::lock(path) {
@@ -69,19 +78,54 @@ pub fn run(cfg: Config) -> i32 {
         },
         Listen::Fd(_) => None,
     };
-    let cleanup = Arc::new(Cleanup {
-        files: match (&cfg.listen, &pid_file) {
-            (Listen::Path { path, .. }, Some(p)) => vec![path.clone(), p.path().to_owned()],
-            _ => Vec::new(),
-        },
+    let cleanup = Arc::new(match (&cfg.listen, &pid_file) {
+        (Listen::Path { path, .. }, Some(p)) => Cleanup::new(&[path, p.path()]),
+        _ => Cleanup::default(),
     });
     if let Err(e) = setup::rlimit_nofile(cfg.rlimit_nofile) {
         error!("{e}");
         return 1;
     }
+    let mut listener = match setup::listener(&cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on the vhost-user socket: {e}");
+            return 1;
+        }
+    };
+
+    // Isolation, before any thread exists: the namespace sandbox forks, and only the child
+    // returns here; the parent waits, cleans up and exits with the child's status.
+    let listener_fd = listener.as_raw_fd();
+    let fs = sandbox::enter(
+        cfg.sandbox,
+        &cfg.shared_dir,
+        || crate::fs::open(&cfg, policy.check_names),
+        |status| {
+            // SAFETY: the parent never serves; only the child keeps the listening socket.
+            unsafe { libc::close(listener_fd) };
+            cleanup.exit(status)
+        },
+    );
+    let fs = match fs {
+        Ok(fs) => fs,
+        Err(e) => {
+            error!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display());
+            cleanup.exit(1);
+        }
+    };
+    let file_handles = crate::fs::use_file_handles(&cfg).unwrap_or(false);
+    if let Err(e) = caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)) {
+        error!("{e}");
+        cleanup.exit(1);
+    }
+    if let Err(e) = seccomp::apply(cfg.seccomp) {
+        error!("{e}");
+        cleanup.exit(1);
+    }
     if let Err(e) = spawn_signal_handler(cleanup.clone()) {
         error!("cannot install signal handlers: {e}");
-        return 1;
+        cleanup.exit(1);
     }
 
     let handler = Arc::new(Handler::new(fs, policy));
@@ -128,14 +172,6 @@ pub fn run(cfg: Config) -> i32 {
         error!("cannot watch the throttle timer: {e}");
         return 1;
     }
-
-    let mut listener = match setup::listener(&cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot listen on the vhost-user socket: {e}");
-            return 1;
-        }
-    };
 
     info!("Waiting for vhost-user socket connection...");
     if let Err(e) = daemon.start(&mut listener) {

@@ -54,7 +54,7 @@ pub fn open(cfg: &Config, check_names: bool) -> io::Result<Fs> {
         writeback: cfg.writeback,
         allow_direct_io: cfg.allow_direct_io,
         killpriv_v2: cfg.killpriv_v2,
-        inode_file_handles: use_file_handles(cfg.inode_file_handles)?,
+        inode_file_handles: use_file_handles(cfg)?,
         // `do_import: false` makes the library skip its name checks (it assumes a VFS above).
         do_import: check_names,
         ..Default::default()
@@ -72,7 +72,20 @@ pub fn open(cfg: &Config, check_names: bool) -> io::Result<Fs> {
 
 /// Whether to reference inodes by file handles. Opening a handle needs CAP_DAC_READ_SEARCH:
 /// `prefer` falls back to O_PATH descriptors without it; `mandatory` refuses to start.
-fn use_file_handles(mode: InodeFileHandles) -> io::Result<bool> {
+///
+/// In a sandbox, file handles are not used: opening one needs the mount's root by a host path
+/// the sandbox no longer has.
+pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
+    let mode = cfg.inode_file_handles;
+    if cfg.sandbox != crate::sandbox::SandboxMode::None {
+        return match mode {
+            InodeFileHandles::Mandatory => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "--inode-file-handles=mandatory needs --sandbox=none",
+            )),
+            _ => Ok(false),
+        };
+    }
     const CAP_DAC_READ_SEARCH: u32 = 2;
     let capable = std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -7,11 +7,14 @@
 //! filesystem).
 
 pub mod backend;
+pub mod caps;
 pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod pool;
 pub mod request;
+pub mod sandbox;
+pub mod seccomp;
 pub mod setup;
 pub mod throttle;
 pub mod vring;
