@@ -182,6 +182,123 @@ impl Daemon {
     }
 }
 
+/// The stderr line upstream virtiofsd prints once it listens; Kata's runtime-rs treats the
+/// daemon as ready when it appears.
+pub const READY_LINE: &str = "Waiting for vhost-user socket connection";
+
+impl Daemon {
+    /// Spawns `cmd` (stdio set here, killed with the test process) without waiting for anything.
+    fn spawn_cmd(mut cmd: Command, socket: &Path) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn virtiofsd");
+        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon {
+            child: Some(child),
+            stderr,
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// Kata's Go runtime: `listener` (already bound to `socket` and listening, created by the
+    /// caller) is passed to `bin` as fd 3; `args` should contain `--fd=3`. Like the runtime, this
+    /// does not wait for readiness: the socket already accepts connections. The caller may drop
+    /// its copy of `listener` afterwards.
+    pub fn start_with_fd(
+        bin: &Path,
+        listener: &std::os::unix::net::UnixListener,
+        socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(listener);
+        let mut cmd = Command::new(bin);
+        cmd.args(args).envs(env.iter().copied());
+        // SAFETY: dup2 and fcntl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2(3, 3) would keep FD_CLOEXEC: clear it explicitly instead.
+                if fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Daemon::spawn_cmd(cmd, socket)
+    }
+
+    /// Kata's runtime-rs: starts `bin` with `--socket-path=socket` followed by `args` and waits
+    /// (≤ `timeout`) until stderr shows [`READY_LINE`]. Panics with the stderr if the daemon
+    /// exits first or the line does not appear in time.
+    pub fn start_until_ready(
+        bin: &Path,
+        socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Daemon {
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--socket-path={}", socket.display()))
+            .args(args)
+            .envs(env.iter().copied());
+        let mut d = Daemon::spawn_cmd(cmd, socket);
+        if let Err(e) = d.wait_for_stderr(READY_LINE, timeout) {
+            panic!("virtiofsd never became ready: {e}");
+        }
+        d
+    }
+
+    /// Waits (≤ `timeout`) until the daemon's stderr contains `needle`; on failure the error
+    /// says whether it exited and carries its stderr.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if let Some(st) = self.try_status() {
+                // Let the reader thread drain what is left before judging.
+                std::thread::sleep(Duration::from_millis(100));
+                if self.stderr().contains(needle) {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "virtiofsd exited ({st}) before printing {needle:?}:\n{}",
+                    self.stderr()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no {needle:?} on stderr after {timeout:?}:\n{}",
+                    self.stderr()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
