@@ -100,14 +100,14 @@ pub fn run(cfg: Config) -> i32 {
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        || crate::fs::open(&cfg, policy.check_names),
+        |root| crate::fs::open(&cfg, policy.check_names, root),
         |status| {
             // SAFETY: the parent never serves; only the child keeps the listening socket.
             unsafe { libc::close(listener_fd) };
             cleanup.exit(status)
         },
     );
-    let fs = match fs {
+    let fs = match fs.and_then(|mut fs| fs.import().map(|()| fs)) {
         Ok(fs) => fs,
         Err(e) => {
             error!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display());

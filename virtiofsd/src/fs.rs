@@ -4,6 +4,8 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
@@ -18,6 +20,7 @@ use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughF
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use crate::cli::{CacheMode, Config, InodeFileHandles};
+use crate::mounts::MountPoints;
 
 /// The filesystem type served to the guest.
 pub type Fs = SharedFs;
@@ -34,14 +37,15 @@ pub fn timeout(cache: CacheMode) -> Duration {
     }
 }
 
-/// Opens the shared directory.
+/// Creates the filesystem whose root will be `root_dir` (the shared directory's path as seen
+/// after the sandbox is entered); call [`SharedFs::import`] once that path is right.
 ///
 /// `check_names: false` turns off the library's own name validation too; only tests use it,
 /// to prove the hostile-name tests catch a daemon without checks.
-pub fn open(cfg: &Config, check_names: bool) -> io::Result<Fs> {
+pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> {
     let t = timeout(cfg.cache);
     let pt = PtConfig {
-        root_dir: cfg.shared_dir.to_string_lossy().into_owned(),
+        root_dir: root_dir.to_string_lossy().into_owned(),
         cache_policy: match cfg.cache {
             CacheMode::Never => CachePolicy::Never,
             CacheMode::Metadata => CachePolicy::Metadata,
@@ -60,9 +64,17 @@ pub fn open(cfg: &Config, check_names: bool) -> io::Result<Fs> {
         ..Default::default()
     };
     let inner = PassthroughFs::new(pt)?;
-    inner.import()?;
+    // Opened now, while /proc is reachable; the mount table itself is opened in `import`.
+    let proc_self = match cfg.announce_submounts {
+        true => Some(std::fs::File::open("/proc/self")?),
+        false => None,
+    };
     Ok(SharedFs {
         inner,
+        proc_self,
+        mounts: None,
+        xattr: cfg.xattr,
+        xattr_by_path: cfg.sandbox != crate::sandbox::SandboxMode::None,
         announce_submounts: cfg.announce_submounts,
         // `never` also disables READDIRPLUS, as upstream.
         readdirplus: cfg.readdirplus && cfg.cache != CacheMode::Never,
@@ -115,21 +127,66 @@ pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
 /// Passthrough plus the behaviour upstream virtiofsd has and the library lacks.
 pub struct SharedFs {
     inner: PassthroughFs<()>,
+    proc_self: Option<std::fs::File>,
+    mounts: Option<MountPoints>,
+    xattr: bool,
+    /// Extended attributes by path (see [`SharedFs::xattr_path`]): set when sandboxed.
+    xattr_by_path: bool,
     announce_submounts: bool,
     readdirplus: bool,
     readonly: bool,
 }
 
+/// A syscall's non-negative result, or the errno it set.
+fn errno_or(rc: isize) -> io::Result<usize> {
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
 impl SharedFs {
+    /// The path of `inode` relative to the process root (the shared directory, in a sandbox),
+    /// for the xattr calls. The library's own xattr calls go through `/proc/self/fd/N` by
+    /// absolute path, which does not exist once the root is the shared directory.
+    fn xattr_path(&self, inode: u64) -> io::Result<std::ffi::CString> {
+        if !self.xattr {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        let p = self.inner.readlinkat_proc_file(inode)?;
+        std::ffi::CString::new(p.into_os_string().into_vec())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// Opens the root directory (by the path given to [`open`]) and, for submount
+    /// announcement, the mount table as seen from the final root.
+    pub fn import(&mut self) -> io::Result<()> {
+        self.inner.import()?;
+        if let Some(proc_self) = self.proc_self.take() {
+            self.mounts = Some(MountPoints::open(&proc_self)?);
+        }
+        Ok(())
+    }
+
     fn dev_of(&self, ctx: &Context, inode: u64) -> io::Result<u64> {
         Ok(self.inner.getattr(ctx, inode, None)?.0.st_dev)
     }
-}
 
-/// Marks `entry` as a submount when it lives on another device than its parent.
-fn mark_submount(entry: &mut Entry, parent_dev: u64) {
-    if entry.inode != 0 && entry.attr.st_dev != parent_dev {
-        entry.attr_flags |= FUSE_ATTR_SUBMOUNT;
+    /// Marks `entry` as a submount when it is on another device than its parent, or is a
+    /// directory that is a mount point (a bind mount from the same filesystem).
+    fn mark_submount(&self, entry: &mut Entry, parent_dev: u64) {
+        if entry.inode == 0 {
+            return;
+        }
+        let other_dev = entry.attr.st_dev != parent_dev;
+        let is_dir = entry.attr.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let mount_point = || match &self.mounts {
+            Some(m) if m.any() => self
+                .inner
+                .readlinkat_proc_file(entry.inode)
+                .is_ok_and(|p| m.contains(p.as_os_str().as_bytes())),
+            _ => false,
+        };
+        if other_dev || (is_dir && mount_point()) {
+            entry.attr_flags |= FUSE_ATTR_SUBMOUNT;
+        }
     }
 }
 
@@ -164,7 +221,7 @@ impl FileSystem for SharedFs {
         let mut entry = self.inner.lookup(ctx, parent, name)?;
         if self.announce_submounts {
             match self.dev_of(ctx, parent) {
-                Ok(dev) => mark_submount(&mut entry, dev),
+                Ok(dev) => self.mark_submount(&mut entry, dev),
                 Err(e) => log::debug!("submount check of {parent}: {e}"),
             }
         }
@@ -189,7 +246,7 @@ impl FileSystem for SharedFs {
         };
         let mut add = |d: DirEntry, mut e: Entry| {
             if let Some(dev) = dev.filter(|_| d.name != b"." && d.name != b"..") {
-                mark_submount(&mut e, dev);
+                self.mark_submount(&mut e, dev);
             }
             add_entry(d, e)
         };
@@ -404,7 +461,21 @@ impl FileSystem for SharedFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
-        self.inner.setxattr(ctx, inode, name, value, flags)
+        if !self.xattr_by_path {
+            return self.inner.setxattr(ctx, inode, name, value, flags);
+        }
+        let path = self.xattr_path(inode)?;
+        // SAFETY: valid C strings and a buffer of the given length.
+        let rc = unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags as libc::c_int,
+            )
+        };
+        errno_or(rc as isize).map(drop)
     }
 
     fn getxattr(
@@ -414,15 +485,49 @@ impl FileSystem for SharedFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        self.inner.getxattr(ctx, inode, name, size)
+        if !self.xattr_by_path {
+            return self.inner.getxattr(ctx, inode, name, size);
+        }
+        let path = self.xattr_path(inode)?;
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: the kernel writes at most `size` bytes into `buf`.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = errno_or(n)?;
+        Ok(match size {
+            0 => GetxattrReply::Count(n as u32),
+            _ => GetxattrReply::Value(buf[..n].to_vec()),
+        })
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        self.inner.listxattr(ctx, inode, size)
+        if !self.xattr_by_path {
+            return self.inner.listxattr(ctx, inode, size);
+        }
+        let path = self.xattr_path(inode)?;
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: the kernel writes at most `size` bytes into `buf`.
+        let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = errno_or(n)?;
+        Ok(match size {
+            0 => ListxattrReply::Count(n as u32),
+            _ => ListxattrReply::Names(buf[..n].to_vec()),
+        })
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        self.inner.removexattr(ctx, inode, name)
+        if !self.xattr_by_path {
+            return self.inner.removexattr(ctx, inode, name);
+        }
+        let path = self.xattr_path(inode)?;
+        // SAFETY: valid C strings.
+        errno_or(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) } as isize).map(drop)
     }
 
     fn opendir(

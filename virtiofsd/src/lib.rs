@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cli;
 pub mod daemon;
 pub mod fs;
+pub mod mounts;
 pub mod pool;
 pub mod request;
 pub mod sandbox;
