@@ -254,9 +254,9 @@ pub struct Cli {
 }
 
 /// Default isolation.
-pub const DEFAULT_SANDBOX: SandboxMode = SandboxMode::None;
+pub const DEFAULT_SANDBOX: SandboxMode = SandboxMode::Namespace;
 /// Default seccomp action.
-pub const DEFAULT_SECCOMP: SeccompAction = SeccompAction::None;
+pub const DEFAULT_SECCOMP: SeccompAction = SeccompAction::Kill;
 
 /// Where the vhost-user connection comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

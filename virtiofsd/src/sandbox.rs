@@ -4,15 +4,13 @@
 //!   process forks: the parent stays outside, forwards SIGTERM/SIGINT/SIGHUP, waits, removes the
 //!   socket and pid file, and exits with the child's status; the child (pid 1 of the new pid
 //!   namespace, killed if the parent dies) marks every mount a slave, so bind mounts the runtime
-//!   adds under the shared directory later still reach the guest, mounts a fresh /proc, opens the
-//!   filesystem (which keeps /proc/self/fd open), then pivots into a new root.
-//! - `chroot`: a private mount namespace (no other namespaces, no fork), then a chroot into
-//!   the same kind of new root.
+//!   adds under the shared directory later still reach the guest, mounts a fresh /proc, prepares
+//!   the filesystem (which keeps /proc/self/fd open), then pivots into the shared directory.
+//! - `chroot`: prepares the filesystem, then chroots into the shared directory.
 //!
-//! The new root is an empty read-only tmpfs holding only the directories of the shared
-//! directory's absolute path, with the shared directory bind-mounted (recursively, as a slave)
-//! at that same path: the passthrough library re-opens its root by path at every FUSE INIT,
-//! and nothing else of the host is reachable.
+//! In both, the filesystem's root is opened only after the root has changed, as `/`: the
+//! shared directory is then the process root, where the kernel stops `..`, and the library's
+//! re-import of its root at every FUSE INIT finds it.
 //! - `none`: no isolation (rootless setups); names are still checked.
 //!
 //! Everything here runs before any thread is started (fork and threads do not mix).
@@ -73,13 +71,15 @@ pub fn needs_root(mode: SandboxMode) -> bool {
     mode != SandboxMode::None
 }
 
-/// Enters `mode` around `shared_dir`; `open_fs` runs at the point where the filesystem must be
-/// opened (after /proc is right, before the root changes). In `namespace` mode only the child
-/// returns; the parent calls `on_parent_exit(status)` and exits with the child's status.
+/// Enters `mode` around `shared_dir`. `prepare(root)` runs where the filesystem must be
+/// created (after fork and /proc, before the root changes) and gets the path its root will have
+/// once inside (`/` in a sandbox); the caller imports the root after this returns. In
+/// `namespace` mode only the child returns; the parent calls `on_parent_exit(status)` and exits
+/// with the child's status.
 pub fn enter<T>(
     mode: SandboxMode,
     shared_dir: &Path,
-    open_fs: impl FnOnce() -> io::Result<T>,
+    prepare: impl FnOnce(&Path) -> io::Result<T>,
     on_parent_exit: impl FnOnce(i32),
 ) -> io::Result<T> {
     // SAFETY: geteuid has no preconditions.
@@ -90,28 +90,29 @@ pub fn enter<T>(
                 .to_lowercase(),
         ));
     }
+    let root = Path::new("/");
     match mode {
-        SandboxMode::None => open_fs(),
+        SandboxMode::None => prepare(shared_dir),
         SandboxMode::Chroot => {
-            // SAFETY: a private mount namespace for this process only.
-            check(unsafe { libc::unshare(libc::CLONE_NEWNS) }, "unshare")?;
-            mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC)?;
-            let fs = open_fs()?;
-            new_root(shared_dir, false)?;
-            Ok(fs)
+            let t = prepare(root)?;
+            let dir = cstr(shared_dir)?;
+            // SAFETY: valid path strings.
+            check(unsafe { libc::chroot(dir.as_ptr()) }, "chroot")?;
+            check(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir /")?;
+            Ok(t)
         }
         SandboxMode::Namespace => {
             fork_into_namespaces(on_parent_exit)?;
-            mount(None, Path::new("/"), None, libc::MS_SLAVE | libc::MS_REC)?;
+            mount(None, root, None, libc::MS_SLAVE | libc::MS_REC)?;
             mount(
                 Some(Path::new("proc")),
                 Path::new("/proc"),
                 Some("proc"),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             )?;
-            let fs = open_fs()?;
-            new_root(shared_dir, true)?;
-            Ok(fs)
+            let t = prepare(root)?;
+            pivot_into(shared_dir)?;
+            Ok(t)
         }
     }
 }
@@ -180,43 +181,21 @@ fn wait_child(child: libc::pid_t) -> i32 {
     }
 }
 
-/// Builds the new root (see the module docs) on top of /proc, which is no longer needed by
-/// path once the filesystem holds /proc/self/fd open, and enters it with pivot_root (the old
-/// root is detached) or chroot.
-fn new_root(shared_dir: &Path, pivot: bool) -> io::Result<()> {
-    let top = Path::new("/proc");
-    let tmpfs_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    mount(Some(Path::new("tmpfs")), top, Some("tmpfs"), tmpfs_flags)?;
-    let inside = top.join(shared_dir.strip_prefix("/").unwrap_or(shared_dir));
-    std::fs::create_dir_all(&inside)
-        .map_err(|e| io::Error::new(e.kind(), format!("sandbox: {}: {e}", inside.display())))?;
-    mount(
-        Some(shared_dir),
-        &inside,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-    )?;
-    mount(
-        None,
-        top,
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | tmpfs_flags,
-    )?;
-    let t = cstr(top)?;
+/// Bind-mounts `dir` on itself (recursively: submounts come along, as slaves) and makes it
+/// the root; the old root is detached.
+fn pivot_into(dir: &Path) -> io::Result<()> {
+    mount(Some(dir), dir, None, libc::MS_BIND | libc::MS_REC)?;
+    let d = cstr(dir)?;
     // SAFETY: valid path strings; pivot_root(".", ".") stacks the old root under the new one,
     // which is then detached.
     unsafe {
-        check(libc::chdir(t.as_ptr()), "chdir")?;
+        check(libc::chdir(d.as_ptr()), "chdir")?;
         let dot = c".".as_ptr();
-        if pivot {
-            check(
-                libc::syscall(libc::SYS_pivot_root, dot, dot) as libc::c_int,
-                "pivot_root",
-            )?;
-            check(libc::umount2(dot, libc::MNT_DETACH), "umount old root")?;
-        } else {
-            check(libc::chroot(dot), "chroot")?;
-        }
+        check(
+            libc::syscall(libc::SYS_pivot_root, dot, dot) as libc::c_int,
+            "pivot_root",
+        )?;
+        check(libc::umount2(dot, libc::MNT_DETACH), "umount old root")?;
         check(libc::chdir(c"/".as_ptr()), "chdir /")?;
     }
     Ok(())

@@ -175,6 +175,13 @@ fn test_forbidden_syscall() {
 
 /// Loads the filter for `action` on the calling thread (and threads started after).
 pub fn apply(action: SeccompAction) -> io::Result<()> {
+    load(action)?;
+    #[cfg(feature = "seeded-bugs")]
+    test_forbidden_syscall();
+    Ok(())
+}
+
+fn load(action: SeccompAction) -> io::Result<()> {
     let default = match action {
         SeccompAction::None => return Ok(()),
         SeccompAction::Kill => ScmpAction::KillProcess,
@@ -188,8 +195,5 @@ pub fn apply(action: SeccompAction) -> io::Result<()> {
             filter.add_rule(ScmpAction::Allow, sc).map_err(err)?;
         }
     }
-    filter.load().map_err(err)?;
-    #[cfg(feature = "seeded-bugs")]
-    test_forbidden_syscall();
-    Ok(())
+    filter.load().map_err(err)
 }

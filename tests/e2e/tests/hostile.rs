@@ -425,9 +425,24 @@ fn run_name_case(
     (errno, before.compare(&now), before.escaped(&now), serving)
 }
 
+/// Every sandbox mode, each with the seccomp filter that kills: name checks are the first
+/// wall whatever the sandbox.
+const SANDBOXES: [&[&str]; 3] = [
+    &["--sandbox=namespace", "--seccomp=kill"],
+    &["--sandbox=chroot", "--seccomp=kill"],
+    &["--sandbox=none", "--seccomp=kill"],
+];
+
 #[test]
 fn hostile_names_are_rejected() {
-    let (mut e, mut fs, fx) = setup(Build::Normal, &[], &[]);
+    for mode in SANDBOXES {
+        eprintln!("== {mode:?}");
+        hostile_names_are_rejected_in(mode);
+    }
+}
+
+fn hostile_names_are_rejected_in(mode: &[&str]) {
+    let (mut e, mut fs, fx) = setup(Build::Normal, mode, &[]);
     let mut failures = Vec::new();
     for c in name_cases() {
         let (errno, host, _, serving) = run_name_case(&mut e, &mut fs, &fx, &c);
@@ -444,7 +459,7 @@ fn hostile_names_are_rejected() {
             failures.push(format!("{}: {m}", c.what));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(failures.is_empty(), "{mode:?}:\n{}", failures.join("\n"));
     // The fixture handle still reads the right file.
     assert_eq!(fs.read(fx.f, fx.f_fh, 0, 64).unwrap(), b"f-data");
 }
@@ -454,7 +469,7 @@ fn hostile_names_are_rejected() {
 fn hostile_names_seeded_bug_is_caught() {
     let mut failures = Vec::new();
     for c in name_cases() {
-        let (mut e, mut fs, fx) = setup(Build::Seeded, &[], &[NO_NAME_CHECKS]);
+        let (mut e, mut fs, fx) = setup(Build::Seeded, &["--sandbox=none"], &[NO_NAME_CHECKS]);
         let (errno, host, escaped, serving) = run_name_case(&mut e, &mut fs, &fx, &c);
         let check_passes = errno == Some(c.errno) && host.is_ok() && serving.is_ok();
         eprintln!(
@@ -476,6 +491,31 @@ fn hostile_names_seeded_bug_is_caught() {
                 errno.map(errno_name),
                 host
             ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The sandbox is the second wall: with name checks seeded off, the cases that escape without
+/// a sandbox stay inside the shared directory under `namespace` and `chroot`.
+#[test]
+fn hostile_names_seeded_bug_is_contained_by_the_sandbox() {
+    let mut failures = Vec::new();
+    for mode in ["--sandbox=namespace", "--sandbox=chroot"] {
+        for c in name_cases()
+            .into_iter()
+            .filter(|c| matches!(c.seeded, Seeded::Escapes))
+        {
+            let (mut e, mut fs, fx) =
+                setup(Build::Seeded, &[mode, "--seccomp=kill"], &[NO_NAME_CHECKS]);
+            let (errno, _, escaped, serving) = run_name_case(&mut e, &mut fs, &fx, &c);
+            eprintln!("{mode} seeded {:40} -> {:?}", c.what, errno.map(errno_name));
+            if escaped {
+                failures.push(format!("{mode}: {} escaped the shared directory", c.what));
+            }
+            if let Err(m) = serving {
+                failures.push(format!("{mode}: {}: {m}", c.what));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -1110,7 +1150,14 @@ fn seen_matches(seen: &Seen, want: Expect) -> bool {
 
 #[test]
 fn malformed_requests_get_error_replies() {
-    let (mut e, mut fs, fx) = setup(Build::Normal, &[], &[]);
+    for mode in SANDBOXES {
+        eprintln!("== {mode:?}");
+        malformed_requests_get_error_replies_in(mode);
+    }
+}
+
+fn malformed_requests_get_error_replies_in(mode: &[&str]) {
+    let (mut e, mut fs, fx) = setup(Build::Normal, mode, &[]);
     let mut failures = Vec::new();
     for m in malformed_cases() {
         let before = e.snapshot();
