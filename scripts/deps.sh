@@ -17,4 +17,8 @@ install_deps() {
     echo "installing cargo-nextest"
     cargo install --locked cargo-nextest
   fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+  fi
 }

@@ -21,3 +21,8 @@ cargo build --workspace --all-targets --quiet
 #   guest (real Linux guests under QEMU/TCG) ........ 20 min
 step "all tests"
 cargo nextest run --workspace --no-fail-fast "$@"
+
+# The request path under libFuzzer (cargo-fuzz needs nightly features: RUSTC_BOOTSTRAP on
+# this stable toolchain). Bounded here; run longer by hand with a larger -max_total_time.
+step "fuzz the request path for 60 s (budget 5 min)"
+RUSTC_BOOTSTRAP=1 cargo fuzz run request --fuzz-dir fuzz -- -max_total_time=60 -rss_limit_mb=4096
