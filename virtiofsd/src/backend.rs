@@ -29,6 +29,7 @@ use vmm_sys_util::event::{
 use crate::fs::Fs;
 use crate::pool::Pool;
 use crate::request::{self, Cost, Policy, QueueKind, Session, Verdict};
+use crate::stats::Stats;
 use crate::throttle::{Limiter, Parked};
 use crate::vring::{FsVring, GuestMem};
 
@@ -244,6 +245,7 @@ pub fn notify(vring: &FsVring) {
 pub struct FsBackend {
     handler: Arc<Handler>,
     limiter: Arc<Limiter>,
+    stats: Arc<Stats>,
     drain_hooked: std::sync::Once,
     pool: Option<Pool>,
     mem: Mutex<GuestMem>,
@@ -258,6 +260,7 @@ impl FsBackend {
     pub fn new(
         handler: Arc<Handler>,
         limiter: Arc<Limiter>,
+        stats: Arc<Stats>,
         threads: usize,
         mem: GuestMem,
         fatal: Box<dyn Fn(Fatal) + Send + Sync>,
@@ -269,6 +272,7 @@ impl FsBackend {
         Ok(FsBackend {
             handler,
             limiter,
+            stats,
             drain_hooked: std::sync::Once::new(),
             pool,
             mem: Mutex::new(mem),
@@ -383,9 +387,13 @@ impl FsBackend {
                     chain,
                     verdict,
                     vring: vring.clone(),
+                    since: None,
                 };
                 let admitted = match verdict {
-                    Verdict::Serve { cost, .. } => self.limiter.admit(item, cost),
+                    Verdict::Serve { cost, .. } => {
+                        self.stats.record(cost);
+                        self.limiter.admit(item, cost)
+                    }
                     _ => Some(item),
                 };
                 if let Some(item) = admitted {

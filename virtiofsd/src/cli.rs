@@ -200,6 +200,11 @@ pub struct Cli {
     #[arg(long)]
     pub print_capabilities: bool,
 
+    /// HTTP/JSON control socket for live limits and statistics; `auto` puts it at
+    /// `<vhost-user socket path>.api` (with --fd, the inherited socket's own path).
+    #[arg(long, value_name = "PATH|auto")]
+    pub api_socket: Option<PathBuf>,
+
     /// Sustained READ+WRITE bytes per second (0: unlimited). See "Rate limits" below.
     #[arg(long, value_parser = quantity, value_name = "BYTES")]
     pub fs_bw_size: Option<u64>,
@@ -293,6 +298,7 @@ pub struct Config {
     pub sandbox: SandboxMode,
     pub seccomp: SeccompAction,
     pub modcaps: Vec<CapChange>,
+    pub api_socket: Option<PathBuf>,
 }
 
 /// A command-line value that cannot be used; the message names the flag.
@@ -434,7 +440,12 @@ impl Cli {
             write_bw: limit("write-bw", self.fs_write_bw_size, self.fs_write_bw_burst)?,
             ops: limit("ops", self.fs_ops_size, self.fs_ops_burst)?,
         };
+        let api_socket = match self.api_socket {
+            Some(p) if p.as_os_str() == "auto" => Some(auto_api_socket(&listen)?),
+            other => other,
+        };
         Ok(Config {
+            api_socket,
             sandbox: self.sandbox,
             seccomp: self.seccomp,
             modcaps,
@@ -457,6 +468,40 @@ impl Cli {
             syslog: self.syslog,
         })
     }
+}
+
+/// `--api-socket=auto`: beside the vhost-user socket, `<path>.api`.
+fn auto_api_socket(listen: &Listen) -> Result<PathBuf, UsageError> {
+    let vhost = match listen {
+        Listen::Path { path, .. } => path.clone(),
+        Listen::Fd(fd) => socket_path_of(*fd).ok_or_else(|| {
+            UsageError(format!(
+                "--api-socket=auto: the socket passed as --fd={fd} has no path"
+            ))
+        })?,
+    };
+    let mut p = vhost.into_os_string();
+    p.push(".api");
+    Ok(p.into())
+}
+
+/// The filesystem path a listening Unix socket is bound to.
+fn socket_path_of(fd: RawFd) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; getsockname writes at most `len` bytes.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len) };
+    if rc != 0 || addr.sun_family != libc::AF_UNIX as libc::sa_family_t {
+        return None;
+    }
+    let bytes: Vec<u8> = addr
+        .sun_path
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
 /// One bucket from `--fs-<name>-size` / `--fs-<name>-burst`.

@@ -16,8 +16,9 @@ use crate::backend::{FsBackend, Handler, TIMER_EVENT};
 use crate::cli::{Config, Listen};
 use crate::request::Policy;
 use crate::setup::{self, PidFile};
+use crate::stats::Stats;
 use crate::throttle::Limiter;
-use crate::{caps, sandbox, seccomp};
+use crate::{api, caps, sandbox, seccomp};
 use std::os::unix::io::AsRawFd;
 use vmm_sys_util::epoll::EventSet;
 
@@ -78,10 +79,12 @@ pub fn run(cfg: Config) -> i32 {
         },
         Listen::Fd(_) => None,
     };
-    let cleanup = Arc::new(match (&cfg.listen, &pid_file) {
-        (Listen::Path { path, .. }, Some(p)) => Cleanup::new(&[path, p.path()]),
-        _ => Cleanup::default(),
-    });
+    let mut ours: Vec<&Path> = match (&cfg.listen, &pid_file) {
+        (Listen::Path { path, .. }, Some(p)) => vec![path, p.path()],
+        _ => Vec::new(),
+    };
+    ours.extend(cfg.api_socket.as_deref());
+    let cleanup = Arc::new(Cleanup::new(&ours));
     if let Err(e) = setup::rlimit_nofile(cfg.rlimit_nofile) {
         error!("{e}");
         return 1;
@@ -91,6 +94,15 @@ pub fn run(cfg: Config) -> i32 {
         Err(e) => {
             error!("cannot listen on the vhost-user socket: {e}");
             return 1;
+        }
+    };
+
+    // The control socket is outside the shared directory: bound before the sandbox too.
+    let api_listener = match cfg.api_socket.as_deref().map(api::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            error!("--api-socket: {e}");
+            cleanup.exit(1);
         }
     };
 
@@ -129,7 +141,8 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let handler = Arc::new(Handler::new(fs, policy));
-    let limiter = match Limiter::new(cfg.limits) {
+    let stats = Arc::new(Stats::default());
+    let limiter = match Limiter::new(cfg.limits, stats.clone()) {
         Ok(l) => Arc::new(l),
         Err(e) => {
             error!("cannot create the throttle timer: {e}");
@@ -137,6 +150,20 @@ pub fn run(cfg: Config) -> i32 {
         }
     };
     info!("rate limits: {}", cfg.limits);
+    if let Some(l) = api_listener {
+        let api = api::Api {
+            limiter: limiter.clone(),
+            stats: stats.clone(),
+        };
+        if let Err(e) = api::spawn(l, api) {
+            error!("cannot start the API: {e}");
+            cleanup.exit(1);
+        }
+        info!(
+            "API listening on {}",
+            cfg.api_socket.as_ref().unwrap().display()
+        );
+    }
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let on_fatal = {
         let cleanup = cleanup.clone();
@@ -145,6 +172,7 @@ pub fn run(cfg: Config) -> i32 {
     let backend = match FsBackend::new(
         handler,
         limiter.clone(),
+        stats,
         cfg.thread_pool_size,
         mem.clone(),
         on_fatal,

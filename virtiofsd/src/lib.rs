@@ -6,6 +6,7 @@
 //! [`request`] (the hostile-input wall: names, offsets, session order) and [`fs`] (the passthrough
 //! filesystem).
 
+pub mod api;
 pub mod backend;
 pub mod caps;
 pub mod cli;
@@ -17,5 +18,6 @@ pub mod request;
 pub mod sandbox;
 pub mod seccomp;
 pub mod setup;
+pub mod stats;
 pub mod throttle;
 pub mod vring;

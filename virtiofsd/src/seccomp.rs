@@ -142,6 +142,7 @@ const ALLOWED: &[&str] = &[
     "connect",
     "socket",
     "getsockopt",
+    "setsockopt",
     "getsockname",
     "shutdown",
     "epoll_create1",

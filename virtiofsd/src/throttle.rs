@@ -10,7 +10,7 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ratelimit::{Admission, Bucket, Class, Clock, Cost, Limit, MonotonicClock, Throttle};
@@ -18,6 +18,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::backend::Chain;
 use crate::request::{self, Verdict};
+use crate::stats::Stats;
 use crate::vring::FsVring;
 
 /// The configured limits (size 0: unlimited).
@@ -71,6 +72,8 @@ pub struct Parked {
     pub chain: Chain,
     pub verdict: Verdict,
     pub vring: FsVring,
+    /// When it was parked (set by the limiter).
+    pub since: Option<Instant>,
 }
 
 /// The class and cost of a request.
@@ -97,6 +100,7 @@ pub struct Limiter {
     unlimited: AtomicBool,
     clock: MonotonicClock,
     one_queue: bool,
+    stats: Arc<Stats>,
 }
 
 /// Seeded bug for the isolation tests (`seeded-bugs` builds only): every request joins one
@@ -107,7 +111,7 @@ fn seeded_one_queue() -> bool {
 
 impl Limiter {
     /// A limiter enforcing `limits`; its timer must be added to the epoll loop ([`Self::timer_fd`]).
-    pub fn new(limits: Limits) -> io::Result<Self> {
+    pub fn new(limits: Limits, stats: Arc<Stats>) -> io::Result<Self> {
         let clock = MonotonicClock;
         let now = clock.now();
         let mut th = Throttle::new(now);
@@ -127,6 +131,7 @@ impl Limiter {
             unlimited: AtomicBool::new(limits.is_unlimited()),
             clock,
             one_queue: seeded_one_queue(),
+            stats,
         })
     }
 
@@ -136,7 +141,7 @@ impl Limiter {
     }
 
     /// Admits `item` now (returned) or parks it (None) and arms the timer.
-    pub fn admit(&self, item: Parked, cost: request::Cost) -> Option<Parked> {
+    pub fn admit(&self, mut item: Parked, cost: request::Cost) -> Option<Parked> {
         if self.unlimited.load(Ordering::Relaxed) {
             return Some(item);
         }
@@ -148,6 +153,7 @@ impl Limiter {
         }
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
+        item.since = Some(now);
         match st.0.submit(item, class, cost, now) {
             Admission::Admitted(item) => Some(item),
             Admission::Parked => {
@@ -172,8 +178,44 @@ impl Limiter {
                 _ => break,
             }
         }
-        arm(th, timer, self.clock.now());
+        let now = self.clock.now();
+        arm(th, timer, now);
+        self.record_waits(&out, now);
         out
+    }
+
+    fn record_waits(&self, released: &[Parked], now: Instant) {
+        for p in released {
+            if let Some(since) = p.since {
+                self.stats.record_wait(now.saturating_duration_since(since));
+            }
+        }
+    }
+
+    /// Replaces the limits at once: parked requests are re-judged under them (the timer fires
+    /// now), and a new or resized bucket starts full.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut st = self.state.lock().unwrap();
+        let now = self.clock.now();
+        let (th, timer) = &mut *st;
+        for (b, l) in limits.buckets() {
+            th.set_limit(b, l, now);
+        }
+        self.unlimited
+            .store(limits.is_unlimited(), Ordering::Relaxed);
+        if th.parked() > 0 {
+            if let Err(e) = timer.reset(NS, None) {
+                log::error!("cannot arm the throttle timer: {e}");
+            }
+        }
+        log::info!("rate limits changed: {limits}");
+    }
+
+    /// Every bucket's limit and current level (None when unlimited).
+    pub fn levels(&self) -> [(Bucket, Limit, Option<i64>); 4] {
+        let st = self.state.lock().unwrap();
+        let now = self.clock.now();
+        Bucket::ALL.map(|b| (b, st.0.limit(b), st.0.level(b, now)))
     }
 
     /// Every parked chain, whatever the tokens (the ring is stopping).
@@ -181,7 +223,9 @@ impl Limiter {
         let mut st = self.state.lock().unwrap();
         let (th, timer) = &mut *st;
         let _ = timer.clear();
-        th.drain_all()
+        let out = th.drain_all();
+        self.record_waits(&out, self.clock.now());
+        out
     }
 
     /// The limits in force.

@@ -1,0 +1,438 @@
+//! `--api-socket`: change the limits live and read statistics, over HTTP/1.1 + JSON on a Unix
+//! socket (`curl --unix-socket PATH http://localhost/api/v1/ratelimit`), like Firecracker's and
+//! Cloud Hypervisor's APIs.
+//!
+//! - `GET /api/v1/ratelimit`: every bucket's size, burst and current level.
+//! - `PUT /api/v1/ratelimit`: replace all limits (buckets not given become unlimited);
+//!   `PATCH`: change only the buckets given (a bucket given with only a size keeps its burst).
+//!   Applied at once to parked and future requests; size 0 removes a limit; an invalid body
+//!   is a 400 naming the field, and nothing changes.
+//! - `GET /api/v1/stats`: requests and bytes by kind, throttled requests and waits.
+//! - `GET /metrics`: the same in the Prometheus text format.
+//!
+//! The socket is 0600. Each connection is served on its own thread with 5 s read and write
+//! timeouts, 8 KiB of headers and 64 KiB of body at most, one request per connection; at most
+//! 16 connections at once (more are closed). Nothing here touches the data path's locks except
+//! the limiter's, briefly.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit::{Bucket, Limit};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Stats;
+use crate::throttle::{Limiter, Limits};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_HEADERS: usize = 8 << 10;
+const MAX_BODY: usize = 64 << 10;
+const MAX_CONNECTIONS: usize = 16;
+
+/// What the API serves.
+pub struct Api {
+    pub limiter: Arc<Limiter>,
+    pub stats: Arc<Stats>,
+}
+
+/// Binds the socket (0600), replacing a stale one. Done before the sandbox: the path is
+/// outside the shared directory.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves `listener` on a thread of its own.
+pub fn spawn(listener: UnixListener, api: Api) -> io::Result<()> {
+    let api = Arc::new(api);
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    log::warn!("api: too many connections; closing one");
+                    continue;
+                }
+                let (api, active) = (api.clone(), active.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("api-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = serve_connection(conn, &api) {
+                                log::debug!("api connection: {e}");
+                            }
+                            active.fetch_sub(1, Ordering::AcqRel);
+                        });
+                if spawned.is_err() {
+                    log::warn!("api: cannot start a connection thread");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// One HTTP request, as far as the API needs it.
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// A response: status, content type, body.
+type Response = (u16, &'static str, String);
+
+fn serve_connection(mut conn: UnixStream, api: &Api) -> io::Result<()> {
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    conn.set_write_timeout(Some(TIMEOUT))?;
+    let (status, ctype, body) = match read_request(&mut conn) {
+        Ok(req) => route(api, &req),
+        Err(resp) => resp,
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        _ => "Error",
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.flush()
+}
+
+fn error(status: u16, msg: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "error": msg.to_string() }).to_string();
+    (status, "application/json", body)
+}
+
+/// Reads headers (bounded) and a Content-Length body (bounded).
+fn read_request(conn: &mut UnixStream) -> Result<Request, Response> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (head_len, method, path, body_len) = loop {
+        let n = conn
+            .read(&mut chunk)
+            .map_err(|e| error(400, format!("reading the request: {e}")))?;
+        if n == 0 {
+            return Err(error(400, "connection closed before the request ended"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let body_len = match req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                {
+                    None => 0,
+                    Some(h) => std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .ok_or_else(|| error(400, "bad Content-Length"))?,
+                };
+                let method = req.method.unwrap_or_default().to_owned();
+                let path = req.path.unwrap_or_default().to_owned();
+                break (len, method, path, body_len);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEADERS => continue,
+            Ok(httparse::Status::Partial) => return Err(error(413, "headers too large")),
+            Err(e) => return Err(error(400, format!("malformed request: {e}"))),
+        }
+    };
+    if body_len > MAX_BODY {
+        return Err(error(413, format!("body larger than {MAX_BODY} bytes")));
+    }
+    let mut body = buf.split_off(head_len);
+    body.truncate(body_len);
+    if body.len() < body_len {
+        let mut rest = vec![0u8; body_len - body.len()];
+        conn.read_exact(&mut rest)
+            .map_err(|e| error(400, format!("reading the body: {e}")))?;
+        body.extend_from_slice(&rest);
+    }
+    Ok(Request { method, path, body })
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    (
+        200,
+        "application/json",
+        serde_json::to_string(v).unwrap_or_default(),
+    )
+}
+
+fn route(api: &Api, req: &Request) -> Response {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/api/v1/ratelimit") => json(&view(&api.limiter)),
+        ("PUT", "/api/v1/ratelimit") | ("PATCH", "/api/v1/ratelimit") => {
+            match parse_update(&req.body, req.method == "PUT", api.limiter.limits()) {
+                Ok(limits) => {
+                    api.limiter.set_limits(limits);
+                    json(&view(&api.limiter))
+                }
+                Err(e) => error(400, e),
+            }
+        }
+        ("GET", "/api/v1/stats") => json(&api.stats.snapshot()),
+        ("GET", "/metrics") => (
+            200,
+            "text/plain; version=0.0.4",
+            metrics(&api.stats, &api.limiter),
+        ),
+        (_, "/api/v1/ratelimit" | "/api/v1/stats" | "/metrics") => {
+            error(405, format!("{} not allowed on {}", req.method, req.path))
+        }
+        _ => error(404, format!("no such endpoint: {}", req.path)),
+    }
+}
+
+/// One bucket as the API shows it.
+#[derive(Debug, Serialize)]
+struct BucketView {
+    size: u64,
+    burst: u64,
+    level: Option<i64>,
+}
+
+/// Every bucket, by name.
+#[derive(Debug, Serialize)]
+struct LimitsView {
+    bw: BucketView,
+    read_bw: BucketView,
+    write_bw: BucketView,
+    ops: BucketView,
+}
+
+fn view(limiter: &Limiter) -> LimitsView {
+    let [bw, read_bw, write_bw, ops] = limiter.levels().map(|(_, l, level)| BucketView {
+        size: l.size,
+        burst: l.burst,
+        level,
+    });
+    LimitsView {
+        bw,
+        read_bw,
+        write_bw,
+        ops,
+    }
+}
+
+/// A PUT/PATCH body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Update {
+    bw: Option<BucketUpdate>,
+    read_bw: Option<BucketUpdate>,
+    write_bw: Option<BucketUpdate>,
+    ops: Option<BucketUpdate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketUpdate {
+    size: Option<u64>,
+    burst: Option<u64>,
+}
+
+/// The limits after a PUT (`whole`) or PATCH, or an error naming the field.
+fn parse_update(body: &[u8], whole: bool, current: Limits) -> Result<Limits, String> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let u: Update = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "" => e.inner().to_string(),
+            _ => format!("{path}: {}", e.inner()),
+        }
+    })?;
+    let bucket = |name: &str, u: Option<BucketUpdate>, cur: Limit| -> Result<Limit, String> {
+        let Some(u) = u else {
+            return Ok(if whole { Limit::UNLIMITED } else { cur });
+        };
+        let size = u.size.or((!whole).then_some(cur.size)).unwrap_or(0);
+        let burst = match (u.burst, u.size) {
+            (Some(b), _) => b,
+            // PATCH with only a size keeps the burst it had (if it had one).
+            (None, Some(_)) if !whole && !cur.is_unlimited() => cur.burst,
+            (None, _) => size,
+        };
+        match (size, u.burst) {
+            (0, Some(b)) if b > 0 => Err(format!("{name}.burst needs a non-zero {name}.size")),
+            (0, _) => Ok(Limit::UNLIMITED),
+            (_, Some(0)) => Err(format!("{name}.burst must be greater than 0")),
+            _ => Ok(Limit::with_burst(size, burst)),
+        }
+    };
+    Ok(Limits {
+        bw: bucket("bw", u.bw, current.bw)?,
+        read_bw: bucket("read_bw", u.read_bw, current.read_bw)?,
+        write_bw: bucket("write_bw", u.write_bw, current.write_bw)?,
+        ops: bucket("ops", u.ops, current.ops)?,
+    })
+}
+
+/// The Prometheus text exposition of the stats and limits.
+fn metrics(stats: &Stats, limiter: &Limiter) -> String {
+    use std::fmt::Write as _;
+    let s = stats.snapshot();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, series: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in series {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let kinds = |pairs: &[(&str, u64)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v.to_string()))
+            .collect()
+    };
+    let r = &s.requests;
+    family(
+        "virtiofsd_requests_total",
+        "counter",
+        "FUSE requests served on the request queue, by kind.",
+        &kinds(&[
+            ("read", r.read),
+            ("write", r.write),
+            ("metadata", r.metadata),
+        ]),
+    );
+    family(
+        "virtiofsd_bytes_total",
+        "counter",
+        "Bytes asked for by READs and carried by WRITEs.",
+        &kinds(&[("read", s.bytes.read), ("write", s.bytes.write)]),
+    );
+    let t = &s.throttled;
+    let one = |v: String| vec![(String::new(), v)];
+    family(
+        "virtiofsd_throttled_requests_total",
+        "counter",
+        "Requests that waited for rate-limit tokens.",
+        &one(t.requests.to_string()),
+    );
+    family(
+        "virtiofsd_throttle_wait_seconds_total",
+        "counter",
+        "Total time requests waited for tokens.",
+        &one(t.wait_seconds_total.to_string()),
+    );
+    family(
+        "virtiofsd_throttle_wait_seconds_p99",
+        "gauge",
+        "99th percentile of the throttle wait since start.",
+        &one(t.wait_seconds_p99.to_string()),
+    );
+    let levels = limiter.levels();
+    let per_bucket = |f: &dyn Fn(&Limit, Option<i64>) -> Option<String>| -> Vec<(String, String)> {
+        levels
+            .iter()
+            .filter_map(|(b, l, lvl)| Some((format!("{{bucket=\"{}\"}}", name(*b)), f(l, *lvl)?)))
+            .collect()
+    };
+    family(
+        "virtiofsd_ratelimit_size",
+        "gauge",
+        "Configured refill rate per second (0: unlimited).",
+        &per_bucket(&|l, _| Some(l.size.to_string())),
+    );
+    family(
+        "virtiofsd_ratelimit_burst",
+        "gauge",
+        "Configured bucket capacity.",
+        &per_bucket(&|l, _| Some(l.burst.to_string())),
+    );
+    family(
+        "virtiofsd_ratelimit_level",
+        "gauge",
+        "Tokens in the bucket now (negative while in debt).",
+        &per_bucket(&|_, lvl| lvl.map(|v| v.to_string())),
+    );
+    out
+}
+
+fn name(b: Bucket) -> &'static str {
+    match b {
+        Bucket::Bw => "bw",
+        Bucket::ReadBw => "read_bw",
+        Bucket::WriteBw => "write_bw",
+        Bucket::Ops => "ops",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(bw: (u64, u64)) -> Limits {
+        Limits {
+            bw: Limit::with_burst(bw.0, bw.1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn patch_keeps_the_burst_and_other_buckets() {
+        let cur = Limits {
+            ops: Limit::new(100),
+            ..limits((10, 20))
+        };
+        let l = parse_update(br#"{"bw":{"size":2}}"#, false, cur).unwrap();
+        assert_eq!(l.bw, Limit::with_burst(2, 20));
+        assert_eq!(l.ops, Limit::new(100));
+        let l = parse_update(br#"{"bw":{"size":0}}"#, false, cur).unwrap();
+        assert!(l.bw.is_unlimited());
+        let l = parse_update(br#"{"write_bw":{"size":5}}"#, false, cur).unwrap();
+        assert_eq!(
+            l.write_bw,
+            Limit::new(5),
+            "a new bucket's burst is its size"
+        );
+    }
+
+    #[test]
+    fn put_replaces_everything() {
+        let cur = Limits {
+            ops: Limit::new(100),
+            ..limits((10, 20))
+        };
+        let l = parse_update(br#"{"bw":{"size":2}}"#, true, cur).unwrap();
+        assert_eq!(l.bw, Limit::new(2));
+        assert!(l.ops.is_unlimited());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cur = Limits::default();
+        let e = parse_update(br#"{"bw":{"size":"x"}}"#, false, cur).unwrap_err();
+        assert!(e.starts_with("bw.size:"), "{e}");
+        let e = parse_update(br#"{"bw":{"sise":1}}"#, false, cur).unwrap_err();
+        assert!(e.contains("sise"), "{e}");
+        let e = parse_update(br#"{"bandwidth":{}}"#, false, cur).unwrap_err();
+        assert!(e.contains("bandwidth"), "{e}");
+        let e = parse_update(br#"{"bw":{"burst":5}}"#, true, cur).unwrap_err();
+        assert!(e.contains("bw.burst"), "{e}");
+        let e = parse_update(br#"{"ops":{"size":5,"burst":0}}"#, true, cur).unwrap_err();
+        assert!(e.contains("ops.burst"), "{e}");
+        let e = parse_update(br#"{"bw":{"size":-1}}"#, true, cur).unwrap_err();
+        assert!(e.starts_with("bw.size:"), "{e}");
+        assert!(parse_update(b"{", true, cur).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Counters since start, for the API's `/api/v1/stats` and `/metrics`.
+//!
+//! Lock-free: a served request costs two relaxed atomic additions. Throttle waits go into a
+//! log-linear histogram (8 steps per power of two of microseconds, ≤ 9 % error) for the p99.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::request::Cost;
+
+const SUB: u32 = 8; // steps per octave
+const BUCKETS: usize = 64 * SUB as usize;
+
+/// What the daemon has done since it started.
+pub struct Stats {
+    start: Instant,
+    requests: [AtomicU64; 3],
+    bytes: [AtomicU64; 2],
+    throttled: AtomicU64,
+    wait_ns: AtomicU64,
+    waits: Box<[AtomicU64]>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            start: Instant::now(),
+            requests: Default::default(),
+            bytes: Default::default(),
+            throttled: AtomicU64::new(0),
+            wait_ns: AtomicU64::new(0),
+            waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// A point-in-time copy, as `/api/v1/stats` returns it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub uptime_seconds: f64,
+    pub requests: Requests,
+    pub bytes: Bytes,
+    pub throttled: Throttled,
+}
+
+/// Requests served on the request queue, by kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Requests {
+    pub read: u64,
+    pub write: u64,
+    pub metadata: u64,
+}
+
+/// Bytes asked for by READs and carried by WRITEs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bytes {
+    pub read: u64,
+    pub write: u64,
+}
+
+/// Requests that waited for tokens, and how long.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Throttled {
+    pub requests: u64,
+    pub wait_seconds_total: f64,
+    pub wait_seconds_p99: f64,
+}
+
+/// Histogram bucket of a wait in microseconds: octave × 8 + the next three bits.
+fn bucket(us: u64) -> usize {
+    if us < u64::from(SUB) {
+        return us as usize;
+    }
+    let octave = 63 - us.leading_zeros(); // ≥ 3
+    let step = (us >> (octave - 3)) & 7;
+    ((octave - 2) * SUB + step as u32) as usize
+}
+
+/// Upper bound (µs) of a bucket.
+fn bucket_top(i: usize) -> u64 {
+    if i < SUB as usize {
+        return i as u64 + 1;
+    }
+    let octave = i as u32 / SUB + 2;
+    let step = i as u64 % u64::from(SUB);
+    ((8 + step + 1) << (octave - 3)).saturating_sub(1).max(1)
+}
+
+impl Stats {
+    /// Counts one request on the request queue.
+    pub fn record(&self, cost: Cost) {
+        match cost {
+            Cost::Read(n) => {
+                self.requests[0].fetch_add(1, Relaxed);
+                self.bytes[0].fetch_add(n.into(), Relaxed);
+            }
+            Cost::Write(n) => {
+                self.requests[1].fetch_add(1, Relaxed);
+                self.bytes[1].fetch_add(n.into(), Relaxed);
+            }
+            Cost::Other => {
+                self.requests[2].fetch_add(1, Relaxed);
+            }
+            Cost::Free => {}
+        }
+    }
+
+    /// Counts one request that waited `wait` for its tokens.
+    pub fn record_wait(&self, wait: Duration) {
+        self.throttled.fetch_add(1, Relaxed);
+        self.wait_ns
+            .fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.waits[bucket(us).min(BUCKETS - 1)].fetch_add(1, Relaxed);
+    }
+
+    /// The 99th percentile of throttle waits (0 when nothing waited).
+    fn wait_p99(&self) -> Duration {
+        let counts: Vec<u64> = self.waits.iter().map(|c| c.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = total - total / 100; // at least 99 % at or below
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_micros(bucket_top(i));
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            uptime_seconds: self.start.elapsed().as_secs_f64(),
+            requests: Requests {
+                read: self.requests[0].load(Relaxed),
+                write: self.requests[1].load(Relaxed),
+                metadata: self.requests[2].load(Relaxed),
+            },
+            bytes: Bytes {
+                read: self.bytes[0].load(Relaxed),
+                write: self.bytes[1].load(Relaxed),
+            },
+            throttled: Throttled {
+                requests: self.throttled.load(Relaxed),
+                wait_seconds_total: self.wait_ns.load(Relaxed) as f64 / 1e9,
+                wait_seconds_p99: self.wait_p99().as_secs_f64(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for us in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 499_999, 1 << 40] {
+            let b = bucket(us);
+            assert!(b >= last, "bucket({us}) = {b} < {last}");
+            last = b;
+            assert!(
+                bucket_top(b) >= us,
+                "top of bucket({us}) = {} < {us}",
+                bucket_top(b)
+            );
+            assert!(
+                bucket_top(b) as f64 <= us as f64 * 1.13 + 1.0,
+                "bucket({us}) too coarse"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_requests_bytes_and_p99() {
+        let s = Stats::default();
+        s.record(Cost::Read(4096));
+        s.record(Cost::Write(10));
+        s.record(Cost::Write(20));
+        s.record(Cost::Other);
+        s.record(Cost::Free);
+        for _ in 0..99 {
+            s.record_wait(Duration::from_millis(1));
+        }
+        s.record_wait(Duration::from_millis(500));
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.requests,
+            Requests {
+                read: 1,
+                write: 2,
+                metadata: 1
+            }
+        );
+        assert_eq!(
+            snap.bytes,
+            Bytes {
+                read: 4096,
+                write: 30
+            }
+        );
+        assert_eq!(snap.throttled.requests, 100);
+        assert!((snap.throttled.wait_seconds_total - 0.599).abs() < 1e-9);
+        let p99 = snap.throttled.wait_seconds_p99;
+        assert!((0.001..0.0012).contains(&p99), "p99 {p99}");
+    }
+}
