@@ -111,7 +111,13 @@ fn serve_connection(mut conn: UnixStream, api: &Api) -> io::Result<()> {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    conn.flush()
+    conn.flush()?;
+    // Close gracefully even when the request was not read whole (e.g. a body too large):
+    // closing with unread input would reset the connection before the client reads the reply.
+    conn.shutdown(std::net::Shutdown::Write)?;
+    conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let _ = io::copy(&mut (&mut conn).take(4 * MAX_BODY as u64), &mut io::sink());
+    Ok(())
 }
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response {

@@ -1,0 +1,319 @@
+//! The control API (`--api-socket`) of the real binary: every endpoint, bad input, a stuck
+//! client, live changes reaching parked requests, and statistics that match the workload.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::{daemon_bin, Build, Daemon, Scratch};
+use serde_json::Value;
+use vufs_frontend::{FuseSession, ROOT_ID};
+
+fn api_path(s: &Scratch) -> PathBuf {
+    s.dir.path().join("vhost.sock.api")
+}
+
+fn start(s: &Scratch, args: &[&str]) -> Daemon {
+    let share = format!("--shared-dir={}", s.share.display());
+    let mut all = vec![share.as_str(), "--api-socket=auto"];
+    all.extend_from_slice(args);
+    let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &all, &[]);
+    d.wait_for_stderr(
+        "Waiting for vhost-user socket connection",
+        Duration::from_secs(10),
+    )
+    .expect("daemon ready");
+    d
+}
+
+/// Sends one raw HTTP request; returns (status, body).
+fn http(path: &Path, method: &str, url: &str, body: &str) -> (u16, String) {
+    let mut c = UnixStream::connect(path).expect("connect to the API");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "{method} {url} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+fn json(path: &Path, method: &str, url: &str, body: &str) -> (u16, Value) {
+    let (st, b) = http(path, method, url, body);
+    (
+        st,
+        serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}")),
+    )
+}
+
+#[test]
+fn endpoints_and_bad_input() {
+    let s = Scratch::new();
+    let _d = start(&s, &["--fs-bw-size=10M", "--fs-bw-burst=20M"]);
+    let api = api_path(&s);
+    let mode = std::fs::metadata(&api).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "API socket mode");
+
+    let (st, v) = json(&api, "GET", "/api/v1/ratelimit", "");
+    assert_eq!(st, 200);
+    assert_eq!(v["bw"]["size"], 10_000_000);
+    assert_eq!(v["bw"]["burst"], 20_000_000);
+    assert_eq!(v["bw"]["level"], 20_000_000, "a bucket starts full");
+    assert_eq!(v["ops"]["size"], 0);
+    assert!(v["ops"]["level"].is_null());
+
+    // PATCH: only the bucket given; a size alone keeps the burst.
+    let (st, v) = json(
+        &api,
+        "PATCH",
+        "/api/v1/ratelimit",
+        r#"{"bw":{"size":2000000},"ops":{"size":100}}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["bw"]["size"].as_u64(), v["bw"]["burst"].as_u64()),
+        (Some(2_000_000), Some(20_000_000))
+    );
+    assert_eq!(
+        (v["ops"]["size"].as_u64(), v["ops"]["burst"].as_u64()),
+        (Some(100), Some(100))
+    );
+    // PUT: the whole set; what is not given is unlimited.
+    let (st, v) = json(
+        &api,
+        "PUT",
+        "/api/v1/ratelimit",
+        r#"{"write_bw":{"size":5000000,"burst":1000000}}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["bw"]["size"], 0);
+    assert_eq!(v["ops"]["size"], 0);
+    assert_eq!(v["write_bw"]["burst"], 1_000_000);
+    // size 0 removes a limit.
+    let (_, v) = json(
+        &api,
+        "PATCH",
+        "/api/v1/ratelimit",
+        r#"{"write_bw":{"size":0}}"#,
+    );
+    assert_eq!(v["write_bw"]["size"], 0);
+
+    // Bad bodies: 400 naming the field, nothing changed.
+    let before = json(&api, "GET", "/api/v1/ratelimit", "").1;
+    for (body, names) in [
+        ("{", "EOF"),
+        (r#"{"bw":{"size":"fast"}}"#, "bw.size"),
+        (r#"{"bw":{"size":-1}}"#, "bw.size"),
+        (r#"{"bw":{"siez":1}}"#, "siez"),
+        (r#"{"bandwidth":{"size":1}}"#, "bandwidth"),
+        (r#"{"bw":{"burst":5}}"#, "bw.burst"),
+        (r#"{"ops":{"size":5,"burst":0}}"#, "ops.burst"),
+        (r#"[1,2]"#, "invalid type"),
+    ] {
+        for method in ["PUT", "PATCH"] {
+            let (st, v) = json(&api, method, "/api/v1/ratelimit", body);
+            assert_eq!(st, 400, "{method} {body}: {v}");
+            let msg = v["error"].as_str().unwrap();
+            assert!(
+                msg.contains(names),
+                "{method} {body}: error must name {names}: {msg}"
+            );
+        }
+    }
+    assert_eq!(
+        json(&api, "GET", "/api/v1/ratelimit", "").1,
+        before,
+        "limits changed by a bad body"
+    );
+
+    let big = "x".repeat(70_000);
+    assert_eq!(http(&api, "PUT", "/api/v1/ratelimit", &big).0, 413);
+    assert_eq!(http(&api, "DELETE", "/api/v1/ratelimit", "").0, 405);
+    assert_eq!(http(&api, "GET", "/api/v2/nothing", "").0, 404);
+
+    let (st, v) = json(&api, "GET", "/api/v1/stats", "");
+    assert_eq!(st, 200);
+    for key in ["uptime_seconds", "requests", "bytes", "throttled"] {
+        assert!(v.get(key).is_some(), "stats lacks {key}: {v}");
+    }
+    let (st, m) = http(&api, "GET", "/metrics", "");
+    assert_eq!(st, 200);
+    assert!(m.contains("# TYPE virtiofsd_requests_total counter"), "{m}");
+    assert!(
+        m.contains("virtiofsd_ratelimit_size{bucket=\"bw\"} 0"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_stuck_client_blocks_neither_the_data_path_nor_other_clients() {
+    let s = Scratch::new();
+    let d = start(&s, &[]);
+    let api = api_path(&s);
+    // One client sends half a request and stalls; another sends nothing at all.
+    let mut stuck = UnixStream::connect(&api).unwrap();
+    stuck
+        .write_all(b"PATCH /api/v1/ratelimit HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let _silent = UnixStream::connect(&api).unwrap();
+
+    let t = Instant::now();
+    assert_eq!(http(&api, "GET", "/api/v1/stats", "").0, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "other clients waited {:?}",
+        t.elapsed()
+    );
+    let mut fs = FuseSession::connect(s.socket()).unwrap();
+    fs.init().unwrap();
+    let t = Instant::now();
+    for _ in 0..100 {
+        fs.getattr(ROOT_ID).unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "data path slowed: {:?}",
+        t.elapsed()
+    );
+
+    // The stuck connection is dropped by the server's timeout, with an error reply.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut resp = String::new();
+    let t = Instant::now();
+    let _ = stuck.read_to_string(&mut resp);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "no timeout after {:?}",
+        t.elapsed()
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    drop(d);
+}
+
+#[test]
+fn a_live_change_reaches_parked_requests() {
+    let s = Scratch::new();
+    // 100 kB/s: a 1 MiB write parks for ~10 s.
+    let _d = start(&s, &["--fs-bw-size=100k", "--fs-bw-burst=100k"]);
+    let api = api_path(&s);
+    let mut fs = FuseSession::connect(s.socket()).unwrap();
+    fs.init().unwrap();
+    let (e, o) = fs
+        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
+        .unwrap();
+    let data = vec![7u8; 1 << 20];
+    let first = fs.submit_write(e.nodeid, o.fh, 0, &data).unwrap();
+    let _ = fs.wait_reply(first).unwrap(); // the full bucket admits it, into debt
+    let parked = fs.submit_write(e.nodeid, o.fh, 1 << 20, &data).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, v) = json(&api, "GET", "/api/v1/ratelimit", "");
+    assert!(
+        v["bw"]["level"].as_i64().unwrap() < 0,
+        "the bucket is in debt: {v}"
+    );
+
+    let t = Instant::now();
+    let (st, v) = json(&api, "PATCH", "/api/v1/ratelimit", r#"{"bw":{"size":0}}"#);
+    assert_eq!(st, 200, "{v}");
+    let r = fs.wait_reply(parked).expect("the parked write completes");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "released after {:?}",
+        t.elapsed()
+    );
+    drop(r);
+    let (_, stats) = json(&api, "GET", "/api/v1/stats", "");
+    assert_eq!(stats["throttled"]["requests"], 1, "{stats}");
+    assert!(
+        stats["throttled"]["wait_seconds_total"].as_f64().unwrap() > 0.2,
+        "{stats}"
+    );
+    assert!(
+        stats["throttled"]["wait_seconds_p99"].as_f64().unwrap() > 0.2,
+        "{stats}"
+    );
+}
+
+#[test]
+fn stats_match_the_workload() {
+    let s = Scratch::new();
+    let _d = start(&s, &[]);
+    let api = api_path(&s);
+    let mut fs = FuseSession::connect(s.socket()).unwrap();
+    fs.init().unwrap();
+    let (e, o) = fs
+        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
+        .unwrap();
+    let data = vec![1u8; 300_000];
+    for i in 0..5u64 {
+        fs.write(e.nodeid, o.fh, i * 300_000, &data).unwrap();
+    }
+    for i in 0..3u64 {
+        fs.read(e.nodeid, o.fh, i * 100_000, 100_000).unwrap();
+    }
+    let (_, v) = json(&api, "GET", "/api/v1/stats", "");
+    assert_eq!(v["bytes"]["write"], 1_500_000, "{v}");
+    assert_eq!(v["bytes"]["read"], 300_000, "{v}");
+    assert_eq!(v["requests"]["write"], 5, "{v}");
+    assert_eq!(v["requests"]["read"], 3, "{v}");
+    // INIT and CREATE at least.
+    assert!(v["requests"]["metadata"].as_u64().unwrap() >= 2, "{v}");
+    let (_, m) = http(&api, "GET", "/metrics", "");
+    assert!(
+        m.contains("virtiofsd_bytes_total{kind=\"write\"} 1500000"),
+        "{m}"
+    );
+}
+
+#[test]
+fn auto_path_with_an_inherited_fd() {
+    use std::os::unix::net::UnixListener;
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new();
+    let listener = UnixListener::bind(s.socket()).unwrap();
+    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&listener);
+    let mut cmd = std::process::Command::new(daemon_bin(Build::Normal));
+    cmd.args(["--fd=3", "--api-socket=auto"])
+        .arg(format!("--shared-dir={}", s.share.display()))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: dup2, fcntl and prctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let api = api_path(&s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !api.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no API socket beside the inherited one"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http(&api, "GET", "/api/v1/ratelimit", "").0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
