@@ -1,0 +1,808 @@
+//! `vufs-bench`: the bench runner behind `benches/run.sh`.
+//!
+//! * `host`: ours vs upstream (and ours with non-binding limits) over the VM-less load
+//!   generator, N alternating rounds, daemon pinned to CPU 0 and generator to CPU 1, plus
+//!   start-up time and idle RSS. Raw JSON per run and a combined `host.json`.
+//! * `limited`: one rate-limited sequential-write run (the plot's data).
+//! * `guest`: the same comparison with fio in a TCG guest (`guest-vm`), fresh daemon per boot.
+//! * `plot`: SVG of throughput per 100 ms interval of the limited run against the ideal.
+//! * `report`: `RESULTS.md` and `summary.json` from the JSON files (never edit by hand).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use vufs_loadgen::daemon::{pin_command, Daemon};
+use vufs_loadgen::{procfs, RunReport};
+
+const DAEMON_CPU: usize = 0;
+const GEN_CPU: usize = 1;
+
+#[derive(Parser)]
+#[command(name = "vufs-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+struct Daemons {
+    /// Our virtiofsd binary.
+    #[arg(long)]
+    ours: PathBuf,
+    /// Upstream virtiofsd 1.14 binary.
+    #[arg(long)]
+    upstream: Option<PathBuf>,
+    /// Arguments both daemons get (besides --socket-path, --shared-dir, --thread-pool-size).
+    #[arg(
+        long,
+        default_value = "--sandbox=none --cache=auto",
+        allow_hyphen_values = true
+    )]
+    common: String,
+    /// Extra arguments of the "ours with limits far above the achievable rate" variant.
+    #[arg(
+        long,
+        default_value = "--fs-bw-size=100G --fs-ops-size=100M",
+        allow_hyphen_values = true
+    )]
+    limits: String,
+    /// Thread pool sizes to compare.
+    #[arg(long, value_delimiter = ',', default_value = "0,4")]
+    pools: Vec<u32>,
+    /// Rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Directory for raw JSON and scratch (shared dir, sockets, logs under it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Scratch directory (shared dir, sockets, logs).
+    #[arg(long, default_value = "/tmp/vufs-bench")]
+    scratch: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Host tier (VM-less load generator).
+    Host {
+        #[command(flatten)]
+        d: Daemons,
+        /// The load generator binary.
+        #[arg(long)]
+        loadgen: PathBuf,
+        /// Measured seconds per workload.
+        #[arg(long, default_value_t = 3.0)]
+        duration: f64,
+        /// Warm-up seconds per workload.
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+        /// Queue depth.
+        #[arg(long, default_value_t = 8)]
+        qd: usize,
+        /// Data file size, MiB.
+        #[arg(long, default_value_t = 256)]
+        file_mib: u64,
+        /// Workloads.
+        #[arg(long, default_value = "all")]
+        workloads: String,
+        /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
+        #[arg(long, default_value_t = 8)]
+        verify_every: u32,
+    },
+    /// One rate-limited sequential-write run for the plot.
+    Limited {
+        /// Our virtiofsd binary.
+        #[arg(long)]
+        ours: PathBuf,
+        /// The load generator binary.
+        #[arg(long)]
+        loadgen: PathBuf,
+        /// Limit arguments.
+        #[arg(
+            long,
+            default_value = "--fs-bw-size=10M --fs-bw-burst=20M",
+            allow_hyphen_values = true
+        )]
+        limits: String,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Output JSON.
+        #[arg(long)]
+        out: PathBuf,
+        /// Scratch directory.
+        #[arg(long, default_value = "/tmp/vufs-bench")]
+        scratch: PathBuf,
+    },
+    /// Guest tier (fio in a TCG guest).
+    Guest {
+        #[command(flatten)]
+        d: Daemons,
+        /// fio runtime per data job, seconds.
+        #[arg(long, default_value_t = 3)]
+        runtime: u32,
+        /// Files created / stat'ed / deleted by the metadata jobs.
+        #[arg(long, default_value_t = 500)]
+        nrfiles: u32,
+        /// Data file size, MiB.
+        #[arg(long, default_value_t = 128)]
+        file_mib: u64,
+    },
+    /// SVG of the limited run.
+    Plot {
+        /// limited.json.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output SVG.
+        #[arg(long)]
+        svg: PathBuf,
+    },
+    /// RESULTS.md from the JSON files.
+    Report {
+        /// Directory with host.json, guest.json, limited.json, calibration.json.
+        #[arg(long)]
+        results: PathBuf,
+        /// Markdown output.
+        #[arg(long)]
+        md: PathBuf,
+        /// The command that produced the results (shown in the report).
+        #[arg(long, default_value = "benches/run.sh")]
+        command: String,
+    },
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn machine() -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let out = |c: &str, a: &[&str]| {
+        Command::new(c)
+            .args(a)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "kernel": out("uname", &["-r"]),
+        "os": out("sh", &["-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "mem_total": fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string(),
+        "loadavg_at_start": load.trim(),
+        "date": out("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Variant {
+    /// "ours", "upstream", "ours-limits".
+    name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    pool: u32,
+}
+
+fn variants(d: &Daemons, pool: u32, with_limits: bool) -> Vec<Variant> {
+    let mut common = split(&d.common);
+    common.push(format!("--thread-pool-size={pool}"));
+    let mut v = vec![Variant {
+        name: "ours".into(),
+        bin: d.ours.clone(),
+        args: common.clone(),
+        pool,
+    }];
+    if let Some(u) = &d.upstream {
+        v.push(Variant {
+            name: "upstream".into(),
+            bin: u.clone(),
+            args: common.clone(),
+            pool,
+        });
+    }
+    if with_limits {
+        let mut a = common;
+        a.extend(split(&d.limits));
+        v.push(Variant {
+            name: "ours-limits".into(),
+            bin: d.ours.clone(),
+            args: a,
+            pool,
+        });
+    }
+    v
+}
+
+/// Run `cmd`, killing it after `timeout`; (status code, stdout).
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<(i32, String), String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let st = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("timed out after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok((st.code().unwrap_or(-1), reader.join().unwrap_or_default()))
+}
+
+struct Scratch {
+    share: PathBuf,
+    dir: PathBuf,
+}
+
+fn scratch(dir: &Path) -> Scratch {
+    let share = dir.join("share");
+    fs::create_dir_all(&share).expect("scratch dir");
+    Scratch {
+        share,
+        dir: dir.to_owned(),
+    }
+}
+
+fn start(v: &Variant, s: &Scratch, extra: &[String]) -> std::io::Result<Daemon> {
+    let mut args = v.args.clone();
+    args.extend_from_slice(extra);
+    Daemon::start(
+        &v.bin,
+        &s.dir.join("vfsd.sock"),
+        &s.share,
+        &args,
+        Some(DAEMON_CPU),
+        &s.dir.join(format!("{}-p{}.log", v.name, v.pool)),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn host(
+    d: &Daemons,
+    loadgen: &Path,
+    duration: f64,
+    warmup: f64,
+    qd: usize,
+    file_mib: u64,
+    workloads: &str,
+    verify_every: u32,
+) -> Result<(), String> {
+    let s = scratch(&d.scratch);
+    let raw = d.out.join("raw");
+    fs::create_dir_all(&raw).map_err(|e| e.to_string())?;
+    let mut all = json!({
+        "machine": machine(),
+        "settings": {
+            "rounds": d.rounds, "duration_s": duration, "warmup_s": warmup, "qd": qd,
+            "file_mib": file_mib, "workloads": workloads, "pools": d.pools,
+            "verify_every": verify_every,
+            "common_args": d.common, "limit_args": d.limits,
+            "daemon_cpu": DAEMON_CPU, "generator_cpu": GEN_CPU,
+        },
+    });
+    // Files once, on the host; both daemons serve the same directory in turn.
+    let st = Command::new(loadgen)
+        .args([
+            "--prepare-only",
+            "--file-mib",
+            &file_mib.to_string(),
+            "--shared-dir",
+        ])
+        .arg(&s.share)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("preparing files failed".into());
+    }
+    // Calibration: the generator alone.
+    let mut c = Command::new(loadgen);
+    c.args(["--calibrate", "--json", "--duration", "1"]);
+    pin_command(&mut c, Some(GEN_CPU));
+    let (_, cal) = run_with_timeout(&mut c, Duration::from_secs(30))?;
+    all["calibration"] = serde_json::from_str(&cal).unwrap_or(Value::Null);
+
+    let per_run =
+        Duration::from_secs_f64((duration + warmup + 2.0) * 5.0 + 60.0 + file_mib as f64 / 50.0);
+    let mut runs = Vec::new();
+    let mut startups = Vec::new();
+    let mut example_cmd = None;
+    for round in 1..=d.rounds {
+        for &pool in &d.pools {
+            let mut vs = variants(d, pool, true);
+            let k = vs.len();
+            vs.rotate_left((round as usize - 1) % k);
+            for v in &vs {
+                eprintln!(
+                    "[round {round}/{}] {} pool {pool} ({})",
+                    d.rounds,
+                    v.name,
+                    chrono_now()
+                );
+                let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
+                let sock_ms = daemon
+                    .wait_socket_file(Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?
+                    .as_secs_f64()
+                    * 1e3;
+                std::thread::sleep(Duration::from_millis(300));
+                let idle = procfs::rss_kib(daemon.pid());
+                let out = raw.join(format!("r{round}-{}-p{pool}.json", v.name));
+                let mut cmd = Command::new(loadgen);
+                cmd.arg("--socket")
+                    .arg(&daemon.socket)
+                    .arg("--shared-dir")
+                    .arg(&s.share)
+                    .args(["--daemon-pid", &daemon.pid().to_string()])
+                    .args(["--workloads", workloads])
+                    .args(["--duration", &duration.to_string()])
+                    .args(["--warmup", &warmup.to_string()])
+                    .args(["--qd", &qd.to_string()])
+                    .args(["--file-mib", &file_mib.to_string()])
+                    .args(["--cpu", &GEN_CPU.to_string()])
+                    .args(["--verify-every", &verify_every.to_string()])
+                    .arg("--json")
+                    .arg("--output")
+                    .arg(&out);
+                if example_cmd.is_none() {
+                    example_cmd = Some(format!(
+                        "taskset -c {DAEMON_CPU} {} --socket-path=SOCK --shared-dir=DIR {}\n{:?}",
+                        v.bin.display(),
+                        v.args.join(" "),
+                        cmd
+                    ));
+                }
+                let r = run_with_timeout(&mut cmd, per_run);
+                let report: Option<RunReport> = fs::read_to_string(&out)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                let exited = daemon.wait_exit(Duration::from_secs(5));
+                let (status, err) = match &r {
+                    Ok((code, _)) => (*code, None),
+                    Err(e) => (-1, Some(e.clone())),
+                };
+                if status != 0 {
+                    eprintln!(
+                        "  loadgen exit {status} {err:?}; daemon log: {}",
+                        daemon.log_tail(3)
+                    );
+                }
+                runs.push(json!({
+                    "round": round, "variant": v.name, "pool": pool, "args": v.args,
+                    "socket_file_ms": sock_ms,
+                    "idle_rss_kib": idle.map(|x| x.0),
+                    "loadgen_status": status, "error": err,
+                    "daemon_exited_by_itself": exited.is_some(),
+                    "report": report,
+                }));
+            }
+        }
+        // Start-up to socket-ready (a connection accepted), both daemons, pool 0.
+        for v in variants(d, 0, false) {
+            let mut daemon = start(&v, &s, &[]).map_err(|e| e.to_string())?;
+            let ready = daemon.probe_ready(Duration::from_secs(10));
+            startups.push(json!({
+                "round": round, "variant": v.name,
+                "ready_ms": ready.as_ref().ok().map(|t| t.as_secs_f64() * 1e3),
+                "error": ready.err().map(|e| e.to_string()),
+            }));
+        }
+    }
+    all["runs"] = Value::Array(runs);
+    all["startup"] = Value::Array(startups);
+    all["example_command"] = json!(example_cmd);
+    let p = d.out.join("host.json");
+    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    eprintln!("wrote {}", p.display());
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    Command::new("date")
+        .arg("+%T")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn limited(
+    ours: &Path,
+    loadgen: &Path,
+    limits: &str,
+    seconds: f64,
+    out: &Path,
+    scr: &Path,
+) -> Result<(), String> {
+    let s = scratch(scr);
+    let v = Variant {
+        name: "ours-limited".into(),
+        bin: ours.to_owned(),
+        args: [split("--sandbox=none --cache=auto"), split(limits)].concat(),
+        pool: 0,
+    };
+    let file_mib = ((seconds * 12.0) as u64 + 32).next_power_of_two();
+    let mut daemon = start(&v, &s, &[]).map_err(|e| e.to_string())?;
+    daemon
+        .wait_socket_file(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(loadgen);
+    cmd.arg("--socket")
+        .arg(&daemon.socket)
+        .arg("--shared-dir")
+        .arg(&s.share)
+        .args(["--daemon-pid", &daemon.pid().to_string()])
+        .args(["--workloads", "seq-write", "--warmup", "0", "--qd", "8"])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--file-mib", &file_mib.to_string()])
+        .args(["--cpu", &GEN_CPU.to_string(), "--json"]);
+    let (code, stdout) = run_with_timeout(&mut cmd, Duration::from_secs_f64(seconds * 3.0 + 60.0))?;
+    daemon.wait_exit(Duration::from_secs(5));
+    let report: Value =
+        serde_json::from_str(&stdout).map_err(|e| format!("loadgen output: {e}"))?;
+    let j = json!({
+        "daemon_args": v.args, "seconds": seconds, "loadgen_status": code,
+        "limit_bytes_per_s": limit_value(limits, "--fs-bw-size"),
+        "burst_bytes": limit_value(limits, "--fs-bw-burst"),
+        "report": report,
+    });
+    fs::write(out, serde_json::to_string_pretty(&j).unwrap_or_default()).map_err(|e| e.to_string())
+}
+
+/// The value of `--NAME=QTY` in `args`, in units (K/M/G decimal, Ki/Mi/Gi binary).
+fn limit_value(args: &str, name: &str) -> Option<f64> {
+    let q = split(args)
+        .into_iter()
+        .find_map(|a| a.strip_prefix(&format!("{name}=")).map(String::from))?;
+    let (num, mult) = match q.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => {
+            let m = match &q[i..] {
+                "K" | "k" | "KB" => 1e3,
+                "M" | "MB" => 1e6,
+                "G" | "GB" => 1e9,
+                "Ki" | "KiB" => 1024.0,
+                "Mi" | "MiB" => 1048576.0,
+                "Gi" | "GiB" => 1073741824.0,
+                _ => return None,
+            };
+            (&q[..i], m)
+        }
+        None => (q.as_str(), 1.0),
+    };
+    num.parse::<f64>().ok().map(|n| n * mult)
+}
+
+// ---- guest tier ------------------------------------------------------------------------
+
+fn fio_jobs(runtime: u32, nrfiles: u32, file_mib: u64) -> String {
+    let mut j = format!(
+        "[global]\ndirectory=/mnt/vufs-loadgen\ndirect=1\nioengine=libaio\niodepth=8\n\
+         size={file_mib}M\nallow_file_create=0\n"
+    );
+    for (name, file, rw, bs) in [
+        ("seq-read", "read.dat", "read", "1M"),
+        ("seq-write", "write.dat", "write", "1M"),
+        ("rand-read", "read.dat", "randread", "4k"),
+        ("rand-write", "write.dat", "randwrite", "4k"),
+    ] {
+        j += &format!(
+            "[{name}]\nstonewall\nfilename={file}\nrw={rw}\nbs={bs}\ntime_based=1\nruntime={runtime}\n"
+        );
+    }
+    for (name, engine, rw) in [
+        ("meta-create", "filecreate", "write"),
+        ("meta-stat", "filestat", "read"),
+        ("meta-delete", "filedelete", "write"),
+    ] {
+        j += &format!(
+            "[{name}]\nstonewall\ndirectory=/mnt/vufs-loadgen/meta\nallow_file_create=1\n\
+             ioengine={engine}\nrw={rw}\nnrfiles={nrfiles}\nfilesize=4k\nsize={}k\nbs=4k\n\
+             openfiles=1\nfilename_format=f.$filenum\niodepth=1\ndirect=0\n",
+            4 * nrfiles
+        );
+    }
+    j
+}
+
+fn guest(d: &Daemons, runtime: u32, nrfiles: u32, file_mib: u64) -> Result<(), String> {
+    let s = scratch(&d.scratch.join("guest"));
+    vufs_loadgen::engine::prepare_host(&s.share, file_mib << 20).map_err(|e| e.to_string())?;
+    let jobs = fio_jobs(runtime, nrfiles, file_mib);
+    let raw = d.out.join("raw");
+    fs::create_dir_all(&raw).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for round in 1..=d.rounds {
+        for &pool in &d.pools {
+            let mut vs = variants(d, pool, false);
+            let k = vs.len();
+            vs.rotate_left((round as usize - 1) % k);
+            for v in &vs {
+                eprintln!(
+                    "[guest round {round}/{}] {} pool {pool} ({})",
+                    d.rounds,
+                    v.name,
+                    chrono_now()
+                );
+                let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
+                daemon
+                    .wait_socket_file(Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                let out = guest_vm::GuestRun::new()
+                    .socket(&daemon.socket)
+                    .file("/jobs.fio", jobs.clone().into_bytes(), 0o644)
+                    .script(guest_vm::fio::script(&["/jobs.fio"]))
+                    .timeout(Duration::from_secs(
+                        60 + 12 * runtime as u64 + nrfiles as u64 / 5,
+                    ))
+                    .run();
+                let wall = t.elapsed().as_secs_f64();
+                daemon.wait_exit(Duration::from_secs(5));
+                let (jobs_out, err) = match out {
+                    Ok(o) if o.success() => match o.fio_json() {
+                        Ok(fv) => {
+                            let _ = fs::write(
+                                raw.join(format!("guest-r{round}-{}-p{pool}.json", v.name)),
+                                &o.stdout,
+                            );
+                            (fio_per_job(&fv), None)
+                        }
+                        Err(e) => (Value::Null, Some(e.to_string())),
+                    },
+                    Ok(o) => (
+                        Value::Null,
+                        Some(format!(
+                            "fio exit {}: {}\n{}",
+                            o.status,
+                            o.stderr.chars().take(2000).collect::<String>(),
+                            o.console_tail
+                        )),
+                    ),
+                    Err(e) => (Value::Null, Some(e.to_string())),
+                };
+                if let Some(e) = &err {
+                    eprintln!("  guest run failed: {e}\n  daemon: {}", daemon.log_tail(3));
+                }
+                runs.push(json!({
+                    "round": round, "variant": v.name, "pool": pool, "args": v.args,
+                    "wall_s": wall, "jobs": jobs_out, "error": err,
+                }));
+                // Leftovers of a failed metadata job must not change the next run.
+                let _ = fs::remove_dir_all(s.share.join("vufs-loadgen/meta"));
+                let _ = fs::create_dir_all(s.share.join("vufs-loadgen/meta"));
+            }
+        }
+    }
+    let all = json!({
+        "machine": machine(),
+        "settings": {"rounds": d.rounds, "runtime_s": runtime, "nrfiles": nrfiles,
+                     "file_mib": file_mib, "pools": d.pools, "common_args": d.common,
+                     "accel": std::env::var("GUEST_ACCEL").unwrap_or_else(|_| "tcg".into())},
+        "fio_jobs": jobs,
+        "runs": runs,
+    });
+    let p = d.out.join("guest.json");
+    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    eprintln!("wrote {}", p.display());
+    Ok(())
+}
+
+/// {job name: {"mib_s", "iops", "lat_p50_us"}} from a fio report.
+fn fio_per_job(v: &Value) -> Value {
+    let mut m = serde_json::Map::new();
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        let name = j["jobname"].as_str().unwrap_or("?").to_string();
+        let f = |d: &str, k: &str| j[d][k].as_f64().unwrap_or(0.0);
+        let bw = f("read", "bw_bytes") + f("write", "bw_bytes");
+        let iops = f("read", "iops") + f("write", "iops");
+        m.insert(
+            name,
+            json!({"mib_s": bw / 1048576.0, "iops": iops, "error": j["error"]}),
+        );
+    }
+    Value::Object(m)
+}
+
+// ---- plot ------------------------------------------------------------------------------
+
+fn plot(input: &Path, svg: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let j: Value = serde_json::from_str(&fs::read_to_string(input).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let r = &j["report"]["results"][0];
+    let iv_ms = r["interval_ms"].as_f64().unwrap_or(100.0);
+    let mib: Vec<f64> = r["intervals_mib_s"]
+        .as_array()
+        .ok_or("no interval series")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let rate = j["limit_bytes_per_s"].as_f64().unwrap_or(10e6);
+    let burst = j["burst_bytes"].as_f64().unwrap_or(rate);
+    let dt = iv_ms / 1000.0;
+    let secs = mib.len() as f64 * dt;
+    // Measured: MB/s per interval (decimal MB to match the configured 10M = 10^7 B/s).
+    let measured: Vec<(f64, f64)> = mib
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((i as f64 + 1.0) * dt, m * 1048576.0 / 1e6))
+        .collect();
+    // Ideal: bucket starts full (burst), refills at `rate`: cumulative bytes admitted by t
+    // is at most burst + rate·t; per interval that is the burst in the first one, then
+    // the rate.
+    let mut cum_meas = Vec::new();
+    let mut acc = 0.0;
+    for (i, m) in mib.iter().enumerate() {
+        acc += m * 1048576.0 * dt;
+        cum_meas.push(((i as f64 + 1.0) * dt, acc / 1e6));
+    }
+    let ideal_cum: Vec<(f64, f64)> = (0..=((secs / dt) as usize))
+        .map(|i| {
+            let t = i as f64 * dt;
+            (t, (burst + rate * t) / 1e6)
+        })
+        .collect();
+    let ymax = measured
+        .iter()
+        .map(|p| p.1)
+        .fold(rate / 1e6 * 1.5, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(svg, (1000, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (top, bottom) = root.split_vertically(350);
+    {
+        let mut ch = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "ours, --fs-bw-size={} --fs-bw-burst={}: sequential 1 MiB writes, QD 8 — rate per {iv_ms} ms",
+                    rate / 1e6, burst / 1e6
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..secs, 0.0..ymax)
+            .map_err(|e| e.to_string())?;
+        ch.configure_mesh()
+            .x_desc("seconds")
+            .y_desc("MB/s (10^6)")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let steps: Vec<(f64, f64)> = measured
+            .iter()
+            .flat_map(|&(t, v)| [(t - dt, v), (t, v)])
+            .collect();
+        ch.draw_series(LineSeries::new(steps, &BLUE))
+            .map_err(|e| e.to_string())?
+            .label("measured")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        let ideal_rate = vec![
+            (0.0, (burst + rate * dt) / dt / 1e6),
+            (dt, (burst + rate * dt) / dt / 1e6),
+            (dt, rate / 1e6),
+            (secs, rate / 1e6),
+        ];
+        ch.draw_series(LineSeries::new(ideal_rate, &RED))
+            .map_err(|e| e.to_string())?
+            .label("ideal: burst in the first interval, then the configured rate")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        ch.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let cmax = cum_meas
+            .last()
+            .map(|p| p.1)
+            .unwrap_or(0.0)
+            .max(ideal_cum.last().map(|p| p.1).unwrap_or(0.0))
+            * 1.05;
+        let mut ch = ChartBuilder::on(&bottom)
+            .caption(
+                "cumulative bytes written vs. the limit burst + rate·t",
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..secs, 0.0..cmax.max(1.0))
+            .map_err(|e| e.to_string())?;
+        ch.configure_mesh()
+            .x_desc("seconds")
+            .y_desc("MB")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        ch.draw_series(LineSeries::new(cum_meas, &BLUE))
+            .map_err(|e| e.to_string())?
+            .label("measured (cumulative)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        ch.draw_series(LineSeries::new(ideal_cum, &RED))
+            .map_err(|e| e.to_string())?
+            .label("limit: burst + rate·t")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        ch.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Host {
+            d,
+            loadgen,
+            duration,
+            warmup,
+            qd,
+            file_mib,
+            workloads,
+            verify_every,
+        } => host(
+            &d,
+            &loadgen,
+            duration,
+            warmup,
+            qd,
+            file_mib,
+            &workloads,
+            verify_every,
+        ),
+        Cmd::Limited {
+            ours,
+            loadgen,
+            limits,
+            seconds,
+            out,
+            scratch,
+        } => limited(&ours, &loadgen, &limits, seconds, &out, &scratch),
+        Cmd::Guest {
+            d,
+            runtime,
+            nrfiles,
+            file_mib,
+        } => guest(&d, runtime, nrfiles, file_mib),
+        Cmd::Plot { input, svg } => plot(&input, &svg),
+        Cmd::Report {
+            results,
+            md,
+            command,
+        } => vufs_loadgen::report::write(&results, &md, &command),
+    };
+    if let Err(e) = r {
+        eprintln!("vufs-bench: {e}");
+        std::process::exit(1);
+    }
+}

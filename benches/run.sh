@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Benchmarks: ours vs upstream virtiofsd 1.14.0, on the host (VM-less load generator) and in a
+# TCG guest (fio), the limiter's cost, idle RSS, start-up time, and a plot of a limited run.
+# Writes benches/RESULTS.md and benches/results/*.json (regenerated on every run; never edit).
+#
+# Usage: benches/run.sh [--rounds N] [--duration S] [--guest-rounds N] [--no-guest] [--quick]
+#   --rounds N        host-tier rounds (default 5)
+#   --duration S      measured seconds per workload (default 3; plus 0.5 s warm-up)
+#   --guest-rounds N  guest-tier rounds (default: same as --rounds)
+#   --guest-runtime S fio seconds per data job in the guest (default 3)
+#   --no-guest        skip the guest tier
+#   --quick           CI smoke: 1 round, 1 s, 32 MiB files, pool 0 only, 1 guest round
+#   --results DIR     where to write (default benches/results; RESULTS.md goes beside it)
+# Environment: CARGO_TARGET_DIR (default: the workspace's target/), VUFS_BENCH_CACHE (where
+# upstream is installed, default ~/.cache/vufs-bench), GUEST_ACCEL (tcg|kvm|auto).
+# Needs root (upstream's --sandbox=none as root) and 2 cores (daemon on CPU 0, generator on 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=5 DURATION=3 GUEST_ROUNDS="" GUEST_RUNTIME=3 GUEST=1 QUICK=0
+RESULTS=benches/results
+while (($#)); do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --guest-rounds) GUEST_ROUNDS=$2; shift 2 ;;
+    --guest-runtime) GUEST_RUNTIME=$2; shift 2 ;;
+    --no-guest) GUEST=0; shift ;;
+    --quick) QUICK=1; shift ;;
+    --results) RESULTS=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+POOLS=0,4 FILE_MIB=256 WARMUP=0.5 LIMITED_S=10 NRFILES=500 GUEST_FILE_MIB=128
+if ((QUICK)); then
+  ROUNDS=1 DURATION=1 GUEST_ROUNDS=1 GUEST_RUNTIME=1 POOLS=0 FILE_MIB=32 WARMUP=0.2
+  LIMITED_S=3 NRFILES=50 GUEST_FILE_MIB=32
+fi
+GUEST_ROUNDS=${GUEST_ROUNDS:-$ROUNDS}
+CMDLINE="benches/run.sh --rounds $ROUNDS --duration $DURATION --guest-rounds $GUEST_ROUNDS --guest-runtime $GUEST_RUNTIME"
+if ((!GUEST)); then CMDLINE+=" --no-guest"; fi
+if ((QUICK)); then CMDLINE+=" --quick"; fi
+
+log() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
+
+# --- dependencies -------------------------------------------------------------------------
+need_debs=()
+for p in libseccomp-dev libcap-ng-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$p")
+done
+if ((GUEST)); then
+  for p in qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_debs+=("$p")
+  done
+fi
+if ((${#need_debs[@]})); then
+  log "installing Debian packages: ${need_debs[*]}"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_debs[@]}"
+fi
+
+CACHE=${VUFS_BENCH_CACHE:-$HOME/.cache/vufs-bench}
+UPSTREAM=$CACHE/upstream-1.14.0/bin/virtiofsd
+if [ ! -x "$UPSTREAM" ]; then
+  log "installing upstream virtiofsd 1.14.0 into $CACHE (about 3 minutes, once)"
+  cargo install --locked virtiofsd --version 1.14.0 --root "$CACHE/upstream-1.14.0"
+fi
+
+log "building release binaries"
+cargo build --release --quiet -p virtiofsd -p vufs-loadgen
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OURS=$TARGET/release/virtiofsd
+LOADGEN=$TARGET/release/vufs-loadgen
+BENCH=$TARGET/release/vufs-bench
+
+OUT=$ROOT/$RESULTS
+[ "${RESULTS#/}" != "$RESULTS" ] && OUT=$RESULTS
+mkdir -p "$OUT"
+rm -rf "$OUT/raw" "$OUT"/host.json "$OUT"/guest.json "$OUT"/limited.json "$OUT"/limited.svg "$OUT"/summary.json
+SCRATCH=$(mktemp -d /tmp/vufs-bench.XXXXXX)
+trap 'rm -rf "$SCRATCH"' EXIT
+
+log "host tier: $ROUNDS rounds x pools $POOLS, $DURATION s per workload"
+"$BENCH" host --ours "$OURS" --upstream "$UPSTREAM" --loadgen "$LOADGEN" \
+  --rounds "$ROUNDS" --pools "$POOLS" --duration "$DURATION" --warmup "$WARMUP" \
+  --file-mib "$FILE_MIB" --out "$OUT" --scratch "$SCRATCH/host"
+
+log "limited run for the plot ($LIMITED_S s)"
+"$BENCH" limited --ours "$OURS" --loadgen "$LOADGEN" --seconds "$LIMITED_S" \
+  --out "$OUT/limited.json" --scratch "$SCRATCH/limited"
+"$BENCH" plot --input "$OUT/limited.json" --svg "$OUT/limited.svg"
+
+if ((GUEST)); then
+  log "guest tier: $GUEST_ROUNDS rounds (fio in a guest; slow)"
+  "$BENCH" guest --ours "$OURS" --upstream "$UPSTREAM" --rounds "$GUEST_ROUNDS" --pools "$POOLS" \
+    --runtime "$GUEST_RUNTIME" --nrfiles "$NRFILES" --file-mib "$GUEST_FILE_MIB" \
+    --out "$OUT" --scratch "$SCRATCH/guest"
+fi
+
+log "report"
+"$BENCH" report --results "$OUT" --md "$(dirname "$OUT")/RESULTS.md" --command "$CMDLINE"
+echo "wrote $(dirname "$OUT")/RESULTS.md"
