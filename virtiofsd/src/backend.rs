@@ -20,7 +20,11 @@ use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::Address;
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryLoadGuard, GuestMemoryMmap,
+    GuestMemoryRegion,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -80,12 +84,13 @@ impl Handler {
         &self.session
     }
 
-    /// Decides what to do with a chain; cheap (reads the header and small bodies only).
+    /// Decides what to do with a chain; cheap (reads the header and small bodies only, straight
+    /// from guest memory).
     pub fn inspect(&self, chain: &Chain, queue: QueueKind) -> Verdict {
-        let v = match Reader::from_descriptor_chain(chain.memory(), chain.clone()) {
-            Ok(mut r) => request::inspect(&mut r, queue, &self.session, self.policy),
-            Err(e) => {
-                warn!("unreadable descriptor chain {}: {e}", chain.head_index());
+        let v = match ChainBytes::new(chain) {
+            Some(mut r) => request::inspect(&mut r, queue, &self.session, self.policy),
+            None => {
+                warn!("unreadable descriptor chain {}", chain.head_index());
                 seeded::bad_request("unreadable descriptor chain");
                 Verdict::Drop
             }
@@ -134,6 +139,63 @@ impl Handler {
                 }
             }
         }
+    }
+}
+
+/// The readable part of a chain, read in place from guest memory without the allocation the
+/// library's `Reader` makes. Refuses the chains `Reader` refuses: a readable descriptor outside
+/// guest memory or crossing a region's end, or lengths that overflow.
+pub struct ChainBytes<'a> {
+    mem: &'a GuestMemoryMmap<()>,
+    descs: virtio_queue::DescriptorChainRwIter<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>,
+    cur: (u64, usize),
+    left: usize,
+}
+
+impl<'a> ChainBytes<'a> {
+    /// The readable bytes of `chain`, or None if `Reader` would refuse it.
+    pub fn new(chain: &'a Chain) -> Option<Self> {
+        let mem = chain.memory();
+        let mut total = 0usize;
+        for d in chain.clone().readable() {
+            total = total.checked_add(d.len() as usize)?;
+            let region = mem.find_region(d.addr())?;
+            let offset = d.addr().checked_offset_from(region.start_addr())?;
+            if offset.checked_add(u64::from(d.len()))? > region.len() {
+                return None;
+            }
+        }
+        Some(ChainBytes {
+            mem,
+            descs: chain.clone().readable(),
+            cur: (0, 0),
+            left: total,
+        })
+    }
+}
+
+impl request::Source for ChainBytes<'_> {
+    fn available_bytes(&self) -> usize {
+        self.left
+    }
+
+    fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            if self.cur.1 == 0 {
+                let d = self.descs.next().ok_or(io::ErrorKind::UnexpectedEof)?;
+                self.cur = (d.addr().raw_value(), d.len() as usize);
+                continue;
+            }
+            let n = self.cur.1.min(buf.len());
+            let (head, rest) = buf.split_at_mut(n);
+            self.mem
+                .read_slice(head, GuestAddress(self.cur.0))
+                .map_err(io::Error::other)?;
+            self.cur = (self.cur.0 + n as u64, self.cur.1 - n);
+            self.left -= n;
+            buf = rest;
+        }
+        Ok(())
     }
 }
 
@@ -316,18 +378,18 @@ impl FsBackend {
         Ok(chains)
     }
 
-    /// Serves an admitted chain on the pool, or inline; returns 1 if it completed inline (the
-    /// caller notifies once per batch).
-    fn dispatch(&self, item: Parked) -> usize {
+    /// Serves an admitted chain on the pool, or inline. Each completion is signalled at once
+    /// (if the guest asked, with EVENT_IDX): the driver refills the ring while the rest of the
+    /// batch is served, instead of waiting for the whole batch.
+    fn dispatch(&self, item: Parked) {
         match (&self.pool, item.verdict) {
             (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
                 pool.submit(item.chain, item.verdict, item.vring);
-                0
             }
             _ => {
                 let len = self.handler.serve(&item.chain, item.verdict);
                 complete(&item.vring, item.chain.head_index(), len);
-                1
+                notify(&item.vring);
             }
         }
     }
@@ -345,8 +407,6 @@ impl FsBackend {
                 for p in &parked {
                     let len = handler.serve(&p.chain, p.verdict);
                     complete(&p.vring, p.chain.head_index(), len);
-                }
-                if let Some(p) = parked.first() {
                     notify(&p.vring);
                 }
             }));
@@ -355,13 +415,8 @@ impl FsBackend {
 
     /// Serves the parked chains whose tokens now exist (all from the request ring).
     fn on_timer(&self) {
-        let released = self.limiter.on_timer();
-        let Some(vring) = released.first().map(|p| p.vring.clone()) else {
-            return;
-        };
-        let inline: usize = released.into_iter().map(|p| self.dispatch(p)).sum();
-        if inline > 0 {
-            notify(&vring);
+        for p in self.limiter.on_timer() {
+            self.dispatch(p);
         }
     }
 
@@ -380,9 +435,11 @@ impl FsBackend {
                 let _ = vring.disable_notification();
             }
             let chains = self.pop_all(vring, queue)?;
-            let mut inline = 0;
             for chain in chains {
                 let verdict = self.handler.inspect(&chain, kind);
+                if let Verdict::Serve { cost, .. } = verdict {
+                    self.stats.record(cost);
+                }
                 let item = Parked {
                     chain,
                     verdict,
@@ -390,18 +447,12 @@ impl FsBackend {
                     since: None,
                 };
                 let admitted = match verdict {
-                    Verdict::Serve { cost, .. } => {
-                        self.stats.record(cost);
-                        self.limiter.admit(item, cost)
-                    }
+                    Verdict::Serve { cost, .. } => self.limiter.admit(item, cost),
                     _ => Some(item),
                 };
                 if let Some(item) = admitted {
-                    inline += self.dispatch(item);
+                    self.dispatch(item);
                 }
-            }
-            if inline > 0 {
-                notify(vring);
             }
             if !event_idx || !vring.enable_notification().unwrap_or(false) {
                 return Ok(());

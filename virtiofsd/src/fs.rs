@@ -28,6 +28,9 @@ pub type Fs = SharedFs;
 /// `fuse_attr.flags` bit telling the guest an entry is the root of another mount.
 const FUSE_ATTR_SUBMOUNT: u32 = 1;
 
+/// Directories whose device is remembered for submount checks, at most.
+const DIR_DEV_CACHE: usize = 100_000;
+
 /// Entry/attribute timeout for a cache mode (as upstream virtiofsd).
 pub fn timeout(cache: CacheMode) -> Duration {
     match cache {
@@ -71,6 +74,7 @@ pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> 
     };
     Ok(SharedFs {
         inner,
+        dir_devs: Default::default(),
         proc_self,
         mounts: None,
         xattr: cfg.xattr,
@@ -127,6 +131,7 @@ pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
 /// Passthrough plus the behaviour upstream virtiofsd has and the library lacks.
 pub struct SharedFs {
     inner: PassthroughFs<()>,
+    dir_devs: std::sync::RwLock<std::collections::HashMap<u64, u64>>,
     proc_self: Option<std::fs::File>,
     mounts: Option<MountPoints>,
     xattr: bool,
@@ -165,8 +170,30 @@ impl SharedFs {
         Ok(())
     }
 
+    /// The device of directory `inode`, from the cache of directories handed out, else stat.
     fn dev_of(&self, ctx: &Context, inode: u64) -> io::Result<u64> {
-        Ok(self.inner.getattr(ctx, inode, None)?.0.st_dev)
+        if let Some(dev) = self.dir_devs.read().unwrap().get(&inode) {
+            return Ok(*dev);
+        }
+        let dev = self.inner.getattr(ctx, inode, None)?.0.st_dev;
+        self.remember_dir(inode, dev);
+        Ok(dev)
+    }
+
+    /// Notes a directory's device for later submount checks of its entries. Nodeids are never
+    /// reused, so a stale entry is harmless; the cache is emptied when it grows too large.
+    fn remember_dir(&self, inode: u64, dev: u64) {
+        let mut m = self.dir_devs.write().unwrap();
+        if m.len() >= DIR_DEV_CACHE {
+            m.clear();
+        }
+        m.insert(inode, dev);
+    }
+
+    fn note_entry(&self, e: &Entry) {
+        if self.announce_submounts && e.attr.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            self.remember_dir(e.inode, e.attr.st_dev);
+        }
     }
 
     /// Marks `entry` as a submount when it is on another device than its parent, or is a
@@ -224,6 +251,7 @@ impl FileSystem for SharedFs {
                 Ok(dev) => self.mark_submount(&mut entry, dev),
                 Err(e) => log::debug!("submount check of {parent}: {e}"),
             }
+            self.note_entry(&entry);
         }
         Ok(entry)
     }
@@ -247,6 +275,7 @@ impl FileSystem for SharedFs {
         let mut add = |d: DirEntry, mut e: Entry| {
             if let Some(dev) = dev.filter(|_| d.name != b"." && d.name != b"..") {
                 self.mark_submount(&mut e, dev);
+                self.note_entry(&e);
             }
             add_entry(d, e)
         };

@@ -10,7 +10,6 @@
 //! LOOKUP), empty or overlong names, interior NULs and offsets beyond `i64::MAX` never reach
 //! the passthrough filesystem, in every sandbox mode.
 
-use std::io::Read;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,6 +20,30 @@ use fuse_backend_rs::abi::fuse_abi::{
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
+
+/// The readable bytes of a request, front to back: the library's `Reader`, or the
+/// allocation-free `backend::ChainBytes` the vring thread inspects with.
+pub trait Source {
+    /// Readable bytes left.
+    fn available_bytes(&self) -> usize;
+    /// Fills `buf` or fails.
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Reads one plain-data object.
+    fn read_obj<T: ByteValued + Default>(&mut self) -> std::io::Result<T> {
+        let mut v = T::default();
+        self.read_exact(v.as_mut_slice())?;
+        Ok(v)
+    }
+}
+
+impl<S: BitmapSlice> Source for Reader<'_, S> {
+    fn available_bytes(&self) -> usize {
+        Reader::available_bytes(self)
+    }
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        std::io::Read::read_exact(self, buf)
+    }
+}
 
 /// Longest name one path component may have (Linux `NAME_MAX`).
 pub const NAME_MAX: usize = 255;
@@ -137,8 +160,8 @@ pub fn is_reply_less(opcode: u32) -> bool {
 
 /// Inspects the request that `r` reads from; `r` is consumed (use a separate reader to serve).
 /// `readable` is the number of readable bytes in the chain.
-pub fn inspect<S: BitmapSlice>(
-    r: &mut Reader<'_, S>,
+pub fn inspect(
+    r: &mut impl Source,
     queue: QueueKind,
     session: &Session,
     policy: Policy,
@@ -241,13 +264,13 @@ pub fn mutates(opcode: u32) -> bool {
 }
 
 /// Checks the body of opcodes with names or offsets; returns the request's cost.
-fn check_body<S: BitmapSlice>(
-    r: &mut Reader<'_, S>,
+fn check_body<R: Source>(
+    r: &mut R,
     h: &InHeader,
     body_len: usize,
     policy: Policy,
 ) -> Result<Cost, i32> {
-    let names = |r: &mut Reader<'_, S>, fixed: usize, count: usize, dots_ok: bool| {
+    let names = |r: &mut R, fixed: usize, count: usize, dots_ok: bool| {
         if !policy.check_names {
             return Ok(());
         }
@@ -308,17 +331,14 @@ fn check_body<S: BitmapSlice>(
     Ok(Cost::Other)
 }
 
-fn read_fixed<T: ByteValued, S: BitmapSlice>(
-    r: &mut Reader<'_, S>,
-    body_len: usize,
-) -> Result<T, i32> {
+fn read_fixed<T: ByteValued + Default>(r: &mut impl Source, body_len: usize) -> Result<T, i32> {
     if body_len < size_of::<T>() {
         return Err(libc::EINVAL);
     }
     r.read_obj::<T>().map_err(|_| libc::EINVAL)
 }
 
-fn skip<S: BitmapSlice>(r: &mut Reader<'_, S>, n: usize) -> Result<(), i32> {
+fn skip(r: &mut impl Source, n: usize) -> Result<(), i32> {
     let mut buf = [0u8; 64];
     let mut left = n;
     while left > 0 {
