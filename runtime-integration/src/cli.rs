@@ -9,6 +9,9 @@
 //! virtiofs-sandbox list [--state-dir DIR] [--json]
 //! virtiofs-sandbox run --config FILE --sandbox-id ID --shared-dir DIR [...start options]
 //!                      -- VMM [ARGS...]
+//! virtiofs-sandbox limits ID [--state-dir DIR] [--fs-{bw,read-bw,write-bw,ops}-{size,burst}=Q]...
+//! virtiofs-sandbox stats ID [--state-dir DIR]
+//! virtiofs-sandbox metrics --listen ADDR:PORT [--state-dir DIR] [--timeout SECS]
 //! ```
 //!
 //! `start` prints JSON (pid, socket, log, the daemon's argv and the VMM arguments) and leaves
@@ -20,6 +23,18 @@
 //! is SIGKILLed at once (the guest lost its root filesystem); when the VMM exits the daemon is
 //! stopped. The exit status is the VMM's (128+N when killed by signal N). SIGINT, SIGTERM and
 //! SIGHUP are forwarded to the VMM.
+//!
+//! Every daemon gets an HTTP control socket, `<state-dir>/<id>/api.sock` (`--api-socket`),
+//! used by the live commands ([`crate::api`]):
+//! * `limits` without flags prints the sandbox's rate limits (`GET /api/v1/ratelimit`); with
+//!   flags it changes only the buckets given (`PATCH`) and prints the limits after. Values
+//!   take the daemon's units (`10M`, `4Mi`, `0` removes a limit). This is the operator's tool:
+//!   unlike pod annotations it may loosen or remove limits. A burst given without its size
+//!   keeps the bucket's current size.
+//! * `stats` prints the daemon's counters (`GET /api/v1/stats`).
+//! * `metrics` serves one Prometheus `/metrics` over TCP for every sandbox of the state
+//!   directory ([`crate::metrics`]); it prints `{"listen": "ADDR:PORT"}` once listening (port 0
+//!   picks a free port) and runs until killed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -33,6 +48,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::annotations;
+use crate::api::{BucketUpdate, RateLimitUpdate, BUCKETS};
 use crate::command::{CommandOptions, LaunchStyle};
 use crate::config::VirtioFsConfig;
 use crate::error::{Error, Result};
@@ -93,6 +109,37 @@ pub enum Cmd {
         #[arg(last = true, required = true, num_args = 1..)]
         vmm: Vec<String>,
     },
+    /// Show a sandbox's rate limits, or change the buckets given (JSON output).
+    Limits {
+        /// Sandbox id.
+        id: String,
+        /// State directory.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// New limits (only the buckets given change).
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Show a sandbox daemon's statistics (JSON).
+    Stats {
+        /// Sandbox id.
+        id: String,
+        /// State directory.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Serve Prometheus /metrics of every sandbox in the state directory (runs until killed).
+    Metrics {
+        /// TCP address to listen on, ADDR:PORT (port 0: any free port).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: String,
+        /// State directory.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Seconds allowed for each daemon's answer (slower ones count as down).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Internal: copy stdin to a size-bounded log file (used by detached daemons).
     #[command(name = "__log-pump", hide = true)]
     LogPump {
@@ -140,6 +187,85 @@ pub struct StartArgs {
     /// Seconds to wait for readiness (rs style).
     #[arg(long, default_value_t = 10.0)]
     pub ready_timeout: f64,
+}
+
+fn quantity(s: &str) -> std::result::Result<u64, String> {
+    ratelimit::parse_quantity(s).map_err(|e| e.to_string())
+}
+
+/// The `limits` flags: the daemon's own rate-limit flags and units.
+#[derive(Debug, Default, Args)]
+pub struct LimitArgs {
+    /// Total bandwidth, bytes/s (0 removes the limit).
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_bw_size: Option<u64>,
+    /// Total bandwidth burst, bytes.
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_bw_burst: Option<u64>,
+    /// Read bandwidth, bytes/s (0 removes the limit).
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_read_bw_size: Option<u64>,
+    /// Read bandwidth burst, bytes.
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_read_bw_burst: Option<u64>,
+    /// Write bandwidth, bytes/s (0 removes the limit).
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_write_bw_size: Option<u64>,
+    /// Write bandwidth burst, bytes.
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_write_bw_burst: Option<u64>,
+    /// Requests/s (0 removes the limit).
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_ops_size: Option<u64>,
+    /// Request burst.
+    #[arg(long, value_name = "Q", value_parser = quantity)]
+    pub fs_ops_burst: Option<u64>,
+}
+
+impl LimitArgs {
+    /// `(bucket, size, burst)` for each of [`BUCKETS`].
+    fn buckets(&self) -> [(&'static str, Option<u64>, Option<u64>); 4] {
+        [
+            (BUCKETS[0], self.fs_bw_size, self.fs_bw_burst),
+            (BUCKETS[1], self.fs_read_bw_size, self.fs_read_bw_burst),
+            (BUCKETS[2], self.fs_write_bw_size, self.fs_write_bw_burst),
+            (BUCKETS[3], self.fs_ops_size, self.fs_ops_burst),
+        ]
+    }
+
+    /// The PATCH body. A burst without a size takes the bucket's size from `current` (the
+    /// daemon's GET answer), which is only fetched when needed.
+    pub fn update(
+        &self,
+        current: impl FnOnce() -> Result<serde_json::Value>,
+    ) -> Result<RateLimitUpdate> {
+        let mut u = RateLimitUpdate::default();
+        let mut current = Some(current);
+        let mut fetched: Option<serde_json::Value> = None;
+        for (name, size, burst) in self.buckets() {
+            let size = match (size, burst) {
+                (None, None) => continue,
+                (Some(s), _) => s,
+                (None, Some(_)) => {
+                    if fetched.is_none() {
+                        fetched = Some((current.take().expect("fetched once"))()?);
+                    }
+                    let flag = format!("--fs-{}-burst", name.replace('_', "-"));
+                    match fetched.as_ref().and_then(|v| v[name]["size"].as_u64()) {
+                        Some(s) if s > 0 => s,
+                        _ => {
+                            return Err(Error::NotSupported(format!(
+                                "{flag} on an unlimited bucket: give --fs-{}-size too",
+                                name.replace('_', "-")
+                            )))
+                        }
+                    }
+                }
+            };
+            *u.bucket_mut(name).expect("known bucket") = Some(BucketUpdate { size, burst });
+        }
+        Ok(u)
+    }
 }
 
 impl StartArgs {
@@ -234,6 +360,43 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Run { start, vmm } => run(start, vmm),
+        Cmd::Limits {
+            id,
+            state_dir,
+            limits,
+        } => {
+            let client = Supervisor::new(state_dir).api(&id)?;
+            let update = limits.update(|| client.get_limits())?;
+            let v = if update.is_empty() {
+                client.get_limits()?
+            } else {
+                client.patch_limits(&update)?
+            };
+            print_json(&v);
+            Ok(0)
+        }
+        Cmd::Stats { id, state_dir } => {
+            let v = Supervisor::new(state_dir).api(&id)?.stats()?;
+            print_json(&v);
+            Ok(0)
+        }
+        Cmd::Metrics {
+            listen,
+            state_dir,
+            timeout,
+        } => {
+            let timeout = Duration::from_secs_f64(timeout.clamp(0.01, 3600.0));
+            crate::metrics::serve(&listen, &state_dir, timeout, |addr| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({ "listen": addr.to_string(), "state_dir": state_dir })
+                );
+                let _ = out.flush();
+            })?;
+            Ok(0)
+        }
         Cmd::LogPump { max_bytes, log } => {
             crate::supervisor::pump_log(std::io::stdin().lock(), &log, max_bytes)
                 .map_err(Error::io(format!("writing {}", log.display())))?;
@@ -278,6 +441,7 @@ fn start(a: StartArgs) -> Result<i32> {
         "pid": st.pid,
         "socket": paths.socket,
         "sockets": [paths.socket],
+        "api_socket": st.api_socket,
         "log": paths.log,
         "state": paths.state,
         "launch": st.launch,
@@ -389,11 +553,12 @@ fn run(a: StartArgs, vmm_cmd: Vec<String>) -> Result<i32> {
         }
     };
     eprintln!(
-        "virtiofs-sandbox: sandbox {}: virtiofsd pid {} on {} ({} MiB shared guest RAM); starting {program}",
+        "virtiofs-sandbox: sandbox {}: virtiofsd pid {} on {} ({} MiB shared guest RAM; API {}); starting {program}",
         a.sandbox_id,
         daemon.pid(),
         daemon.socket().display(),
-        mib
+        mib,
+        daemon.paths().api_socket.display()
     );
     let vmm = match spawn_vmm(program, &args, tx) {
         Ok(w) => w,
@@ -450,6 +615,60 @@ fn wait_vmm_only(rx: &mpsc::Receiver<Event>, vmm: &ChildWatch) -> i32 {
             Ok(Event::Vmm(ev)) => return ev.shell_code(),
             Ok(Event::Daemon(_)) => {}
             Err(_) => return 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn parse(args: &[&str]) -> LimitArgs {
+        let mut v = vec!["virtiofs-sandbox", "limits", "pod"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Cmd::Limits { limits, .. } => limits,
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_flags_become_a_patch_of_the_buckets_given() {
+        let gets = Cell::new(0);
+        let current = || {
+            gets.set(gets.get() + 1);
+            Ok(json!({"bw": {"size": 7, "burst": 9}, "ops": {"size": 0, "burst": 0}}))
+        };
+        let u = parse(&[
+            "--fs-bw-size=2M",
+            "--fs-read-bw-size",
+            "4Ki",
+            "--fs-read-bw-burst=8Ki",
+        ])
+        .update(current)
+        .unwrap();
+        assert_eq!(gets.get(), 0, "no GET when every burst has its size");
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#"{"bw":{"size":2000000},"read_bw":{"size":4096,"burst":8192}}"#
+        );
+        // A burst alone keeps the current size (one GET for all buckets).
+        let u = parse(&["--fs-bw-burst=1k"]).update(current).unwrap();
+        assert_eq!(gets.get(), 1);
+        assert_eq!(
+            u.bw,
+            Some(BucketUpdate {
+                size: 7,
+                burst: Some(1000)
+            })
+        );
+        let e = parse(&["--fs-ops-burst=5"]).update(current).unwrap_err();
+        assert!(e.to_string().contains("give --fs-ops-size too"), "{e}");
+        assert!(parse(&[]).update(current).unwrap().is_empty());
+        for bad in ["--fs-bw-size=-1", "--fs-ops-size=1.5", "--fs-bw-burst=10X"] {
+            let v = ["virtiofs-sandbox", "limits", "pod", bad];
+            assert!(Cli::try_parse_from(v).is_err(), "{bad}");
         }
     }
 }

@@ -10,6 +10,9 @@
 //! `--xattr` (appended last, as Kata does): in Go style only for QEMU (Kata's Go runtime adds
 //! it on the QEMU path unless the guest's SELinux is disabled); in rs style whenever enabled.
 //! [`CommandOptions::xattr`] is that switch (default on).
+//!
+//! With an API socket ([`daemon_args_with_api`]), `--api-socket=<path>` follows the launch
+//! arguments, before the extra args.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,6 +23,9 @@ use crate::config::VirtioFsConfig;
 
 /// The descriptor number of the inherited listening socket in Go style.
 pub const GO_LISTEN_FD: i32 = 3;
+
+/// The daemon's flag for its HTTP control socket.
+pub const API_SOCKET_FLAG: &str = "--api-socket";
 
 /// Which Kata runtime's launch convention to follow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +84,18 @@ pub fn daemon_args(
     socket: &Path,
     opts: &CommandOptions,
 ) -> Vec<String> {
+    daemon_args_with_api(cfg, shared_dir, socket, None, opts)
+}
+
+/// [`daemon_args`] plus `--api-socket=<api_socket>` (the daemon's HTTP control socket) when
+/// given.
+pub fn daemon_args_with_api(
+    cfg: &VirtioFsConfig,
+    shared_dir: &Path,
+    socket: &Path,
+    api_socket: Option<&Path>,
+    opts: &CommandOptions,
+) -> Vec<String> {
     let cache = format!("--cache={}", cfg.virtio_fs_cache.as_str());
     let shared = format!("--shared-dir={}", shared_dir.display());
     let mut v = match opts.style {
@@ -89,6 +107,9 @@ pub fn daemon_args(
         ],
         LaunchStyle::Rs => vec![format!("--socket-path={}", socket.display()), shared, cache],
     };
+    if let Some(api) = api_socket {
+        v.push(format!("{API_SOCKET_FLAG}={}", api.display()));
+    }
     v.extend(cfg.virtio_fs_extra_args.iter().cloned());
     let xattr = opts.xattr && (opts.style == LaunchStyle::Rs || cfg.hypervisor == "qemu");
     if xattr {
@@ -178,6 +199,42 @@ mod tests {
         assert!(
             !daemon_args(&cfg("qemu"), Path::new("/d"), Path::new("/s"), &o)
                 .contains(&"--xattr".to_string())
+        );
+    }
+
+    #[test]
+    fn api_socket_follows_the_launch_args() {
+        let api = Path::new("/run/s/api.sock");
+        let go = daemon_args_with_api(
+            &cfg("qemu"),
+            Path::new("/d"),
+            Path::new("/s"),
+            Some(api),
+            &CommandOptions::default(),
+        );
+        assert_eq!(
+            go,
+            [
+                "--syslog",
+                "--cache=never",
+                "--shared-dir=/d",
+                "--fd=3",
+                "--api-socket=/run/s/api.sock",
+                "--thread-pool-size=1",
+                "--fs-bw-size=10M",
+                "--xattr"
+            ]
+        );
+        let o = CommandOptions {
+            style: LaunchStyle::Rs,
+            xattr: false,
+        };
+        let rs = daemon_args_with_api(&cfg("clh"), Path::new("/d"), Path::new("/s"), Some(api), &o);
+        assert_eq!(rs[3], "--api-socket=/run/s/api.sock", "{rs:?}");
+        assert!(
+            !daemon_args(&cfg("clh"), Path::new("/d"), Path::new("/s"), &o)
+                .iter()
+                .any(|a| a.starts_with("--api-socket"))
         );
     }
 

@@ -82,6 +82,28 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A sandbox that has no running daemon (or no API socket) for a live request.
+    #[error("sandbox {id} is not running ({state})")]
+    NotRunning {
+        /// The sandbox id.
+        id: String,
+        /// Its state (`not-found`, `gone`, ...) and why.
+        state: String,
+    },
+    /// The daemon's control API failed or refused a request.
+    #[error(
+        "API {}: {}{message}",
+        socket.display(),
+        status.map(|s| format!("HTTP {s}: ")).unwrap_or_default()
+    )]
+    Api {
+        /// The API socket.
+        socket: PathBuf,
+        /// The HTTP status, if the daemon answered.
+        status: Option<u16>,
+        /// What went wrong (the daemon's `error` message for a refused request).
+        message: String,
+    },
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

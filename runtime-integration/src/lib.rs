@@ -8,6 +8,8 @@
 //! * [`command`]: the daemon's argv in Kata's Go-runtime or runtime-rs style.
 //! * [`supervisor`]: state directory, spawn, readiness, exit notice, stop, stale state.
 //! * [`vmm`]: the QEMU / Cloud Hypervisor device and shared-memory arguments.
+//! * [`api`]: a client for the daemon's HTTP control socket (live rate limits, statistics).
+//! * [`metrics`]: one Prometheus endpoint for all the sandboxes of a state directory.
 //! * [`cli`]: the `virtiofs-sandbox` command.
 //!
 //! ```no_run
@@ -31,10 +33,12 @@
 #![warn(missing_docs)]
 
 pub mod annotations;
+pub mod api;
 pub mod cli;
 pub mod command;
 pub mod config;
 mod error;
+pub mod metrics;
 pub mod supervisor;
 pub mod vmm;
 

@@ -1,6 +1,7 @@
 //! One daemon per sandbox: state directory, spawn, readiness, exit notice, stop.
 //!
 //! Layout: `<state-dir>/<sandbox-id>/` holds `virtiofsd.sock` (the vhost-user socket),
+//! `api.sock` (the daemon's HTTP control socket, `--api-socket`; see [`crate::api`]),
 //! `virtiofsd.log` (the daemon's stdout+stderr, rotated to `virtiofsd.log.1` at
 //! [`DEFAULT_LOG_LIMIT`]) and `state.json` ([`SandboxState`]: pid, the process start time from
 //! `/proc/<pid>/stat` to detect pid reuse, socket, argv).
@@ -13,6 +14,9 @@
 //!   `/proc/net/unix`, without connecting: the daemon serves a single connection), within
 //!   [`StartOptions::ready_timeout`]; otherwise the daemon is killed and the error carries its
 //!   last output.
+//! * Both styles, with [`StartOptions::api_socket`] (the default): also until the API socket
+//!   is listening, within [`StartOptions::ready_timeout`], so `limits`/`stats` work as soon as
+//!   `start` returns.
 //!
 //! Exit notice: a watcher thread polls a pidfd (`pidfd_open`) and reaps the child at once,
 //! then runs the owner's callback. Stop: SIGTERM, a grace period, SIGKILL, then the socket and
@@ -35,12 +39,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{daemon_args, CommandOptions, LaunchStyle, GO_LISTEN_FD};
+use crate::command::{
+    daemon_args_with_api, CommandOptions, LaunchStyle, API_SOCKET_FLAG, GO_LISTEN_FD,
+};
 use crate::config::VirtioFsConfig;
 use crate::error::{Error, Result};
 
 /// The socket's file name in the sandbox directory.
 pub const SOCKET_NAME: &str = "virtiofsd.sock";
+/// The API socket's file name in the sandbox directory.
+pub const API_SOCKET_NAME: &str = "api.sock";
 /// The log's file name in the sandbox directory.
 pub const LOG_NAME: &str = "virtiofsd.log";
 /// The state file's name in the sandbox directory.
@@ -101,6 +109,9 @@ pub struct SandboxState {
     pub start_time: u64,
     /// The vhost-user socket.
     pub socket: PathBuf,
+    /// The daemon's HTTP control socket (absent in states written without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<PathBuf>,
     /// The daemon's log.
     pub log: PathBuf,
     /// The launch style.
@@ -122,6 +133,8 @@ pub struct SandboxPaths {
     pub dir: PathBuf,
     /// The vhost-user socket.
     pub socket: PathBuf,
+    /// The daemon's HTTP control socket (used when [`StartOptions::api_socket`] is set).
+    pub api_socket: PathBuf,
     /// The daemon log.
     pub log: PathBuf,
     /// The state file.
@@ -463,6 +476,9 @@ pub struct StartOptions {
     pub die_with_parent: bool,
     /// Log rotation size (default 1 MiB).
     pub log_limit: u64,
+    /// Give the daemon an HTTP control socket, `<sandbox dir>/api.sock` (`--api-socket`;
+    /// default on).
+    pub api_socket: bool,
 }
 
 impl Default for StartOptions {
@@ -475,6 +491,7 @@ impl Default for StartOptions {
             log_pump: None,
             die_with_parent: false,
             log_limit: DEFAULT_LOG_LIMIT,
+            api_socket: true,
         }
     }
 }
@@ -506,6 +523,8 @@ pub struct Status {
     pub pid: Option<u32>,
     /// The socket.
     pub socket: Option<PathBuf>,
+    /// The API socket.
+    pub api_socket: Option<PathBuf>,
     /// The log.
     pub log: Option<PathBuf>,
     /// The daemon's argv (without argv\[0\]).
@@ -605,6 +624,7 @@ impl Supervisor {
         let dir = self.state_dir.join(id);
         Ok(SandboxPaths {
             socket: dir.join(SOCKET_NAME),
+            api_socket: dir.join(API_SOCKET_NAME),
             log: dir.join(LOG_NAME),
             state: dir.join(STATE_NAME),
             dir,
@@ -662,6 +682,17 @@ impl Supervisor {
                 source: io::Error::new(io::ErrorKind::NotFound, "not a directory"),
             });
         }
+        if opts.api_socket
+            && cfg
+                .virtio_fs_extra_args
+                .iter()
+                .any(|a| a.split('=').next() == Some(API_SOCKET_FLAG))
+        {
+            return Err(Error::NotSupported(format!(
+                "{API_SOCKET_FLAG} in virtio_fs_extra_args: every sandbox gets its own API socket ({}/<id>/{API_SOCKET_NAME})",
+                self.state_dir.display()
+            )));
+        }
         if paths.socket.as_os_str().len() >= 108 {
             return Err(Error::InvalidSandboxId {
                 id: id.into(),
@@ -716,7 +747,11 @@ impl Supervisor {
         paths: &SandboxPaths,
     ) -> Result<Daemon> {
         let style = opts.command.style;
-        let args = daemon_args(cfg, shared_dir, &paths.socket, &opts.command);
+        let api_socket = opts.api_socket.then_some(paths.api_socket.as_path());
+        let args = daemon_args_with_api(cfg, shared_dir, &paths.socket, api_socket, &opts.command);
+        if let Some(api) = api_socket {
+            let _ = fs::remove_file(api);
+        }
 
         // Output: a pipe to a pump (thread, or process when detached), or the file directly.
         let (daemon_out, mut pump): (File, Pump) = if opts.detach && opts.log_pump.is_none() {
@@ -833,6 +868,7 @@ impl Supervisor {
             pid,
             start_time,
             socket: paths.socket.clone(),
+            api_socket: api_socket.map(Path::to_path_buf),
             log: paths.log.clone(),
             launch: style,
             daemon: cfg.virtio_fs_daemon.clone(),
@@ -862,10 +898,14 @@ impl Supervisor {
             })
         };
         let started = Instant::now();
-        let (limit, must_be_ready) = match style {
-            LaunchStyle::Go => (opts.settle, false),
-            LaunchStyle::Rs => (opts.ready_timeout, true),
+        // Go style: the vhost-user side is settled after `settle` (or the ready line); rs
+        // style: it must become ready within `ready_timeout`. The API socket, if any, must
+        // listen within `ready_timeout` in both styles.
+        let deadline = match style {
+            LaunchStyle::Go => opts.settle.max(opts.ready_timeout),
+            LaunchStyle::Rs => opts.ready_timeout,
         };
+        let mut vhost_ready = false;
         loop {
             if let Some(ev) = daemon.watch.exit() {
                 pump.settle(Duration::from_secs(1));
@@ -876,21 +916,39 @@ impl Supervisor {
                     output,
                 });
             }
-            if ready_line(&paths.log)
-                || (style == LaunchStyle::Rs && socket_listening(&paths.socket))
-            {
+            vhost_ready = vhost_ready
+                || ready_line(&paths.log)
+                || match style {
+                    LaunchStyle::Go => started.elapsed() >= opts.settle,
+                    LaunchStyle::Rs => socket_listening(&paths.socket),
+                };
+            // /proc/net/unix only shows our network namespace's sockets: a daemon that
+            // unshared its own before binding is found by connecting.
+            let api_ready = match api_socket {
+                None => true,
+                Some(p) => {
+                    socket_listening(p)
+                        || (p.exists() && crate::api::probe(p, Duration::from_millis(100)))
+                }
+            };
+            if vhost_ready && api_ready {
                 break;
             }
-            if started.elapsed() >= limit {
-                if must_be_ready {
-                    daemon.kill_now();
-                    pump.settle(Duration::from_secs(1));
-                    return Err(Error::NotReady {
-                        timeout: limit,
-                        output: log_tail(&paths.log, 30),
-                    });
+            if started.elapsed() >= deadline {
+                daemon.kill_now();
+                pump.settle(Duration::from_secs(1));
+                let mut output = String::new();
+                if !api_ready {
+                    output.push_str(&format!(
+                        "(API socket {} not listening)\n",
+                        paths.api_socket.display()
+                    ));
                 }
-                break;
+                output.push_str(&log_tail(&paths.log, 30));
+                return Err(Error::NotReady {
+                    timeout: deadline,
+                    output,
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -937,6 +995,7 @@ impl Supervisor {
             state: "not-found".into(),
             pid: None,
             socket: None,
+            api_socket: None,
             log: None,
             args: Vec::new(),
             launch: None,
@@ -974,6 +1033,7 @@ impl Supervisor {
                 };
                 s.pid = Some(st.pid);
                 s.socket = Some(st.socket);
+                s.api_socket = st.api_socket;
                 s.log = Some(st.log);
                 s.args = st.args;
                 s.launch = Some(st.launch);
@@ -981,6 +1041,26 @@ impl Supervisor {
             }
         }
         Ok(s)
+    }
+
+    /// A client for the control API of sandbox `id`, whose daemon must be running and have
+    /// an API socket.
+    pub fn api(&self, id: &str) -> Result<crate::api::Client> {
+        let st = self.status(id)?;
+        if st.state != "running" {
+            return Err(Error::NotRunning {
+                id: id.into(),
+                state: match st.detail {
+                    Some(d) => format!("{}: {d}", st.state),
+                    None => st.state,
+                },
+            });
+        }
+        let socket = st.api_socket.ok_or_else(|| Error::NotRunning {
+            id: id.into(),
+            state: "running without an API socket".into(),
+        })?;
+        Ok(crate::api::Client::new(socket))
     }
 
     /// The status of every sandbox directory below the state directory (sorted by id).

@@ -121,9 +121,12 @@ fn rs_style_waits_for_the_ready_line() {
         "{args:?}"
     );
     assert!(!args.contains(&"--syslog".to_string()));
-    assert!(std::fs::read_to_string(d.log_path())
-        .unwrap()
-        .contains(READY_LINE));
+    // Ready means listening (the socket, or the ready line): the line itself reaches the log
+    // through the pump thread, possibly a moment after `start` returned.
+    assert!(runtime_integration::supervisor::socket_listening(
+        d.socket()
+    ));
+    wait_for_text(d.log_path(), READY_LINE, Duration::from_secs(5));
     let mut fs = vufs_frontend::FuseSession::connect(d.socket()).unwrap();
     fs.init().unwrap();
     drop(fs);
