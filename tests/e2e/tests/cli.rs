@@ -299,3 +299,33 @@ fn inherited_listening_fd_is_accepted_on() {
         "--fd: the socket belongs to the runtime; not removed"
     );
 }
+
+#[test]
+fn socket_group_owns_the_socket() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Scratch::new();
+    let share = format!("--shared-dir={}", s.share.display());
+    let _d = Daemon::start(
+        &daemon_bin(Build::Normal),
+        &s.socket(),
+        &[&share, "--socket-group=daemon"],
+        &[],
+    );
+    let meta = std::fs::metadata(s.socket()).unwrap();
+    assert_eq!(meta.gid(), 1, "the Debian group `daemon` owns the socket");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "the group may connect"
+    );
+
+    let s2 = Scratch::new();
+    let share2 = format!("--shared-dir={}", s2.share.display());
+    let sock2 = format!("--socket-path={}", s2.socket().display());
+    let o = run(&[&share2, &sock2, "--socket-group=no-such-group-here"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-group-here"), "{}", stderr(&o));
+    let o = run(&[&share2, "--fd=3", "--socket-group=daemon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--socket-group"), "{}", stderr(&o));
+}
