@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use runtime_integration::supervisor::{liveness, Liveness};
@@ -14,50 +13,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The target directory this test binary was built into (`.../target/<profile>/deps/x`).
-fn target_dir() -> (PathBuf, &'static str) {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test exe in target/<profile>/deps");
-    let profile = if profile_dir.ends_with("release") {
-        "release"
-    } else {
-        "debug"
-    };
-    (
-        profile_dir.parent().expect("target dir").to_path_buf(),
-        profile,
-    )
-}
-
-/// Builds (if needed, with the cargo running these tests) and returns the real daemon.
+/// Builds (if needed) and returns the real daemon: the end-to-end tests' own helper.
 pub fn daemon_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    BIN.get_or_init(|| {
-        let _g = LOCK.lock().unwrap();
-        let (target, profile) = target_dir();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "virtiofsd", "--bin", "virtiofsd"])
-            .arg("--target-dir")
-            .arg(&target);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "building virtiofsd failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = target.join(profile).join("virtiofsd");
-        assert!(bin.is_file(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    e2e::daemon_bin(e2e::Build::Normal)
 }
 
 /// The CLI binary.

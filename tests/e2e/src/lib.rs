@@ -96,34 +96,8 @@ impl Daemon {
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--socket-path={}", socket.display()))
             .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Die with the test process even if it is killed.
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn virtiofsd");
-        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut d = Daemon {
-            child: Some(child),
-            stderr,
-            socket: socket.to_path_buf(),
-        };
+            .envs(env.iter().copied());
+        let mut d = Daemon::spawn_cmd(cmd, socket);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             if let Some(st) = d.try_status() {
@@ -347,13 +321,22 @@ impl Scratch {
         out
     }
 
-    /// Entries in the scratch root other than share/, outside/ and the socket.
+    /// Entries in the scratch root other than share/, outside/ and the daemon's own files.
     pub fn stray_root_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !["share", "outside", "vhost.sock"].contains(&n.as_str()))
+            .filter(|n| {
+                ![
+                    "share",
+                    "outside",
+                    "vhost.sock",
+                    "vhost.sock.pid",
+                    "vhost.sock.api",
+                ]
+                .contains(&n.as_str())
+            })
             .collect();
         v.sort();
         v

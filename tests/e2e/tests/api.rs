@@ -280,29 +280,17 @@ fn stats_match_the_workload() {
 
 #[test]
 fn auto_path_with_an_inherited_fd() {
-    use std::os::unix::net::UnixListener;
-    use std::os::unix::process::CommandExt;
     let s = Scratch::new();
-    let listener = UnixListener::bind(s.socket()).unwrap();
-    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&listener);
-    let mut cmd = std::process::Command::new(daemon_bin(Build::Normal));
-    cmd.args(["--fd=3", "--api-socket=auto"])
-        .arg(format!("--shared-dir={}", s.share.display()))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: dup2, fcntl and prctl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(s.socket()).unwrap();
+    let share = format!("--shared-dir={}", s.share.display());
+    let args = ["--fd=3", "--api-socket=auto", &share];
+    let _d = Daemon::start_with_fd(
+        &daemon_bin(Build::Normal),
+        &listener,
+        &s.socket(),
+        &args,
+        &[],
+    );
     let api = api_path(&s);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !api.exists() {
@@ -314,6 +302,4 @@ fn auto_path_with_an_inherited_fd() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http(&api, "GET", "/api/v1/ratelimit", "").0, 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }

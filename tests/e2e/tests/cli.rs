@@ -3,7 +3,6 @@
 //! lock, signals, and an inherited listening socket.
 
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -263,27 +262,21 @@ fn inherited_listening_fd_is_accepted_on() {
     // Kata's Go runtime: it creates and listens on the socket and passes it as fd 3.
     let s = Scratch::new();
     let listener = UnixListener::bind(s.socket()).unwrap();
-    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&listener);
-    let mut cmd = Command::new(daemon_bin(Build::Normal));
-    cmd.args(["--syslog", "--cache=auto", "--fd=3", "--thread-pool-size=1"])
-        .arg(format!("--shared-dir={}", s.share.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: dup2 and prctl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would keep CLOEXEC: clear it explicitly.
-            if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
+    let share = format!("--shared-dir={}", s.share.display());
+    let args = [
+        "--syslog",
+        "--cache=auto",
+        "--fd=3",
+        "--thread-pool-size=1",
+        &share,
+    ];
+    let mut d = Daemon::start_with_fd(
+        &daemon_bin(Build::Normal),
+        &listener,
+        &s.socket(),
+        &args,
+        &[],
+    );
     drop(listener);
     // A full vhost-user handshake on the inherited socket proves the daemon accepts on it.
     let mut fs = vufs_frontend::FuseSession::connect(s.socket())
@@ -292,8 +285,10 @@ fn inherited_listening_fd_is_accepted_on() {
     fs.getattr(vufs_frontend::ROOT_ID)
         .expect("GETATTR over the inherited fd");
     drop(fs);
-    let o = wait_output(child, Duration::from_secs(10));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let st = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after disconnect");
+    assert!(st.success(), "{st}: {}", d.stderr());
     assert!(
         s.socket().exists(),
         "--fd: the socket belongs to the runtime; not removed"
