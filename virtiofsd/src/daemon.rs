@@ -4,6 +4,7 @@
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use log::{error, info};
 use vhost::vhost_user::Error as VuError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{FsBackend, Handler, TIMER_EVENT};
 use crate::cli::{Config, Listen};
@@ -19,8 +21,6 @@ use crate::setup::{self, PidFile};
 use crate::stats::Stats;
 use crate::throttle::Limiter;
 use crate::{api, caps, sandbox, seccomp};
-use std::os::unix::io::AsRawFd;
-use vmm_sys_util::epoll::EventSet;
 
 /// Files we created (socket, pid lock), removed on every exit path we control. Each is held as
 /// (directory fd, name), so removal works after the sandbox has changed the root.
@@ -61,13 +61,6 @@ fn name_checks_enabled() -> bool {
 /// Runs the daemon until the frontend goes away; returns the exit status.
 pub fn run(cfg: Config) -> i32 {
     setup::logging(cfg.log_level, cfg.syslog);
-    let policy = Policy {
-        check_names: name_checks_enabled(),
-        readonly: cfg.readonly,
-    };
-    if !policy.check_names {
-        log::warn!("SEEDED BUG: guest names are not validated (test build)");
-    }
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
         Listen::Path { path, .. } => match PidFile::lock(path) {
@@ -85,26 +78,33 @@ pub fn run(cfg: Config) -> i32 {
     };
     ours.extend(cfg.api_socket.as_deref());
     let cleanup = Arc::new(Cleanup::new(&ours));
-    if let Err(e) = setup::rlimit_nofile(cfg.rlimit_nofile) {
+    let code = serve(&cfg, &cleanup).unwrap_or_else(|e| {
         error!("{e}");
-        return 1;
-    }
-    let mut listener = match setup::listener(&cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("cannot listen on the vhost-user socket: {e}");
-            return 1;
-        }
-    };
+        1
+    });
+    cleanup.exit(code)
+}
 
-    // The control socket is outside the shared directory: bound before the sandbox too.
-    let api_listener = match cfg.api_socket.as_deref().map(api::bind).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            error!("--api-socket: {e}");
-            cleanup.exit(1);
-        }
+/// Everything after the pid lock, in order: socket, sandbox, capabilities, seccomp, threads,
+/// then serving one frontend. Returns the exit status; an error is logged and exits 1.
+fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
+    let policy = Policy {
+        check_names: name_checks_enabled(),
+        readonly: cfg.readonly,
     };
+    if !policy.check_names {
+        log::warn!("SEEDED BUG: guest names are not validated (test build)");
+    }
+    setup::rlimit_nofile(cfg.rlimit_nofile).map_err(|e| e.to_string())?;
+    let mut listener = setup::listener(&cfg.listen)
+        .map_err(|e| format!("cannot listen on the vhost-user socket: {e}"))?;
+    // The control socket is outside the shared directory: bound before the sandbox too.
+    let api_listener = cfg
+        .api_socket
+        .as_deref()
+        .map(api::bind)
+        .transpose()
+        .map_err(|e| format!("--api-socket: {e}"))?;
 
     // Isolation, before any thread exists: the namespace sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
@@ -112,119 +112,76 @@ pub fn run(cfg: Config) -> i32 {
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        |root| crate::fs::open(&cfg, policy.check_names, root),
+        |root| crate::fs::open(cfg, policy.check_names, root),
         |status| {
             // SAFETY: the parent never serves; only the child keeps the listening socket.
             unsafe { libc::close(listener_fd) };
             cleanup.exit(status)
         },
     );
-    let fs = match fs.and_then(|mut fs| fs.import().map(|()| fs)) {
-        Ok(fs) => fs,
-        Err(e) => {
-            error!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display());
-            cleanup.exit(1);
-        }
-    };
-    let file_handles = crate::fs::use_file_handles(&cfg).unwrap_or(false);
-    if let Err(e) = caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)) {
-        error!("{e}");
-        cleanup.exit(1);
-    }
-    if let Err(e) = seccomp::apply(cfg.seccomp) {
-        error!("{e}");
-        cleanup.exit(1);
-    }
-    if let Err(e) = spawn_signal_handler(cleanup.clone()) {
-        error!("cannot install signal handlers: {e}");
-        cleanup.exit(1);
-    }
+    let fs = fs
+        .and_then(|mut fs| fs.import().map(|()| fs))
+        .map_err(|e| format!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display()))?;
+    let file_handles = crate::fs::use_file_handles(cfg).unwrap_or(false);
+    caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
+    seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
+    spawn_signal_handler(cleanup.clone())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let handler = Arc::new(Handler::new(fs, policy));
     let stats = Arc::new(Stats::default());
-    let limiter = match Limiter::new(cfg.limits, stats.clone()) {
-        Ok(l) => Arc::new(l),
-        Err(e) => {
-            error!("cannot create the throttle timer: {e}");
-            return 1;
-        }
-    };
+    let limiter = Limiter::new(cfg.limits, stats.clone())
+        .map(Arc::new)
+        .map_err(|e| format!("cannot create the throttle timer: {e}"))?;
     info!("rate limits: {}", cfg.limits);
-    if let Some(l) = api_listener {
+    if let (Some(l), Some(path)) = (api_listener, &cfg.api_socket) {
         let api = api::Api {
             limiter: limiter.clone(),
             stats: stats.clone(),
         };
-        if let Err(e) = api::spawn(l, api) {
-            error!("cannot start the API: {e}");
-            cleanup.exit(1);
-        }
-        info!(
-            "API listening on {}",
-            cfg.api_socket.as_ref().unwrap().display()
-        );
+        api::spawn(l, api).map_err(|e| format!("cannot start the API: {e}"))?;
+        info!("API listening on {}", path.display());
     }
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let on_fatal = {
         let cleanup = cleanup.clone();
         Box::new(move |_| cleanup.exit(1))
     };
-    let backend = match FsBackend::new(
+    let threads = cfg.thread_pool_size;
+    let backend = FsBackend::new(
         handler,
         limiter.clone(),
         stats,
-        cfg.thread_pool_size,
+        threads,
         mem.clone(),
         on_fatal,
-    ) {
-        Ok(b) => Arc::new(b.with_tag(cfg.tag.as_deref())),
-        Err(e) => {
-            error!("cannot start {} worker threads: {e}", cfg.thread_pool_size);
-            return 1;
-        }
-    };
-    let mut daemon = match VhostUserDaemon::new("virtiofsd".into(), backend, mem) {
-        Ok(d) => d,
-        Err(e) => {
-            error!("cannot create the vhost-user daemon: {e}");
-            return 1;
-        }
-    };
-
-    let timer = daemon.get_epoll_handlers()[0].register_listener(
-        limiter.timer_fd(),
-        EventSet::IN,
-        u64::from(TIMER_EVENT),
-    );
-    if let Err(e) = timer {
-        error!("cannot watch the throttle timer: {e}");
-        return 1;
-    }
+    )
+    .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+    let backend = Arc::new(backend.with_tag(cfg.tag.as_deref()));
+    let mut daemon = VhostUserDaemon::new("virtiofsd".into(), backend, mem)
+        .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
+    daemon.get_epoll_handlers()[0]
+        .register_listener(limiter.timer_fd(), EventSet::IN, u64::from(TIMER_EVENT))
+        .map_err(|e| format!("cannot watch the throttle timer: {e}"))?;
 
     info!("Waiting for vhost-user socket connection...");
-    if let Err(e) = daemon.start(&mut listener) {
-        error!("cannot accept the vhost-user connection: {e}");
-        return 1;
-    }
+    daemon
+        .start(&mut listener)
+        .map_err(|e| format!("cannot accept the vhost-user connection: {e}"))?;
     info!("Client connected, servicing requests");
     let res = daemon.wait();
     for h in daemon.get_epoll_handlers() {
         h.send_exit_event();
     }
-    drop(listener);
-    let code = match res {
+    match res {
         Ok(())
         | Err(DaemonError::HandleRequest(VuError::Disconnected))
         | Err(DaemonError::HandleRequest(VuError::PartialMessage)) => {
             info!("frontend disconnected; exiting");
-            0
+            Ok(0)
         }
-        Err(e) => {
-            error!("vhost-user connection failed: {e}");
-            1
-        }
-    };
-    cleanup.exit(code)
+        Err(e) => Err(format!("vhost-user connection failed: {e}")),
+    }
 }
 
 fn spawn_signal_handler(cleanup: Arc<Cleanup>) -> std::io::Result<()> {
