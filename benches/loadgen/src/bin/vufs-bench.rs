@@ -196,6 +196,15 @@ struct Variant {
     pool: u32,
 }
 
+/// The variants in the order they run in `round` (rotated every round, so none always runs
+/// first on a warm or cold machine).
+fn rotated(d: &Daemons, pool: u32, with_limits: bool, round: u32) -> Vec<Variant> {
+    let mut vs = variants(d, pool, with_limits);
+    let k = vs.len();
+    vs.rotate_left((round as usize - 1) % k);
+    vs
+}
+
 fn variants(d: &Daemons, pool: u32, with_limits: bool) -> Vec<Variant> {
     let mut common = split(&d.common);
     common.push(format!("--thread-pool-size={pool}"));
@@ -333,10 +342,7 @@ fn host(
     let mut example_cmd = None;
     for round in 1..=d.rounds {
         for &pool in &d.pools {
-            let mut vs = variants(d, pool, true);
-            let k = vs.len();
-            vs.rotate_left((round as usize - 1) % k);
-            for v in &vs {
+            for v in &rotated(d, pool, true, round) {
                 eprintln!(
                     "[round {round}/{}] {} pool {pool} ({})",
                     d.rounds,
@@ -537,10 +543,7 @@ fn guest(d: &Daemons, runtime: u32, nrfiles: u32, file_mib: u64) -> Result<(), S
     let mut runs = Vec::new();
     for round in 1..=d.rounds {
         for &pool in &d.pools {
-            let mut vs = variants(d, pool, false);
-            let k = vs.len();
-            vs.rotate_left((round as usize - 1) % k);
-            for v in &vs {
+            for v in &rotated(d, pool, false, round) {
                 eprintln!(
                     "[guest round {round}/{}] {} pool {pool} ({})",
                     d.rounds,
