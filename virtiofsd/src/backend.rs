@@ -381,15 +381,15 @@ impl FsBackend {
     /// Serves an admitted chain on the pool, or inline. Each completion is signalled at once
     /// (if the guest asked, with EVENT_IDX): the driver refills the ring while the rest of the
     /// batch is served, instead of waiting for the whole batch.
-    fn dispatch(&self, item: Parked) {
-        match (&self.pool, item.verdict) {
+    fn dispatch(&self, chain: Chain, verdict: Verdict, vring: &FsVring) {
+        match (&self.pool, verdict) {
             (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
-                pool.submit(item.chain, item.verdict, item.vring);
+                pool.submit(chain, verdict, vring.clone());
             }
             _ => {
-                let len = self.handler.serve(&item.chain, item.verdict);
-                complete(&item.vring, item.chain.head_index(), len);
-                notify(&item.vring);
+                let len = self.handler.serve(&chain, verdict);
+                complete(vring, chain.head_index(), len);
+                notify(vring);
             }
         }
     }
@@ -416,7 +416,7 @@ impl FsBackend {
     /// Serves the parked chains whose tokens now exist (all from the request ring).
     fn on_timer(&self) {
         for p in self.limiter.on_timer() {
-            self.dispatch(p);
+            self.dispatch(p.chain, p.verdict, &p.vring);
         }
     }
 
@@ -440,18 +440,20 @@ impl FsBackend {
                 if let Verdict::Serve { cost, .. } = verdict {
                     self.stats.record(cost);
                 }
-                let item = Parked {
-                    chain,
-                    verdict,
-                    vring: vring.clone(),
-                    since: None,
-                };
-                let admitted = match verdict {
-                    Verdict::Serve { cost, .. } => self.limiter.admit(item, cost),
-                    _ => Some(item),
-                };
-                if let Some(item) = admitted {
-                    self.dispatch(item);
+                match verdict {
+                    // Only a request that may wait becomes a parked item (owning a vring).
+                    Verdict::Serve { cost, .. } if !self.limiter.is_unlimited() => {
+                        let item = Parked {
+                            chain,
+                            verdict,
+                            vring: vring.clone(),
+                            since: None,
+                        };
+                        if let Some(p) = self.limiter.admit(item, cost) {
+                            self.dispatch(p.chain, p.verdict, &p.vring);
+                        }
+                    }
+                    _ => self.dispatch(chain, verdict, vring),
                 }
             }
             if !event_idx || !vring.enable_notification().unwrap_or(false) {

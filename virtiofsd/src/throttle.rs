@@ -135,6 +135,11 @@ impl Limiter {
         })
     }
 
+    /// Whether no limit is set (nothing can wait): the request path skips the limiter.
+    pub fn is_unlimited(&self) -> bool {
+        self.unlimited.load(Ordering::Relaxed)
+    }
+
     /// The timerfd to watch for readability; then call [`Self::on_timer`].
     pub fn timer_fd(&self) -> RawFd {
         self.state.lock().unwrap().1.as_raw_fd()
