@@ -60,6 +60,8 @@ fn name_checks_enabled() -> bool {
 
 /// Runs the daemon until the frontend goes away; returns the exit status.
 pub fn run(cfg: Config) -> i32 {
+    // Released once the handlers exist (after the sandbox's fork, in both processes).
+    setup::hold_termination_signals(true);
     setup::logging(cfg.log_level, cfg.syslog);
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
@@ -127,6 +129,8 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
     spawn_signal_handler(cleanup.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Pending signals are delivered now, to the handler (before any serving thread exists).
+    setup::hold_termination_signals(false);
 
     let handler = Arc::new(Handler::new(fs, policy));
     let stats = Arc::new(Stats::default());

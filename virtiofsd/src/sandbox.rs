@@ -163,6 +163,9 @@ fn wait_child(child: libc::pid_t) -> i32 {
             log::warn!("cannot forward signal {sig} to the sandboxed daemon: {e}");
         }
     }
+    // Held since start-up (see setup::hold_termination_signals): forward what arrived. The
+    // child still holds them until its own handler exists, so none is lost.
+    crate::setup::hold_termination_signals(false);
     let mut status = 0;
     loop {
         // SAFETY: waitpid writes the status of our own child.

@@ -108,7 +108,7 @@ impl Daemon {
                 "no socket after 10 s:\n{}",
                 d.stderr()
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
         d
     }

@@ -258,6 +258,42 @@ fn second_daemon_on_same_socket_refuses_and_sigterm_cleans_up() {
 }
 
 #[test]
+fn sigterm_during_start_up_still_exits_cleanly_in_every_sandbox() {
+    // The socket appears before the sandbox is entered, so a runtime may signal the daemon
+    // while it is still starting: the signal must neither kill it without cleanup nor be lost
+    // (the namespace child is pid 1 of its namespace, which drops signals it has no handler
+    // for). The delays sweep the start-up steps after the socket exists (polled every 1 ms).
+    let s = Scratch::new();
+    let bin = daemon_bin(Build::Normal);
+    let share = format!("--shared-dir={}", s.share.display());
+    let pid_file = s.dir.path().join("vhost.sock.pid");
+    for mode in ["namespace", "chroot", "none"] {
+        let sandbox = format!("--sandbox={mode}");
+        for delay_us in (0..60).map(|i| i * 100).chain([20_000, 50_000]) {
+            let mut d = Daemon::start(&bin, &s.socket(), &[&share, &sandbox], &[]);
+            std::thread::sleep(Duration::from_micros(delay_us));
+            d.signal(libc::SIGTERM);
+            let st = d.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| {
+                panic!(
+                    "{mode}, SIGTERM {delay_us} us after the socket: still running after 5 s\n{}",
+                    d.stderr()
+                )
+            });
+            assert_eq!(
+                st.code(),
+                Some(0),
+                "{mode}, SIGTERM {delay_us} us after the socket: {st}\n{}",
+                d.stderr()
+            );
+            assert!(
+                !s.socket().exists() && !pid_file.exists(),
+                "{mode}, {delay_us} us: socket and pid file removed"
+            );
+        }
+    }
+}
+
+#[test]
 fn inherited_listening_fd_is_accepted_on() {
     // Kata's Go runtime: it creates and listens on the socket and passes it as fd 3.
     let s = Scratch::new();
