@@ -3,8 +3,10 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -99,33 +101,83 @@ impl PidFile {
 /// Creates the vhost-user listener: binds the path (after the pid lock) or adopts the fd.
 pub fn listener(listen: &Listen) -> io::Result<Listener> {
     match listen {
-        Listen::Path { path, group } => {
-            let l = Listener::new(path, true).map_err(|e| io::Error::other(e.to_string()))?;
-            if let Some(g) = group {
-                set_group(path, g)?;
-            }
-            Ok(l)
+        Listen::Path { path, group: None } => {
+            Listener::new(path, true).map_err(|e| io::Error::other(e.to_string()))
+        }
+        Listen::Path {
+            path,
+            group: Some(g),
+        } => {
+            let gid = group_id(g)?;
+            let sock = bind_for_group(path, gid)?;
+            // SAFETY: a listening socket we own, handed over whole.
+            Ok(unsafe { Listener::from_raw_fd(sock.into_raw_fd()) })
         }
         // SAFETY: the fd was checked to be a listening socket; it is ours from here on.
         Listen::Fd(fd) => Ok(unsafe { Listener::from_raw_fd(*fd) }),
     }
 }
 
-/// Gives `path` to group `group` and lets the group connect (0660).
-fn set_group(path: &Path, group: &str) -> io::Result<()> {
-    let cname = std::ffi::CString::new(group).map_err(|_| io::ErrorKind::InvalidInput)?;
+/// The id of group `group`.
+fn group_id(group: &str) -> io::Result<libc::gid_t> {
+    let no_such = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("--socket-group={group}: no such group"),
+        )
+    };
+    let cname = std::ffi::CString::new(group).map_err(|_| no_such())?;
     // SAFETY: getgrnam returns a pointer to static storage or NULL.
     let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
     if gr.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("--socket-group={group}: no such group"),
-        ));
+        return Err(no_such());
     }
     // SAFETY: gr is non-null and points to a valid group entry.
-    let gid = unsafe { (*gr).gr_gid };
-    std::os::unix::fs::chown(path, None, Some(gid))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// Binds `path` owned by group `gid`, mode 0660. The socket is bound in a fresh private
+/// directory beside `path`, given to the group, then renamed into place, so it never appears
+/// with the wrong owner or mode (a VMM of the group connecting at once would be refused).
+/// A path too long for that detour is bound in place and changed after.
+fn bind_for_group(path: &Path, gid: libc::gid_t) -> io::Result<UnixListener> {
+    let give = |p: &Path| -> io::Result<()> {
+        std::os::unix::fs::chown(p, None, Some(gid))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let tmpdir = private_dir(dir.unwrap_or(Path::new(".")))?;
+    let tmp = tmpdir.join("s");
+    let placed = UnixListener::bind(&tmp).and_then(|sock| {
+        give(&tmp)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(sock)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&tmpdir);
+    match placed {
+        Ok(sock) => Ok(sock),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            // sun_path is 108 bytes: the detour's name did not fit.
+            let _ = std::fs::remove_file(path);
+            let sock = UnixListener::bind(path)?;
+            give(path)?;
+            Ok(sock)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new directory `<dir>/.virtiofsd-XXXXXX`, mode 0700.
+fn private_dir(dir: &Path) -> io::Result<PathBuf> {
+    let mut template = dir.join(".virtiofsd-XXXXXX").into_os_string().into_vec();
+    template.push(0);
+    // SAFETY: template is a writable NUL-terminated buffer ending in XXXXXX.
+    if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(template)))
 }
 
 /// Raises RLIMIT_NOFILE: `None` means min(1,000,000, nr_open) best effort; `Some(0)` leaves it.

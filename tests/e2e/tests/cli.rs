@@ -336,19 +336,40 @@ fn socket_group_owns_the_socket() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let s = Scratch::new();
     let share = format!("--shared-dir={}", s.share.display());
-    let _d = Daemon::start(
-        &daemon_bin(Build::Normal),
-        &s.socket(),
-        &[&share, "--socket-group=daemon"],
-        &[],
-    );
-    let meta = std::fs::metadata(s.socket()).unwrap();
-    assert_eq!(meta.gid(), 1, "the Debian group `daemon` owns the socket");
-    assert_eq!(
-        meta.permissions().mode() & 0o777,
-        0o660,
-        "the group may connect"
-    );
+    // The socket must appear with its final owner and mode (a VMM of the group may connect the
+    // moment it exists), also when its path is too long for the private-directory detour.
+    let deep = s
+        .dir
+        .path()
+        .join("d".repeat(95 - s.dir.path().as_os_str().len()));
+    std::fs::create_dir(&deep).unwrap();
+    let long = deep.join("v.sock"); // 101 bytes; the detour's name would be 115 > 107
+    for (round, socket) in (0..10).map(|r| (r, s.socket())).chain([(10, long)]) {
+        let mut d = Daemon::start(
+            &daemon_bin(Build::Normal),
+            &socket,
+            &[&share, "--socket-group=daemon"],
+            &[],
+        );
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!(meta.gid(), 1, "round {round}: the group `daemon` owns it");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o660,
+            "round {round}: the group may connect"
+        );
+        d.signal(libc::SIGTERM);
+        assert_eq!(
+            d.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()),
+            Some(0)
+        );
+        let strays: Vec<_> = std::fs::read_dir(socket.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".virtiofsd-"))
+            .collect();
+        assert!(strays.is_empty(), "round {round}: left behind {strays:?}");
+    }
 
     let s2 = Scratch::new();
     let share2 = format!("--shared-dir={}", s2.share.display());
