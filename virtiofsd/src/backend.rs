@@ -283,24 +283,23 @@ fn reply_error(chain: &Chain, unique: u64, errno: i32) -> u32 {
     }
 }
 
-/// Puts a served chain in the used ring, without notifying the guest.
+/// Puts a served chain in the used ring and notifies the guest if it asked to be (EVENT_IDX)
+/// or always (without it): one acquisition of the ring's lock, which the vring thread and every
+/// worker contend for.
 pub fn complete(vring: &FsVring, head: u16, len: u32) {
-    if let Err(e) = vring.add_used(head, len) {
-        error!("cannot complete descriptor {head}: {e}");
-    }
-    vring.inflight().done();
-}
-
-/// Notifies the guest if it asked to be (EVENT_IDX) or always (without it).
-pub fn notify(vring: &FsVring) {
-    match vring.needs_notification() {
-        Ok(false) => {}
-        _ => {
-            if let Err(e) = vring.signal_used_queue() {
-                error!("cannot signal the used queue: {e}");
+    {
+        let mut ring = vring.get_mut();
+        match ring.add_used(head, len) {
+            Err(e) => error!("cannot complete descriptor {head}: {e}"),
+            Ok(()) if !ring.needs_notification().unwrap_or(true) => {}
+            Ok(()) => {
+                if let Err(e) = ring.signal_used_queue() {
+                    error!("cannot signal the used queue: {e}");
+                }
             }
         }
     }
+    vring.inflight().done();
 }
 
 /// The `VhostUserBackend` of the daemon.
@@ -389,7 +388,6 @@ impl FsBackend {
             _ => {
                 let len = self.handler.serve(&chain, verdict);
                 complete(vring, chain.head_index(), len);
-                notify(vring);
             }
         }
     }
@@ -407,7 +405,6 @@ impl FsBackend {
                 for p in &parked {
                     let len = handler.serve(&p.chain, p.verdict);
                     complete(&p.vring, p.chain.head_index(), len);
-                    notify(&p.vring);
                 }
             }));
         });

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -23,9 +24,12 @@ pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Requests popped from a ring and not yet completed, and what to do when the ring stops.
+/// The count is an atomic (touched twice per request); the lock and condvar serve only a stop
+/// waiting for it to reach zero.
 #[derive(Default)]
 pub struct Inflight {
-    count: Mutex<usize>,
+    count: AtomicUsize,
+    lock: Mutex<()>,
     idle: Condvar,
     on_stop: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -33,21 +37,27 @@ pub struct Inflight {
 impl Inflight {
     /// Counts `n` newly popped requests.
     pub fn add(&self, n: usize) {
-        *self.count.lock().unwrap() += n;
+        self.count.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Counts one completed request.
     pub fn done(&self) {
-        let mut c = self.count.lock().unwrap();
-        *c = c.saturating_sub(1);
-        if *c == 0 {
+        let prev = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if prev <= 1 {
+            // Taken so the wake-up cannot fall between a waiter's check and its wait.
+            let _g = self.lock.lock().unwrap();
             self.idle.notify_all();
         }
     }
 
     /// Requests currently in flight.
     pub fn count(&self) -> usize {
-        *self.count.lock().unwrap()
+        self.count.load(Ordering::Acquire)
     }
 
     /// Registers a callback run when the ring stops, before waiting (e.g. release parked requests).
@@ -59,15 +69,15 @@ impl Inflight {
         for f in self.on_stop.lock().unwrap().iter() {
             f();
         }
-        let c = self.count.lock().unwrap();
-        let (c, res) = self
+        let g = self.lock.lock().unwrap();
+        let (_g, res) = self
             .idle
-            .wait_timeout_while(c, DRAIN_TIMEOUT, |c| *c > 0)
+            .wait_timeout_while(g, DRAIN_TIMEOUT, |_| self.count() > 0)
             .unwrap();
         if res.timed_out() {
             log::error!(
                 "ring stop: {} request(s) still in flight after {DRAIN_TIMEOUT:?}",
-                *c
+                self.count()
             );
         }
     }
