@@ -301,28 +301,46 @@ impl<T> Throttle<T> {
             .expect("class queue is non-empty")
     }
 
-    /// Offers an item of `class` costing `cost`. It is admitted (and charged in every bucket of
-    /// `cost`) if its class queue is empty, every bucket admits it, and it leaves enough for
-    /// the waiting heads of other classes (see the type docs); otherwise it is parked at the back
-    /// of its class queue.
-    pub fn submit(&mut self, item: T, class: Class, cost: Cost, now: Instant) -> Admission<T> {
+    /// Admits (and charges) a request of `class` costing `cost` at `now` if its class queue is
+    /// empty, every bucket admits it, and it leaves enough for the waiting heads of other
+    /// classes (see the type docs). Otherwise it changes nothing and returns false: the caller
+    /// then [`Self::submit`]s the item, so an item is built only for requests that wait.
+    pub fn try_admit(&mut self, class: Class, cost: Cost, now: Instant) -> bool {
         if cost.mask() & self.limited == 0 && self.parked == 0 {
             self.stats.admitted += 1;
+            return true;
+        }
+        if !self.queues[class.index()].is_empty() {
+            return false;
+        }
+        let mut older = [None; 3];
+        for (slot, q) in older.iter_mut().zip(&self.queues) {
+            *slot = q.front().map(|h| Claim {
+                cost: h.cost,
+                deadline: self.ready_at(&h.cost, now),
+            });
+        }
+        if self.may_admit(&cost, &older, now) {
+            self.charge(&cost, now);
+            return true;
+        }
+        false
+    }
+
+    /// Offers an item of `class` costing `cost`. It is admitted (and charged in every bucket of
+    /// `cost`) if [`Self::try_admit`] admits it; otherwise it is parked at the back of its class
+    /// queue.
+    pub fn submit(&mut self, item: T, class: Class, cost: Cost, now: Instant) -> Admission<T> {
+        if self.try_admit(class, cost, now) {
             return Admission::Admitted(item);
         }
-        if self.queues[class.index()].is_empty() {
-            let mut older = [None; 3];
-            for (slot, q) in older.iter_mut().zip(&self.queues) {
-                *slot = q.front().map(|h| Claim {
-                    cost: h.cost,
-                    deadline: self.ready_at(&h.cost, now),
-                });
-            }
-            if self.may_admit(&cost, &older, now) {
-                self.charge(&cost, now);
-                return Admission::Admitted(item);
-            }
-        }
+        self.park(item, class, cost, now);
+        Admission::Parked
+    }
+
+    /// Parks `item` at the back of its class queue, whatever the tokens (after
+    /// [`Self::try_admit`] refused it).
+    pub fn park(&mut self, item: T, class: Class, cost: Cost, now: Instant) {
         self.queues[class.index()].push_back(Parked {
             item,
             cost,
@@ -332,7 +350,6 @@ impl<T> Throttle<T> {
         self.next_seq += 1;
         self.parked += 1;
         self.stats.throttled += 1;
-        Admission::Parked
     }
 
     /// Releases every parked item admissible at `now`, charging each, oldest class head first,

@@ -308,3 +308,26 @@ fn set_limit_mid_queue_applies_to_parked_items() {
         Admission::Admitted(5)
     );
 }
+
+#[test]
+fn try_admit_charges_only_what_it_admits_and_park_queues_in_order() {
+    let clock = FakeClock::new();
+    let mut th = Throttle::<u32>::new(clock.now());
+    th.set_limit(Bucket::Bw, Limit::with_burst(MIB, MIB), clock.now());
+    assert!(th.try_admit(Class::Read, read(MIB), clock.now()));
+    assert_eq!(th.level(Bucket::Bw, clock.now()), Some(0));
+    // Refused: nothing charged, nothing queued; the caller parks it.
+    assert!(!th.try_admit(Class::Read, read(MIB / 2), clock.now()));
+    assert_eq!(th.level(Bucket::Bw, clock.now()), Some(0));
+    assert_eq!(th.parked(), 0);
+    th.park(1, Class::Read, read(MIB / 2), clock.now());
+    // A later read may not pass the parked one, even once tokens exist.
+    clock.advance(ms(600));
+    assert!(!th.try_admit(Class::Read, read(KIB), clock.now()));
+    let mut out = Vec::new();
+    th.release_into(clock.now(), &mut out);
+    assert_eq!(out, vec![1]);
+    assert!(th.try_admit(Class::Read, read(KIB), clock.now()));
+    assert_eq!(th.stats().admitted, 3);
+    assert_eq!(th.stats().throttled, 1);
+}

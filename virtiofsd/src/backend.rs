@@ -438,16 +438,19 @@ impl FsBackend {
                     self.stats.record(cost);
                 }
                 match verdict {
-                    // Only a request that may wait becomes a parked item (owning a vring).
-                    Verdict::Serve { cost, .. } if !self.limiter.is_unlimited() => {
-                        let item = Parked {
-                            chain,
+                    // Only a request that waits becomes a parked item (owning a vring).
+                    Verdict::Serve { cost, .. } => {
+                        let mut chain = Some(chain);
+                        let park = || Parked {
+                            chain: chain.take().expect("parked once"),
                             verdict,
                             vring: vring.clone(),
                             since: None,
                         };
-                        if let Some(p) = self.limiter.admit(item, cost) {
-                            self.dispatch(p.chain, p.verdict, &p.vring);
+                        if self.limiter.admit(cost, park) {
+                            if let Some(chain) = chain {
+                                self.dispatch(chain, verdict, vring);
+                            }
                         }
                     }
                     _ => self.dispatch(chain, verdict, vring),

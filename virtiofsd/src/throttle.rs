@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ratelimit::{Admission, Bucket, Class, Clock, Cost, Limit, MonotonicClock, Throttle};
+use ratelimit::{Bucket, Class, Clock, Cost, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::backend::Chain;
@@ -135,38 +135,35 @@ impl Limiter {
         })
     }
 
-    /// Whether no limit is set (nothing can wait): the request path skips the limiter.
-    pub fn is_unlimited(&self) -> bool {
-        self.unlimited.load(Ordering::Relaxed)
-    }
-
     /// The timerfd to watch for readability; then call [`Self::on_timer`].
     pub fn timer_fd(&self) -> RawFd {
         self.state.lock().unwrap().1.as_raw_fd()
     }
 
-    /// Admits `item` now (returned) or parks it (None) and arms the timer.
-    pub fn admit(&self, mut item: Parked, cost: request::Cost) -> Option<Parked> {
+    /// Admits a request costing `cost` now (true), or parks the item `park` builds and arms the
+    /// timer (false). The item (a chain and a vring handle) is built only for a request that
+    /// waits: the common, admitted path costs a lock and a clock read.
+    pub fn admit(&self, cost: request::Cost, park: impl FnOnce() -> Parked) -> bool {
         if self.unlimited.load(Ordering::Relaxed) {
-            return Some(item);
+            return true;
         }
         let Some((mut class, cost)) = charge(cost) else {
-            return Some(item);
+            return true;
         };
         if self.one_queue {
             class = Class::Write;
         }
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
-        item.since = Some(now);
-        match st.0.submit(item, class, cost, now) {
-            Admission::Admitted(item) => Some(item),
-            Admission::Parked => {
-                let (th, timer) = &mut *st;
-                arm(th, timer, now);
-                None
-            }
+        let (th, timer) = &mut *st;
+        if th.try_admit(class, cost, now) {
+            return true;
         }
+        let mut item = park();
+        item.since = Some(now);
+        th.park(item, class, cost, now);
+        arm(th, timer, now);
+        false
     }
 
     /// Releases every parked chain whose tokens now exist, and re-arms the timer.
