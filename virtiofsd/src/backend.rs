@@ -34,7 +34,7 @@ use crate::fs::Fs;
 use crate::pool::Pool;
 use crate::request::{self, Cost, Policy, QueueKind, Session, Verdict};
 use crate::stats::Stats;
-use crate::throttle::{Limiter, Parked};
+use crate::throttle::Limiter;
 use crate::vring::{FsVring, GuestMem};
 
 /// One chain popped from a ring, with the memory it lives in.
@@ -438,19 +438,9 @@ impl FsBackend {
                     self.stats.record(cost);
                 }
                 match verdict {
-                    // Only a request that waits becomes a parked item (owning a vring).
                     Verdict::Serve { cost, .. } => {
-                        let mut chain = Some(chain);
-                        let park = || Parked {
-                            chain: chain.take().expect("parked once"),
-                            verdict,
-                            vring: vring.clone(),
-                            since: None,
-                        };
-                        if self.limiter.admit(cost, park) {
-                            if let Some(chain) = chain {
-                                self.dispatch(chain, verdict, vring);
-                            }
+                        if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {
+                            self.dispatch(chain, verdict, vring);
                         }
                     }
                     _ => self.dispatch(chain, verdict, vring),

@@ -84,7 +84,8 @@ impl Pool {
         let wake = {
             let mut q = self.shared.queue.lock().unwrap();
             q.jobs.push_back(job);
-            q.idle > q.jobs.len() - 1
+            // Wake one only if an idle worker is left over for this job.
+            q.idle >= q.jobs.len()
         };
         if wake {
             self.shared.wake.notify_one();

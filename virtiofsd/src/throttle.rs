@@ -72,8 +72,8 @@ pub struct Parked {
     pub chain: Chain,
     pub verdict: Verdict,
     pub vring: FsVring,
-    /// When it was parked (set by the limiter).
-    pub since: Option<Instant>,
+    /// When it was parked.
+    pub since: Instant,
 }
 
 /// The class and cost of a request.
@@ -140,15 +140,22 @@ impl Limiter {
         self.state.lock().unwrap().1.as_raw_fd()
     }
 
-    /// Admits a request costing `cost` now (true), or parks the item `park` builds and arms the
-    /// timer (false). The item (a chain and a vring handle) is built only for a request that
-    /// waits: the common, admitted path costs a lock and a clock read.
-    pub fn admit(&self, cost: request::Cost, park: impl FnOnce() -> Parked) -> bool {
+    /// Admits a request costing `cost` now (the chain is handed back), or parks it with what
+    /// finishing it later needs and arms the timer (None). A parked item (with its vring
+    /// handle) is built only for a request that waits: the admitted path costs a lock and a
+    /// clock read.
+    pub fn admit(
+        &self,
+        cost: request::Cost,
+        chain: Chain,
+        verdict: Verdict,
+        vring: &FsVring,
+    ) -> Option<Chain> {
         if self.unlimited.load(Ordering::Relaxed) {
-            return true;
+            return Some(chain);
         }
         let Some((mut class, cost)) = charge(cost) else {
-            return true;
+            return Some(chain);
         };
         if self.one_queue {
             class = Class::Write;
@@ -157,13 +164,17 @@ impl Limiter {
         let now = self.clock.now();
         let (th, timer) = &mut *st;
         if th.try_admit(class, cost, now) {
-            return true;
+            return Some(chain);
         }
-        let mut item = park();
-        item.since = Some(now);
+        let item = Parked {
+            chain,
+            verdict,
+            vring: vring.clone(),
+            since: now,
+        };
         th.park(item, class, cost, now);
         arm(th, timer, now);
-        false
+        None
     }
 
     /// Releases every parked chain whose tokens now exist, and re-arms the timer.
@@ -188,9 +199,8 @@ impl Limiter {
 
     fn record_waits(&self, released: &[Parked], now: Instant) {
         for p in released {
-            if let Some(since) = p.since {
-                self.stats.record_wait(now.saturating_duration_since(since));
-            }
+            self.stats
+                .record_wait(now.saturating_duration_since(p.since));
         }
     }
 
