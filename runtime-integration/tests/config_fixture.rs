@@ -149,7 +149,8 @@ fn shipped_configs_parse() {
                 "--fs-bw-burst=20000000",
                 "--fs-bw-size=10000000",
                 "--thread-pool-size=1",
-                "--announce-submounts"
+                "--announce-submounts",
+                "--pod-args-follow"
             ],
             "{file}"
         );

@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use ratelimit::Limit;
 
 use crate::caps::{parse_modcaps, CapChange};
+use crate::pod_args::BOUNDARY;
 pub use crate::sandbox::SandboxMode;
 pub use crate::seccomp::SeccompAction;
 use crate::throttle::Limits;
@@ -33,7 +34,8 @@ Rate limits (token buckets, per daemon = per sandbox):
   Reads served from the guest's page cache never reach the daemon and are not counted;
   writeback and mmap writes are.";
 
-fn quantity(s: &str) -> Result<u64, String> {
+/// A `--fs-*` value: an integer with an optional unit.
+pub(crate) fn quantity(s: &str) -> Result<u64, String> {
     ratelimit::parse_quantity(s).map_err(|e| e.to_string())
 }
 
@@ -252,6 +254,13 @@ pub struct Cli {
     #[arg(short = 'f')]
     pub compat_foreground: bool,
 
+    /// Ends the operator's arguments (put it last in Kata's `virtio_fs_extra_args`): every
+    /// argument after it comes from a pod and may only tighten the `--fs-*` limits; anything
+    /// else there exits 2. Kata's own trailing `--xattr` is accepted.
+    #[arg(long = "pod-args-follow", num_args = 0.., allow_hyphen_values = true,
+          value_name = "POD ARGS")]
+    pub pod_args: Option<Vec<String>>,
+
     /// Upstream flags this daemon does not implement (rejected with a message).
     #[arg(long = "unsupported", hide = true, num_args = 0..=1, require_equals = true,
           value_name = "V", aliases = UNSUPPORTED)]
@@ -389,6 +398,20 @@ impl Cli {
 
     /// Checks what clap cannot: required combinations, paths, descriptors, unsupported flags.
     pub fn into_config(mut self) -> Result<Config, UsageError> {
+        if seeded_trust_pod_args() && self.pod_args.is_some() {
+            // Upstream's behaviour: the boundary ignored, every argument parsed alike.
+            let args = std::env::args().filter(|a| a != BOUNDARY);
+            self = Cli::try_parse_from(args).map_err(|e| UsageError(e.to_string()))?;
+        }
+        // The pod's arguments first: a refused one is named as the pod's, whatever it is.
+        if let Some(tokens) = self.pod_args.take() {
+            if std::env::args().any(|a| a.starts_with(&format!("{BOUNDARY}="))) {
+                return usage(format!(
+                    "{BOUNDARY} takes no value: put it last in virtio_fs_extra_args"
+                ));
+            }
+            crate::pod_args::apply(&mut self, &tokens)?;
+        }
         if let Some(flag) = unsupported_flag_used() {
             return usage(format!("--{flag} is not supported by this virtiofsd"));
         }
@@ -468,6 +491,13 @@ impl Cli {
             syslog: self.syslog,
         })
     }
+}
+
+/// Seeded bug for the pod-argument tests: builds with the `seeded-bugs` feature ignore the
+/// boundary when this variable is set, so the tests can show they catch a daemon without it.
+fn seeded_trust_pod_args() -> bool {
+    cfg!(feature = "seeded-bugs")
+        && std::env::var_os("VIRTIOFSD_SEEDED_BUG_TRUST_POD_ARGS").is_some()
 }
 
 /// `--api-socket=auto`: beside the vhost-user socket, `<path>.api`.

@@ -86,6 +86,8 @@ pub fn daemon_bin(build: Build) -> PathBuf {
 pub struct Daemon {
     child: Option<Child>,
     stderr: std::sync::Arc<Mutex<String>>,
+    /// Set when stderr reached end of file (every writer exited).
+    stderr_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The vhost-user socket path (when started with `--socket-path`).
     pub socket: PathBuf,
 }
@@ -113,6 +115,14 @@ impl Daemon {
         d
     }
 
+    /// Starts `bin` with exactly `args` (the caller's argv names the socket) and waits for
+    /// nothing.
+    pub fn spawn(bin: &Path, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin);
+        cmd.args(args).envs(env.iter().copied());
+        Daemon::spawn_cmd(cmd, socket)
+    }
+
     /// The pid of the daemon.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
@@ -130,11 +140,18 @@ impl Daemon {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Waits up to `timeout` for the daemon to exit.
+    /// Waits up to `timeout` for the daemon to exit; then (≤ 2 s more) for the last of its
+    /// stderr, so [`Daemon::stderr`] holds everything it wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_status() {
+                let drained = Instant::now() + Duration::from_secs(2);
+                while !self.stderr_done.load(std::sync::atomic::Ordering::Acquire)
+                    && Instant::now() < drained
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 return Some(st);
             }
             if Instant::now() >= deadline {
@@ -177,16 +194,20 @@ impl Daemon {
         let stderr = std::sync::Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let stderr_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stderr_done.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
         Daemon {
             child: Some(child),
             stderr,
+            stderr_done,
             socket: socket.to_path_buf(),
         }
     }
