@@ -29,7 +29,16 @@ use crate::{api, caps, sandbox, seccomp};
 /// the parent removes the files once the child has exited.
 #[derive(Default)]
 struct Cleanup {
-    held: Mutex<(Vec<(std::fs::File, std::ffi::CString)>, Option<PidFile>)>,
+    held: Mutex<Held>,
+}
+
+/// The descriptors [`Cleanup`] holds.
+#[derive(Default)]
+struct Held {
+    /// (directory, name) of each file to remove.
+    files: Vec<(std::fs::File, std::ffi::CString)>,
+    /// Kept open: the lock lasts as long as the descriptor.
+    _lock: Option<PidFile>,
 }
 
 impl Cleanup {
@@ -43,7 +52,10 @@ impl Cleanup {
             })
             .collect();
         Cleanup {
-            held: Mutex::new((files, pid_file)),
+            held: Mutex::new(Held {
+                files,
+                _lock: pid_file,
+            }),
         }
     }
 
@@ -55,7 +67,7 @@ impl Cleanup {
 
     fn exit(&self, code: i32) -> ! {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for (dir, name) in &held.0 {
+        for (dir, name) in &held.files {
             // SAFETY: unlinkat on a directory fd we own and a valid C string.
             unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
         }

@@ -26,7 +26,7 @@ use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{FuseSession, ROOT_ID};
 
 const READY: &str = "Waiting for vhost-user socket connection";
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const PROC_SUPER_MAGIC: libc::__fsword_t = 0x9fa0;
 
 /// Waits until the daemon logged that it accepts (it is then confined).
 fn wait_ready(d: &mut Daemon) {
@@ -110,7 +110,7 @@ fn classify(pid: u32, share: &Path) -> Vec<(u32, String, Held)> {
         } else {
             match stat(&e.path()) {
                 Err(err) => Held::Host(format!("cannot stat: {err}")),
-                Ok((st, sf)) if sf.f_type as i64 == PROC_SUPER_MAGIC => match st.st_dev {
+                Ok((st, sf)) if sf.f_type == PROC_SUPER_MAGIC => match st.st_dev {
                     d if d == host_proc => Held::Host("the host's procfs".into()),
                     dev => Held::SandboxProc {
                         fd,
@@ -237,7 +237,6 @@ fn descriptors_hold_nothing_of_the_host(mode: &str) {
     let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &args, &[]);
     wait_ready(&mut d);
     let pid = confined_pid(&d);
-    assert_ne!(pid, d.pid(), "{mode}: the confined process is a child");
 
     // Before any request: the share root, the sandbox's procfs, sockets and kernel objects.
     let before = classify(pid, &s.share);
@@ -261,6 +260,8 @@ fn descriptors_hold_nothing_of_the_host(mode: &str) {
         !mountinfo.contains(" - proc "),
         "{mode}: no procfs is reachable from its root:\n{mountinfo}"
     );
+
+    assert_ne!(pid, d.pid(), "{mode}: the confined process is a child");
 
     // After a workload (files and directories still open): still nothing outside the share.
     let mut fs = FuseSession::connect(s.socket()).unwrap();
