@@ -29,7 +29,7 @@ use std::path::Path;
 pub enum SandboxMode {
     /// Namespaces + pivot_root into the shared directory (default; needs root).
     Namespace,
-    /// chroot into the shared directory (needs root).
+    /// New pid and mount namespaces + chroot into the shared directory (needs root).
     Chroot,
     /// No sandbox.
     None,

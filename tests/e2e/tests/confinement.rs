@@ -6,7 +6,8 @@
 //!   the first FUSE request only the share root may be open; after a workload, nothing outside
 //!   the share. The procfs it holds must be one of its own pid namespace mounted `subset=pid`:
 //!   from its `/proc/<pid>/fd` directory, `../..` lists only `1`, `self` and `thread-self`, and
-//!   `../../1/root` is the share (with the host's procfs it is the host's root).
+//!   `../../1/root` is the share (with the host's procfs it is the host's root). The daemon is
+//!   started with a descriptor of a host directory leaked to it, as a careless runtime might.
 //! - Sockets: the vhost-user and API sockets are connected to the instant their path appears,
 //!   over many starts in every sandbox mode: every connect succeeds, and the API socket is 0600
 //!   from its first appearance. A seeded bug (bind in place, a pause before listen, the mode set
@@ -234,7 +235,14 @@ fn descriptors_hold_nothing_of_the_host(mode: &str) {
         "--announce-submounts",
         "--api-socket=auto",
     ];
+    // A descriptor of a host directory leaked by whoever starts the daemon (not close-on-exec).
+    let outside = CString::new(s.outside.as_os_str().as_bytes()).unwrap();
+    // SAFETY: open(2) of a NUL-terminated path; closed below.
+    let leaked = unsafe { libc::open(outside.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(leaked >= 0, "open {}", s.outside.display());
     let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &args, &[]);
+    // SAFETY: our own descriptor, opened above.
+    unsafe { libc::close(leaked) };
     wait_ready(&mut d);
     let pid = confined_pid(&d);
 
