@@ -136,10 +136,9 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         .transpose()
         .map_err(|e| format!("--api-socket: {e}"))?;
 
-    // Isolation, before any thread exists: the namespace sandbox forks, and only the child
+    // Isolation, before any thread exists: a sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
     let listener_fd = listener.as_raw_fd();
-    let api_fd = api_listener.as_ref().map(AsRawFd::as_raw_fd);
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
@@ -147,15 +146,11 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         sandbox::Sides {
             // The confined child: the parent outside holds the host's directories and removes.
             child: || cleanup.release(),
-            parent_started: || {
-                // SAFETY: the parent never serves; only the child keeps the listening sockets.
+            parent_exited: |status| {
+                // SAFETY: the parent never serves; only the child keeps the listening socket.
                 unsafe { libc::close(listener_fd) };
-                if let Some(fd) = api_fd {
-                    // SAFETY: as above.
-                    unsafe { libc::close(fd) };
-                }
+                cleanup.exit(status)
             },
-            parent_exited: |status| cleanup.exit(status),
         },
     );
     let fs = fs

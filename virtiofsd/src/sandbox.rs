@@ -76,13 +76,11 @@ pub fn needs_root(mode: SandboxMode) -> bool {
     mode != SandboxMode::None
 }
 
-/// What each side of the sandbox's fork does first: the confined `child` lets go of what only
-/// the parent needs; the parent outside runs `parent_started` right after the fork (closing
-/// what only the child uses) and `parent_exited(status)` once the child has exited (removing
-/// what must go), then exits with that status.
-pub struct Sides<C: FnOnce(), S: FnOnce(), E: FnOnce(i32)> {
+/// What each side of the sandbox's fork does: the confined `child`, first, lets go of what
+/// only the parent needs; the parent outside runs `parent_exited(status)` once the child has
+/// exited (removing what must go), then exits with that status.
+pub struct Sides<C: FnOnce(), E: FnOnce(i32)> {
     pub child: C,
-    pub parent_started: S,
     pub parent_exited: E,
 }
 
@@ -94,7 +92,7 @@ pub fn enter<T>(
     mode: SandboxMode,
     shared_dir: &Path,
     prepare: impl FnOnce(&Path) -> io::Result<T>,
-    sides: Sides<impl FnOnce(), impl FnOnce(), impl FnOnce(i32)>,
+    sides: Sides<impl FnOnce(), impl FnOnce(i32)>,
 ) -> io::Result<T> {
     // SAFETY: geteuid has no preconditions.
     if needs_root(mode) && unsafe { libc::geteuid() } != 0 {
@@ -138,7 +136,7 @@ pub fn enter<T>(
 /// the host's mounts, to clean up). Returns in the child only.
 fn fork_into_namespaces(
     flags: libc::c_int,
-    sides: Sides<impl FnOnce(), impl FnOnce(), impl FnOnce(i32)>,
+    sides: Sides<impl FnOnce(), impl FnOnce(i32)>,
 ) -> io::Result<()> {
     // SAFETY: CLONE_NEWPID only affects children created after this call.
     check(
@@ -159,7 +157,6 @@ fn fork_into_namespaces(
             check(unsafe { libc::unshare(flags) }, "unshare")
         }
         child => {
-            (sides.parent_started)();
             let status = wait_child(child);
             (sides.parent_exited)(status);
             std::process::exit(status)
