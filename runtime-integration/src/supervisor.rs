@@ -10,8 +10,8 @@
 //! * Go style: we bind and listen on the socket ourselves and pass it as fd 3, so the VMM can
 //!   connect at once. We still wait up to [`StartOptions::settle`] (or until the daemon logs
 //!   its ready line) and report an early exit with the daemon's last output.
-//! * rs style: ready when the log shows [`READY_LINE`] or the socket is listening (checked in
-//!   `/proc/net/unix`, without connecting: the daemon serves a single connection), within
+//! * rs style: ready when the log shows [`READY_LINE`] or the socket is listening (checked with
+//!   [`socket_listening`], without connecting: the daemon serves a single connection), within
 //!   [`StartOptions::ready_timeout`]; otherwise the daemon is killed and the error carries its
 //!   last output.
 //! * Both styles, with [`StartOptions::api_socket`] (the default): also until the API socket
