@@ -46,7 +46,8 @@ impl Cleanup {
         let files = paths
             .iter()
             .filter_map(|p| {
-                let dir = std::fs::File::open(p.parent()?).ok()?;
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))).ok()?;
                 let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
                 Some((dir, name))
             })

@@ -316,8 +316,14 @@ fn chroot_sandbox_holds_nothing_of_the_host() {
 
 /// Spawns the daemon without waiting for anything; it dies with the test.
 fn spawn(build: Build, args: &[String], env: &[(&str, &str)]) -> Child {
+    spawn_in(build, args, env, Path::new("."))
+}
+
+/// [`spawn`] in working directory `cwd`.
+fn spawn_in(build: Build, args: &[String], env: &[(&str, &str)], cwd: &Path) -> Child {
     let mut cmd = Command::new(daemon_bin(build));
     cmd.args(args)
+        .current_dir(cwd)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -461,4 +467,32 @@ fn sockets_listen_when_they_appear_seeded_bug_is_caught() {
         refused > 0 && mode > 0,
         "the bind-in-place seeded bug went unnoticed: {failures:#?}"
     );
+}
+
+/// A relative `--socket-path` (and the API socket and pid file beside it) is removed at exit
+/// too, by the parent outside the sandbox.
+#[test]
+fn relative_socket_paths_are_removed_at_exit() {
+    for mode in ["namespace", "chroot", "none"] {
+        let s = Scratch::new();
+        let args = [
+            format!("--shared-dir={}", s.share.display()),
+            "--socket-path=rel.sock".to_string(),
+            "--api-socket=auto".to_string(),
+            format!("--sandbox={mode}"),
+        ];
+        let mut child = spawn_in(Build::Normal, &args, &[], s.dir.path());
+        let sock = s.dir.path().join("rel.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() || !s.dir.path().join("rel.sock.api").exists() {
+            assert!(child.try_wait().unwrap().is_none(), "{mode}: exited early");
+            assert!(Instant::now() < deadline, "{mode}: no sockets");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(UnixStream::connect(&sock).unwrap());
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{mode}");
+        for f in ["rel.sock", "rel.sock.api", "rel.sock.pid"] {
+            assert!(!s.dir.path().join(f).exists(), "{mode}: {f} left behind");
+        }
+    }
 }
