@@ -10,8 +10,8 @@
 //! * Go style: we bind and listen on the socket ourselves and pass it as fd 3, so the VMM can
 //!   connect at once. We still wait up to [`StartOptions::settle`] (or until the daemon logs
 //!   its ready line) and report an early exit with the daemon's last output.
-//! * rs style: ready when the log shows [`READY_LINE`] or the socket is listening (checked in
-//!   `/proc/net/unix`, without connecting: the daemon serves a single connection), within
+//! * rs style: ready when the log shows [`READY_LINE`] or the socket is listening (checked with
+//!   [`socket_listening`], without connecting: the daemon serves a single connection), within
 //!   [`StartOptions::ready_timeout`]; otherwise the daemon is killed and the error carries its
 //!   last output.
 //! * Both styles, with [`StartOptions::api_socket`] (the default): also until the API socket
@@ -386,19 +386,85 @@ pub fn liveness(pid: u32, start_time: u64) -> Liveness {
     }
 }
 
-/// Whether a unix socket bound at `path` is listening (from `/proc/net/unix`, flag
-/// `__SO_ACCEPTCON`), without connecting to it.
+/// Whether the unix socket file at `path` has a listening socket behind it, without
+/// connecting to it: a listening socket of this network namespace bound to that very file
+/// (device and inode, from the kernel's unix sock_diag), so a socket bound under another name
+/// and renamed into place (as the daemon does) counts, and a stale file does not.
 pub fn socket_listening(path: &Path) -> bool {
-    let Ok(t) = fs::read_to_string("/proc/net/unix") else {
+    use std::os::unix::fs::MetadataExt;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_VFS: u32 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
+    const TCP_LISTEN: u32 = 10;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let Ok(md) = fs::symlink_metadata(path) else {
         return false;
     };
-    let want = path.to_string_lossy();
-    t.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 8
-            && f[7] == want
-            && u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x10000 != 0)
-    })
+    // SAFETY: a new netlink socket, owned by `sock` from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // nlmsghdr (16 bytes), then unix_diag_req: family, protocol, pad, states, ino, show,
+    // cookie[2].
+    let mut req = Vec::with_capacity(40);
+    req.extend(40u32.to_ne_bytes());
+    req.extend(SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend(((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend([0u8; 8]);
+    req.extend([libc::AF_UNIX as u8, 0, 0, 0]);
+    req.extend((1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend(0u32.to_ne_bytes());
+    req.extend(UDIAG_SHOW_VFS.to_ne_bytes());
+    req.extend([0u8; 8]);
+    // SAFETY: send(2) of our buffer on our socket (to the kernel: no address needed).
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return false;
+    }
+    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap());
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // SAFETY: recv(2) into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(n) = usize::try_from(n) else {
+            return false;
+        };
+        let mut msgs = &buf[..n];
+        while msgs.len() >= 16 {
+            let len = (u32_at(msgs, 0) as usize).min(msgs.len());
+            match u16_at(msgs, 4) {
+                NLMSG_DONE | NLMSG_ERROR => return false,
+                _ if len < 16 => return false,
+                _ => {}
+            }
+            // unix_diag_msg (16 bytes), then attributes: (len u16, type u16, payload), 4-aligned.
+            let mut attrs = msgs.get(32..len).unwrap_or_default();
+            while attrs.len() >= 4 {
+                let alen = (u16_at(attrs, 0) as usize).clamp(4, attrs.len());
+                if u16_at(attrs, 2) == UNIX_DIAG_VFS && alen >= 12 {
+                    // unix_diag_vfs: inode (its low 32 bits), then the device in the kernel's
+                    // encoding.
+                    let (ino, kdev) = (u32_at(attrs, 4), u32_at(attrs, 8));
+                    let dev = libc::makedev(kdev >> 20, kdev & 0xf_ffff);
+                    if ino == md.ino() as u32 && dev == md.dev() {
+                        return true;
+                    }
+                }
+                attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
+            }
+            msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+        }
+    }
 }
 
 /// Copies `input` to `path`, rotating to `<path>.1` when the file would exceed `limit` bytes;
@@ -1291,5 +1357,26 @@ mod tests {
             7
         );
         assert!(!w.signal(libc::SIGTERM), "no signal after reaping");
+    }
+
+    #[test]
+    fn socket_listening_by_the_file_behind_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.sock"), d.path().join("b.sock"));
+        let la = UnixListener::bind(&a).unwrap();
+        assert!(socket_listening(&a), "bound in place");
+        // Bound under another name and renamed into place, as the daemon does.
+        std::fs::create_dir(d.path().join("p")).unwrap();
+        let lb = UnixListener::bind(d.path().join("p/s")).unwrap();
+        std::fs::rename(d.path().join("p/s"), &b).unwrap();
+        assert!(socket_listening(&b), "renamed into place");
+        drop((la, lb));
+        assert!(
+            !socket_listening(&a) && !socket_listening(&b),
+            "stale files"
+        );
+        fs::write(d.path().join("f"), b"").unwrap();
+        assert!(!socket_listening(&d.path().join("f")), "a regular file");
+        assert!(!socket_listening(&d.path().join("none")), "nothing");
     }
 }

@@ -16,7 +16,6 @@
 //! the limiter's, briefly.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,13 +39,11 @@ pub struct Api {
     pub stats: Arc<Stats>,
 }
 
-/// Binds the socket (0600), replacing a stale one. Done before the sandbox: the path is
-/// outside the shared directory.
+/// Binds the socket, replacing a stale one; it appears with mode 0600 and listening (see
+/// [`crate::setup::bind_socket`]). Done before the sandbox: the path is outside the shared
+/// directory.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    crate::setup::bind_socket(path, Some(0o600), None)
 }
 
 /// Serves `listener` on a thread of its own.

@@ -178,7 +178,7 @@ pub struct Cli {
     pub thread_pool_size: usize,
 
     /// Isolation: namespace (new mount/pid/net/ipc/uts namespaces, pivot into the shared
-    /// directory), chroot, or none (unprivileged use).
+    /// directory), chroot (new mount/pid namespaces, chroot into it), or none (unprivileged use).
     #[arg(long, value_enum, default_value_t = DEFAULT_SANDBOX)]
     pub sandbox: SandboxMode,
 

@@ -5,8 +5,8 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use log::{error, info};
 use vhost::vhost_user::Error as VuError;
@@ -22,28 +22,53 @@ use crate::stats::Stats;
 use crate::throttle::Limiter;
 use crate::{api, caps, sandbox, seccomp};
 
-/// Files we created (socket, pid lock), removed on every exit path we control. Each is held as
-/// (directory fd, name), so removal works after the sandbox has changed the root.
+/// What the daemon holds of the host's filesystem to clean up: the files we created (socket,
+/// pid lock, API socket), each as (directory fd, name) so removal works whatever the root,
+/// and the pid lock itself. Only the process outside the sandbox keeps it: the confined child
+/// lets go of it ([`Cleanup::release`]), so it holds no descriptor of a host directory, and
+/// the parent removes the files once the child has exited.
 #[derive(Default)]
 struct Cleanup {
+    held: Mutex<Held>,
+}
+
+/// The descriptors [`Cleanup`] holds.
+#[derive(Default)]
+struct Held {
+    /// (directory, name) of each file to remove.
     files: Vec<(std::fs::File, std::ffi::CString)>,
+    /// Kept open: the lock lasts as long as the descriptor.
+    _lock: Option<PidFile>,
 }
 
 impl Cleanup {
-    fn new(paths: &[&Path]) -> Cleanup {
+    fn new(paths: &[PathBuf], pid_file: Option<PidFile>) -> Cleanup {
         let files = paths
             .iter()
             .filter_map(|p| {
-                let dir = std::fs::File::open(p.parent()?).ok()?;
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))).ok()?;
                 let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
                 Some((dir, name))
             })
             .collect();
-        Cleanup { files }
+        Cleanup {
+            held: Mutex::new(Held {
+                files,
+                _lock: pid_file,
+            }),
+        }
+    }
+
+    /// Closes every descriptor held (the confined child: the parent outside cleans up).
+    fn release(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = Default::default();
     }
 
     fn exit(&self, code: i32) -> ! {
-        for (dir, name) in &self.files {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (dir, name) in &held.files {
             // SAFETY: unlinkat on a directory fd we own and a valid C string.
             unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
         }
@@ -60,6 +85,10 @@ fn name_checks_enabled() -> bool {
 
 /// Runs the daemon until the frontend goes away; returns the exit status.
 pub fn run(cfg: Config) -> i32 {
+    setup::close_inherited(match cfg.listen {
+        Listen::Fd(fd) => Some(fd),
+        Listen::Path { .. } => None,
+    });
     // Released once the handlers exist (after the sandbox's fork, in both processes).
     setup::hold_termination_signals(true);
     setup::logging(cfg.log_level, cfg.syslog);
@@ -74,12 +103,12 @@ pub fn run(cfg: Config) -> i32 {
         },
         Listen::Fd(_) => None,
     };
-    let mut ours: Vec<&Path> = match (&cfg.listen, &pid_file) {
-        (Listen::Path { path, .. }, Some(p)) => vec![path, p.path()],
+    let mut ours: Vec<PathBuf> = match (&cfg.listen, &pid_file) {
+        (Listen::Path { path, .. }, Some(p)) => vec![path.clone(), p.path().to_path_buf()],
         _ => Vec::new(),
     };
-    ours.extend(cfg.api_socket.as_deref());
-    let cleanup = Arc::new(Cleanup::new(&ours));
+    ours.extend(cfg.api_socket.clone());
+    let cleanup = Arc::new(Cleanup::new(&ours, pid_file));
     let code = serve(&cfg, &cleanup).unwrap_or_else(|e| {
         error!("{e}");
         1
@@ -108,17 +137,21 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         .transpose()
         .map_err(|e| format!("--api-socket: {e}"))?;
 
-    // Isolation, before any thread exists: the namespace sandbox forks, and only the child
+    // Isolation, before any thread exists: a sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
     let listener_fd = listener.as_raw_fd();
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
         |root| crate::fs::open(cfg, policy.check_names, root),
-        |status| {
-            // SAFETY: the parent never serves; only the child keeps the listening socket.
-            unsafe { libc::close(listener_fd) };
-            cleanup.exit(status)
+        sandbox::Sides {
+            // The confined child: the parent outside holds the host's directories and removes.
+            child: || cleanup.release(),
+            parent_exited: |status| {
+                // SAFETY: the parent never serves; only the child keeps the listening socket.
+                unsafe { libc::close(listener_fd) };
+                cleanup.exit(status)
+            },
         },
     );
     let fs = fs

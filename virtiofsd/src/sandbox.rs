@@ -1,16 +1,20 @@
 //! `--sandbox`: the second wall around the shared directory (name checks are the first).
 //!
-//! - `namespace` (default, as upstream): new mount, pid, net, ipc and uts namespaces. The
-//!   process forks: the parent stays outside, forwards SIGTERM/SIGINT/SIGHUP, waits, removes the
-//!   socket and pid file, and exits with the child's status; the child (pid 1 of the new pid
-//!   namespace, killed if the parent dies) marks every mount a slave, so bind mounts the runtime
-//!   adds under the shared directory later still reach the guest, mounts a fresh /proc, prepares
-//!   the filesystem (which keeps /proc/self/fd open), then pivots into the shared directory.
-//! - `chroot`: prepares the filesystem, then chroots into the shared directory.
+//! - `namespace` (default, as upstream) and `chroot`: the process forks into a new pid
+//!   namespace. The parent stays outside: it forwards SIGTERM/SIGINT/SIGHUP, waits, removes the
+//!   socket and pid file, and exits with the child's status. The child (pid 1 of the new pid
+//!   namespace, killed if the parent dies) unshares the mount namespace (`namespace` also the
+//!   net, ipc and uts namespaces), marks every mount a slave, so bind mounts the runtime adds
+//!   under the shared directory later still reach the guest, and mounts a procfs of its own
+//!   pid namespace with `subset=pid` on /proc: the only procfs it ever holds (for
+//!   `/proc/self/fd` and the mount table) shows its own process and nothing of the host's, no
+//!   other process, no `/proc/sys`, no `/proc/sysrq-trigger`. It then prepares the
+//!   filesystem and pivots (`namespace`) or chroots (`chroot`) into the shared directory.
 //!
 //! In both, the filesystem's root is opened only after the root has changed, as `/`: the
 //! shared directory is then the process root, where the kernel stops `..`, and the library's
-//! re-import of its root at every FUSE INIT finds it.
+//! re-import of its root at every FUSE INIT finds it. The caller closes, in the child, every
+//! descriptor of the host it opened before (the parent keeps what it needs for clean-up).
 //! - `none`: no isolation (rootless setups); names are still checked.
 //!
 //! Everything here runs before any thread is started (fork and threads do not mix).
@@ -25,7 +29,7 @@ use std::path::Path;
 pub enum SandboxMode {
     /// Namespaces + pivot_root into the shared directory (default; needs root).
     Namespace,
-    /// chroot into the shared directory (needs root).
+    /// New pid and mount namespaces + chroot into the shared directory (needs root).
     Chroot,
     /// No sandbox.
     None,
@@ -49,6 +53,7 @@ fn mount(
     dst: &Path,
     fstype: Option<&str>,
     flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
 ) -> io::Result<()> {
     let src = src.map(cstr).transpose()?;
     let dst_c = cstr(dst)?;
@@ -60,7 +65,7 @@ fn mount(
             dst_c.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             flags,
-            std::ptr::null(),
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
         )
     };
     check(rc, &format!("mount {}", dst.display()))
@@ -71,16 +76,23 @@ pub fn needs_root(mode: SandboxMode) -> bool {
     mode != SandboxMode::None
 }
 
+/// What each side of the sandbox's fork does: the confined `child`, first, lets go of what
+/// only the parent needs; the parent outside runs `parent_exited(status)` once the child has
+/// exited (removing what must go), then exits with that status.
+pub struct Sides<C: FnOnce(), E: FnOnce(i32)> {
+    pub child: C,
+    pub parent_exited: E,
+}
+
 /// Enters `mode` around `shared_dir`. `prepare(root)` runs where the filesystem must be
-/// created (after fork and /proc, before the root changes) and gets the path its root will have
-/// once inside (`/` in a sandbox); the caller imports the root after this returns. In
-/// `namespace` mode only the child returns; the parent calls `on_parent_exit(status)` and exits
-/// with the child's status.
+/// created (in the child, after its /proc is mounted, before the root changes) and gets the
+/// path its root will have once inside (`/` in a sandbox); the caller imports the root after
+/// this returns. In a sandbox only the child returns; each side runs its hooks of `sides`.
 pub fn enter<T>(
     mode: SandboxMode,
     shared_dir: &Path,
     prepare: impl FnOnce(&Path) -> io::Result<T>,
-    on_parent_exit: impl FnOnce(i32),
+    sides: Sides<impl FnOnce(), impl FnOnce(i32)>,
 ) -> io::Result<T> {
     // SAFETY: geteuid has no preconditions.
     if needs_root(mode) && unsafe { libc::geteuid() } != 0 {
@@ -91,35 +103,41 @@ pub fn enter<T>(
         ));
     }
     let root = Path::new("/");
+    let unshare = match mode {
+        SandboxMode::None => return prepare(shared_dir),
+        SandboxMode::Chroot => libc::CLONE_NEWNS,
+        SandboxMode::Namespace => {
+            libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS
+        }
+    };
+    fork_into_namespaces(unshare, sides)?;
+    mount(None, root, None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    mount(
+        Some(Path::new("proc")),
+        Path::new("/proc"),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"subset=pid"),
+    )?;
+    let t = prepare(root)?;
     match mode {
-        SandboxMode::None => prepare(shared_dir),
-        SandboxMode::Chroot => {
-            let t = prepare(root)?;
+        SandboxMode::Namespace => pivot_into(shared_dir)?,
+        _ => {
             let dir = cstr(shared_dir)?;
             // SAFETY: valid path strings.
             check(unsafe { libc::chroot(dir.as_ptr()) }, "chroot")?;
             check(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir /")?;
-            Ok(t)
-        }
-        SandboxMode::Namespace => {
-            fork_into_namespaces(on_parent_exit)?;
-            mount(None, root, None, libc::MS_SLAVE | libc::MS_REC)?;
-            mount(
-                Some(Path::new("proc")),
-                Path::new("/proc"),
-                Some("proc"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            )?;
-            let t = prepare(root)?;
-            pivot_into(shared_dir)?;
-            Ok(t)
         }
     }
+    Ok(t)
 }
 
-/// Forks into a new pid namespace, then unshares the other namespaces in the child only (the
-/// parent keeps the host's mounts, to clean up). Returns in the child only.
-fn fork_into_namespaces(on_parent_exit: impl FnOnce(i32)) -> io::Result<()> {
+/// Forks into a new pid namespace, then unshares `flags` in the child only (the parent keeps
+/// the host's mounts, to clean up). Returns in the child only.
+fn fork_into_namespaces(
+    flags: libc::c_int,
+    sides: Sides<impl FnOnce(), impl FnOnce(i32)>,
+) -> io::Result<()> {
     // SAFETY: CLONE_NEWPID only affects children created after this call.
     check(
         unsafe { libc::unshare(libc::CLONE_NEWPID) },
@@ -134,14 +152,13 @@ fn fork_into_namespaces(on_parent_exit: impl FnOnce(i32)) -> io::Result<()> {
             // that died before this call cannot be detected; the window is a few instructions.)
             // SAFETY: prctl has no memory-safety preconditions.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let flags =
-                libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+            (sides.child)();
             // SAFETY: unshare with namespace flags only affects this process.
             check(unsafe { libc::unshare(flags) }, "unshare")
         }
         child => {
             let status = wait_child(child);
-            on_parent_exit(status);
+            (sides.parent_exited)(status);
             std::process::exit(status)
         }
     }
@@ -187,7 +204,7 @@ fn wait_child(child: libc::pid_t) -> i32 {
 /// Bind-mounts `dir` on itself (recursively: submounts come along, as slaves) and makes it
 /// the root; the old root is detached.
 fn pivot_into(dir: &Path) -> io::Result<()> {
-    mount(Some(dir), dir, None, libc::MS_BIND | libc::MS_REC)?;
+    mount(Some(dir), dir, None, libc::MS_BIND | libc::MS_REC, None)?;
     let d = cstr(dir)?;
     // SAFETY: valid path strings; pivot_root(".", ".") stacks the old root under the new one,
     // which is then detached.

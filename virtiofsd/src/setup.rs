@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -100,22 +100,17 @@ impl PidFile {
 
 /// Creates the vhost-user listener: binds the path (after the pid lock) or adopts the fd.
 pub fn listener(listen: &Listen) -> io::Result<Listener> {
-    match listen {
-        Listen::Path { path, group: None } => {
-            Listener::new(path, true).map_err(|e| io::Error::other(e.to_string()))
-        }
+    let sock = match listen {
+        Listen::Path { path, group: None } => bind_socket(path, None, None)?,
         Listen::Path {
             path,
             group: Some(g),
-        } => {
-            let gid = group_id(g)?;
-            let sock = bind_for_group(path, gid)?;
-            // SAFETY: a listening socket we own, handed over whole.
-            Ok(unsafe { Listener::from_raw_fd(sock.into_raw_fd()) })
-        }
+        } => bind_socket(path, Some(0o660), Some(group_id(g)?))?,
         // SAFETY: the fd was checked to be a listening socket; it is ours from here on.
-        Listen::Fd(fd) => Ok(unsafe { Listener::from_raw_fd(*fd) }),
-    }
+        Listen::Fd(fd) => return Ok(unsafe { Listener::from_raw_fd(*fd) }),
+    };
+    // SAFETY: a listening socket we own, handed over whole (no path: nothing unlinks it on drop).
+    Ok(unsafe { Listener::from_raw_fd(sock.into_raw_fd()) })
 }
 
 /// The id of group `group`.
@@ -136,35 +131,104 @@ fn group_id(group: &str) -> io::Result<libc::gid_t> {
     Ok(unsafe { (*gr).gr_gid })
 }
 
-/// Binds `path` owned by group `gid`, mode 0660. The socket is bound in a fresh private
-/// directory beside `path`, given to the group, then renamed into place, so it never appears
-/// with the wrong owner or mode (a VMM of the group connecting at once would be refused).
-/// A path too long for that detour is bound in place and changed after.
-fn bind_for_group(path: &Path, gid: libc::gid_t) -> io::Result<UnixListener> {
-    let give = |p: &Path| -> io::Result<()> {
-        std::os::unix::fs::chown(p, None, Some(gid))?;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))
-    };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let tmpdir = private_dir(dir.unwrap_or(Path::new(".")))?;
+/// `sun_path` holds 108 bytes, NUL included.
+const SUN_PATH_MAX: usize = 107;
+
+/// Binds a listening Unix socket at `path` (replacing a stale file), with `mode` (else the
+/// umask's) and group `gid` (else ours). `path` only ever appears with a listening socket of
+/// its final owner and mode behind it: the socket is bound and listening in a fresh private
+/// directory beside `path`, given its owner and mode there, then renamed into place (which
+/// also replaces a stale socket atomically). A connect the moment the path exists succeeds.
+///
+/// When the private directory's name is too long for `sun_path`, the socket is bound through
+/// `/proc/self/fd/<directory fd>/s` instead: the same detour, a short address.
+pub fn bind_socket(
+    path: &Path,
+    mode: Option<u32>,
+    gid: Option<libc::gid_t>,
+) -> io::Result<UnixListener> {
+    if seeded_bind_in_place() {
+        return seeded::bind_in_place(path, mode, gid);
+    }
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let tmpdir = private_dir(parent.unwrap_or(Path::new(".")))?;
     let tmp = tmpdir.join("s");
-    let placed = UnixListener::bind(&tmp).and_then(|sock| {
-        give(&tmp)?;
+    let placed = File::open(&tmpdir).and_then(|dir| {
+        let addr = match tmp.as_os_str().len() <= SUN_PATH_MAX {
+            true => tmp.clone(),
+            false => PathBuf::from(format!("/proc/self/fd/{}/s", dir.as_raw_fd())),
+        };
+        // std's bind is socket + bind + listen: it returns a listening socket.
+        let sock = UnixListener::bind(&addr)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        }
         std::fs::rename(&tmp, path)?;
         Ok(sock)
     });
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_dir(&tmpdir);
-    match placed {
-        Ok(sock) => Ok(sock),
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-            // sun_path is 108 bytes: the detour's name did not fit.
-            let _ = std::fs::remove_file(path);
-            let sock = UnixListener::bind(path)?;
-            give(path)?;
+    placed
+}
+
+/// Seeded bug for the start-up tests: builds with the `seeded-bugs` feature bind sockets the
+/// old way when this variable is set (in place, a pause between bind and listen, the mode set
+/// after). Release builds cannot.
+fn seeded_bind_in_place() -> bool {
+    cfg!(feature = "seeded-bugs")
+        && std::env::var_os("VIRTIOFSD_SEEDED_BUG_BIND_IN_PLACE").is_some()
+}
+
+mod seeded {
+    use super::*;
+
+    /// The old binding: the path exists from bind(), refuses connections until listen(), and
+    /// has the umask's mode until the chmod.
+    pub(super) fn bind_in_place(
+        path: &Path,
+        mode: Option<u32>,
+        gid: Option<libc::gid_t>,
+    ) -> io::Result<UnixListener> {
+        log::warn!(
+            "SEEDED BUG: {} bound in place, then listened on",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        // SAFETY: plain socket calls on a descriptor we own; the address is NUL-padded.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let sock = UnixListener::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            if bytes.len() > SUN_PATH_MAX {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::bind(fd, std::ptr::addr_of!(addr).cast(), len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if libc::listen(fd, 128) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(path, None, Some(gid))?;
+            }
+            if let Some(mode) = mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
             Ok(sock)
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -178,6 +242,38 @@ fn private_dir(dir: &Path) -> io::Result<PathBuf> {
     }
     template.pop();
     Ok(PathBuf::from(std::ffi::OsString::from_vec(template)))
+}
+
+/// Closes every descriptor inherited from whoever started us, but stdin, stdout, stderr and
+/// `keep` (the `--fd` socket): a leaked descriptor of a host directory or file would otherwise
+/// follow the daemon into its sandbox. Run first, before anything of ours is open.
+pub fn close_inherited(keep: Option<RawFd>) {
+    let ranges: &[(u32, u32)] = match keep.and_then(|k| u32::try_from(k).ok()) {
+        Some(k) if k >= 3 => &[(3, k.saturating_sub(1)), (k.saturating_add(1), u32::MAX)],
+        _ => &[(3, u32::MAX)],
+    };
+    for &(first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range only closes descriptors; nothing of ours is open yet.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+        if rc != 0 {
+            // Kernels before 5.9: close what /proc lists.
+            let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                })
+                .into_iter()
+                .flatten()
+                .collect();
+            for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
+                // SAFETY: as above (the directory's own descriptor is already closed).
+                unsafe { libc::close(fd as RawFd) };
+            }
+        }
+    }
 }
 
 /// Raises RLIMIT_NOFILE: `None` means min(1,000,000, nr_open) best effort; `Some(0)` leaves it.

@@ -146,26 +146,31 @@ fn seccomp_actions_on_a_forbidden_call() {
             fs.getattr(ROOT_ID).unwrap();
         }
     }
-    // In the namespace sandbox the parent reports the child's death by SIGSYS as 128 + 31.
-    // (Spawned directly: the daemon is gone before a socket could be waited for.)
-    let s = Scratch::new();
-    let out = Command::new(daemon_bin(Build::Seeded))
-        .arg(format!("--shared-dir={}", s.share.display()))
-        .arg(format!("--socket-path={}", s.socket().display()))
-        .args(["--sandbox=namespace", "--seccomp=kill"])
-        .envs(hook)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGSYS),
-        "{}\n{err}",
-        out.status
-    );
-    assert!(err.contains("TEST HOOK: calling"), "{err}");
-    assert!(!s.socket().exists(), "the parent removes the socket");
+    // In the namespace and chroot sandboxes the parent reports the child's death by SIGSYS as
+    // 128 + 31. (Spawned directly: the daemon is gone before a socket could be waited for.)
+    for mode in ["namespace", "chroot"] {
+        let s = Scratch::new();
+        let out = Command::new(daemon_bin(Build::Seeded))
+            .arg(format!("--shared-dir={}", s.share.display()))
+            .arg(format!("--socket-path={}", s.socket().display()))
+            .args([&format!("--sandbox={mode}"), "--seccomp=kill"])
+            .envs(hook)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGSYS),
+            "{mode}: {}\n{err}",
+            out.status
+        );
+        assert!(err.contains("TEST HOOK: calling"), "{mode}: {err}");
+        assert!(
+            !s.socket().exists(),
+            "{mode}: the parent removes the socket"
+        );
+    }
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -45,21 +45,9 @@ impl Env {
     /// Connects (no INIT yet) with a 5 s reply timeout.
     pub fn connect_with(&self, opts: ConnectOptions) -> FuseSession {
         let opts = ConnectOptions { timeout: T, ..opts };
-        // The socket file appears at bind(), a moment before listen(): retry a refused
-        // connection briefly.
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            match FuseSession::connect_with(self.s.socket(), &opts) {
-                Ok(fs) => return fs,
-                Err(vufs_frontend::Error::Connect { source, .. })
-                    if source.kind() == std::io::ErrorKind::ConnectionRefused
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => panic!("connect: {e}\n{}", self.d.stderr()),
-            }
-        }
+        // The socket only ever appears listening: a refused connection is a bug, not retried.
+        FuseSession::connect_with(self.s.socket(), &opts)
+            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.d.stderr()))
     }
 
     /// Connects and sends the frontend's default INIT.
