@@ -44,6 +44,58 @@ use super::GM;
 // for internal purposes (nowadays, it supports more than that).
 const MAX_MEM_SLOTS: u64 = 509;
 
+/// A memory region refused before anything changed: it reaches past the end of its file, and
+/// touching that part would kill the process with SIGBUS. The request loop keeps serving.
+#[derive(Debug)]
+pub(crate) struct RegionPastEof {
+    mmap_offset: u64,
+    memory_size: u64,
+    file_size: u64,
+}
+
+impl std::fmt::Display for RegionPastEof {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "memory region refused: mmap_offset {:#x} + memory_size {:#x} ",
+            self.mmap_offset, self.memory_size
+        )?;
+        match self.mmap_offset.checked_add(self.memory_size) {
+            Some(_) => write!(f, "is past the end of its file ({:#x} bytes)", self.file_size),
+            None => write!(f, "overflows"),
+        }
+    }
+}
+
+impl error::Error for RegionPastEof {}
+
+impl RegionPastEof {
+    /// Whether a request's error is this refusal.
+    pub(crate) fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|e| e.is::<RegionPastEof>())
+    }
+}
+
+/// Refuses a region whose regular file (memfd, tmpfs, hugetlbfs) is shorter than
+/// `mmap_offset + memory_size`. Other files (devices) have no meaningful size and are not checked.
+fn check_region_in_file(file: &File, mmap_offset: u64, memory_size: u64) -> VhostUserResult<()> {
+    let meta = file.metadata().map_err(VhostUserError::ReqHandlerError)?;
+    if !meta.file_type().is_file() {
+        return Ok(());
+    }
+    match mmap_offset.checked_add(memory_size) {
+        Some(end) if end <= meta.len() => Ok(()),
+        _ => Err(VhostUserError::ReqHandlerError(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            RegionPastEof {
+                mmap_offset,
+                memory_size,
+                file_size: meta.len(),
+            },
+        ))),
+    }
+}
+
 #[derive(Debug)]
 /// Errors related to vhost-user handler.
 pub enum VhostUserHandlerError {
@@ -314,6 +366,7 @@ where
         let mut mappings: Vec<AddrMapping> = Vec::new();
 
         for (region, file) in ctx.iter().zip(files) {
+            check_region_in_file(&file, region.mmap_offset, region.memory_size)?;
             let guest_region = GuestRegionMmap::new(
                 region.mmap_region(file)?,
                 GuestAddress(region.guest_phys_addr),
@@ -603,6 +656,7 @@ where
         region: &VhostUserSingleMemoryRegion,
         file: File,
     ) -> VhostUserResult<()> {
+        check_region_in_file(&file, region.mmap_offset, region.memory_size)?;
         let guest_region = Arc::new(
             GuestRegionMmap::new(
                 region.mmap_region(file)?,

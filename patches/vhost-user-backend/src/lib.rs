@@ -17,7 +17,7 @@ use vhost::vhost_user::{BackendListener, BackendReqHandler, Error as VhostUserEr
 use vm_memory::mmap::NewBitmap;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use self::handler::VhostUserHandler;
+use self::handler::{RegionPastEof, VhostUserHandler};
 
 mod backend;
 pub use self::backend::{VhostUserBackend, VhostUserBackendMut};
@@ -140,7 +140,14 @@ where
         let handle = thread::Builder::new()
             .name(self.name.clone())
             .spawn(move || loop {
-                handler.handle_request().map_err(Error::HandleRequest)?;
+                match handler.handle_request() {
+                    // Refused before anything changed, and answered if the frontend asked
+                    // for a reply: the old memory table stays in use.
+                    Err(VhostUserError::ReqHandlerError(e)) if RegionPastEof::is(&e) => {
+                        error!("{e}");
+                    }
+                    r => r.map_err(Error::HandleRequest)?,
+                }
             })
             .map_err(Error::StartDaemon)?;
 

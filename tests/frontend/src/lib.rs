@@ -72,6 +72,8 @@ pub use fuse::{
 };
 pub use memory::{BufferPool, GuestBuf, GuestMem};
 pub use vhost::{Completion, ConnectOptions, Frontend, HIPRIO_QUEUE, REQUEST_QUEUE};
+/// A memory region as sent in SET_MEM_TABLE / ADD_MEM_REG.
+pub use ::vhost::VhostUserMemoryRegionInfo;
 pub use virtqueue::{
     RawDescriptor, SplitQueue, Token, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
