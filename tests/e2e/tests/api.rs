@@ -211,7 +211,8 @@ fn a_trickling_client_is_cut_at_the_deadline() {
     let _d = start(&s, &[]);
     let t = Instant::now();
     let mut c = UnixStream::connect(api_path(&s)).unwrap();
-    c.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ").unwrap();
+    c.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
     // Between bytes, wait for the reply for a second (the trickle's pace).
     c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut resp = Vec::new();

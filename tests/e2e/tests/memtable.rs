@@ -79,7 +79,10 @@ impl Bad {
             self.mmap_offset
         );
         match self.mmap_offset.checked_add(EXTRA_SIZE) {
-            Some(_) => format!("{head}is past the end of its file ({:#x} bytes)", self.file_len),
+            Some(_) => format!(
+                "{head}is past the end of its file ({:#x} bytes)",
+                self.file_len
+            ),
             None => format!("{head}overflows"),
         }
     }
@@ -117,7 +120,8 @@ fn assert_refused(e: &mut Env, fs: &mut FuseSession, bad: &Bad, r: vufs_frontend
             e.d.stderr()
         );
     }
-    e.still_serving(fs).unwrap_or_else(|m| panic!("{what}: {m}"));
+    e.still_serving(fs)
+        .unwrap_or_else(|m| panic!("{what}: {m}"));
     // The loop logs after the error reply is sent: wait for the line.
     e.d.wait_for_stderr(&bad.log_line(), T)
         .unwrap_or_else(|m| panic!("{what}: {m}"));
@@ -132,7 +136,11 @@ fn assert_served_into(e: &mut Env, fs: &mut FuseSession, file: &File) {
     file.read_exact_at(&mut hdr, REPLY_OFF).unwrap();
     let len = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
     let error = i32::from_le_bytes(hdr[4..8].try_into().unwrap());
-    assert_eq!((len, error), (GETATTR_REPLY, 0), "reply header in the region");
+    assert_eq!(
+        (len, error),
+        (GETATTR_REPLY, 0),
+        "reply header in the region"
+    );
 }
 
 #[test]
@@ -166,9 +174,9 @@ fn add_mem_region_past_the_end_of_its_file_is_refused() {
     // backend's check too.
     for bad in PAST_THE_END.iter().chain([&OVERFLOW]) {
         let file = memfd(bad.file_len).unwrap();
-        let r = fs
-            .frontend()
-            .add_mem_region(&region(&file, EXTRA_GPA, EXTRA_SIZE, bad.mmap_offset));
+        let r =
+            fs.frontend()
+                .add_mem_region(&region(&file, EXTRA_GPA, EXTRA_SIZE, bad.mmap_offset));
         assert_refused(&mut e, &mut fs, bad, r);
     }
     let good = memfd(EXTRA_SIZE).unwrap();

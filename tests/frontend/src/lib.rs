@@ -64,6 +64,8 @@ pub mod memory;
 pub mod vhost;
 pub mod virtqueue;
 
+/// A memory region as sent in SET_MEM_TABLE / ADD_MEM_REG.
+pub use ::vhost::VhostUserMemoryRegionInfo;
 pub use chain::{Desc, DescKind, Link};
 pub use error::{Error, Result};
 pub use fuse::{
@@ -72,8 +74,6 @@ pub use fuse::{
 };
 pub use memory::{BufferPool, GuestBuf, GuestMem};
 pub use vhost::{Completion, ConnectOptions, Frontend, HIPRIO_QUEUE, REQUEST_QUEUE};
-/// A memory region as sent in SET_MEM_TABLE / ADD_MEM_REG.
-pub use ::vhost::VhostUserMemoryRegionInfo;
 pub use virtqueue::{
     RawDescriptor, SplitQueue, Token, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
