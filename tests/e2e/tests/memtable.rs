@@ -114,8 +114,8 @@ fn assert_refused(e: &mut Env, fs: &mut FuseSession, bad: &Bad, r: vufs_frontend
     if !refused || !matches!(into_refused, Ok(Completion { used_len: 0, .. })) {
         let status = e.d.wait_exit(Duration::from_millis(500));
         panic!(
-            "{what}: reply {r:?} (want an error reply); then a GETATTR replying into the \
-             region: {:?}; daemon exit status {status:?}\n{}",
+            "{what}: reply {r:?} (want an error reply, and the old table serving on); then a GETATTR \
+             replying into the region: {:?}; daemon exit status {status:?}\n{}",
             into_refused.map(|c| c.used_len),
             e.d.stderr()
         );
