@@ -10,9 +10,11 @@
 //! - `GET /api/v1/stats`: requests and bytes by kind, throttled requests and waits.
 //! - `GET /metrics`: the same in the Prometheus text format.
 //!
-//! The socket is 0600. Each connection is served on its own thread with 5 s read and write
-//! timeouts, 8 KiB of headers and 64 KiB of body at most, one request per connection; at most
-//! 16 connections at once (more are closed). Nothing here touches the data path's locks except
+//! The socket is 0600. Each connection is served on its own thread, one request per
+//! connection: the whole request must arrive within 5 s of the connection (else 408, however
+//! it trickles), with 8 KiB of headers and a `Content-Length` body of 64 KiB at most
+//! (`Transfer-Encoding` is answered 501); the reply has 5 s to be written. At most 16
+//! connections at once (more are closed). Nothing here touches the data path's locks except
 //! the limiter's, briefly.
 
 use std::io::{self, Read, Write};
@@ -20,7 +22,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ratelimit::{Bucket, Limit};
 use serde::{Deserialize, Serialize};
@@ -28,7 +30,10 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Stats;
 use crate::throttle::{Limiter, Limits};
 
+/// Time for the whole request to arrive, and for the reply to be written.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to drain what a client sent after the reply (so the close does not reset it).
+const LINGER: Duration = Duration::from_secs(1);
 const MAX_HEADERS: usize = 8 << 10;
 const MAX_BODY: usize = 64 << 10;
 const MAX_CONNECTIONS: usize = 16;
@@ -89,9 +94,8 @@ struct Request {
 type Response = (u16, &'static str, String);
 
 fn serve_connection(mut conn: UnixStream, api: &Api) -> io::Result<()> {
-    conn.set_read_timeout(Some(TIMEOUT))?;
     conn.set_write_timeout(Some(TIMEOUT))?;
-    let (status, ctype, body) = match read_request(&mut conn) {
+    let (status, ctype, body) = match read_request(&mut conn, Instant::now() + TIMEOUT) {
         Ok(req) => route(api, &req),
         Err(resp) => resp,
     };
@@ -100,7 +104,9 @@ fn serve_connection(mut conn: UnixStream, api: &Api) -> io::Result<()> {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
+        501 => "Not Implemented",
         _ => "Error",
     };
     write!(
@@ -112,9 +118,37 @@ fn serve_connection(mut conn: UnixStream, api: &Api) -> io::Result<()> {
     // Close gracefully even when the request was not read whole (e.g. a body too large):
     // closing with unread input would reset the connection before the client reads the reply.
     conn.shutdown(std::net::Shutdown::Write)?;
-    conn.set_read_timeout(Some(Duration::from_secs(1)))?;
-    let _ = io::copy(&mut (&mut conn).take(4 * MAX_BODY as u64), &mut io::sink());
+    let deadline = Instant::now() + LINGER;
+    let (mut chunk, mut left) = ([0u8; 4096], 4 * MAX_BODY);
+    while left > 0 {
+        match read_by(&mut conn, &mut chunk, deadline) {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => break,
+        }
+    }
     Ok(())
+}
+
+/// One `read` that must end by `deadline`: the timeout is what is left of it, so a client
+/// trickling bytes cannot stretch the time a request may take.
+fn read_by(conn: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    conn.set_read_timeout(Some(left))?;
+    conn.read(buf)
+}
+
+/// The reply to a failed read of the request: 408 once the deadline has passed.
+fn read_error(what: &str, e: io::Error) -> Response {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => error(
+            408,
+            format!("the request did not arrive within {} s", TIMEOUT.as_secs()),
+        ),
+        _ => error(400, format!("reading the {what}: {e}")),
+    }
 }
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response {
@@ -122,14 +156,12 @@ fn error(status: u16, msg: impl std::fmt::Display) -> Response {
     (status, "application/json", body)
 }
 
-/// Reads headers (bounded) and a Content-Length body (bounded).
-fn read_request(conn: &mut UnixStream) -> Result<Request, Response> {
+/// Reads headers (bounded) and a Content-Length body (bounded), all by `deadline`.
+fn read_request(conn: &mut UnixStream, deadline: Instant) -> Result<Request, Response> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let (head_len, method, path, body_len) = loop {
-        let n = conn
-            .read(&mut chunk)
-            .map_err(|e| error(400, format!("reading the request: {e}")))?;
+        let n = read_by(conn, &mut chunk, deadline).map_err(|e| read_error("request", e))?;
         if n == 0 {
             return Err(error(400, "connection closed before the request ended"));
         }
@@ -138,16 +170,27 @@ fn read_request(conn: &mut UnixStream) -> Result<Request, Response> {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                let body_len = match req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                {
-                    None => 0,
-                    Some(h) => std::str::from_utf8(h.value)
+                let header = |name: &'static str| {
+                    req.headers
+                        .iter()
+                        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+                };
+                // A chunked (or otherwise encoded) body is not read as an empty one.
+                if header("transfer-encoding").next().is_some() {
+                    return Err(error(
+                        501,
+                        "Transfer-Encoding is not supported: send a Content-Length body",
+                    ));
+                }
+                let mut lengths = header("content-length").map(|h| {
+                    std::str::from_utf8(h.value)
                         .ok()
                         .and_then(|v| v.trim().parse::<usize>().ok())
-                        .ok_or_else(|| error(400, "bad Content-Length"))?,
+                });
+                let body_len = match lengths.next() {
+                    None => 0,
+                    Some(Some(n)) if lengths.all(|m| m == Some(n)) => n,
+                    Some(_) => return Err(error(400, "bad Content-Length")),
                 };
                 let method = req.method.unwrap_or_default().to_owned();
                 let path = req.path.unwrap_or_default().to_owned();
@@ -163,11 +206,14 @@ fn read_request(conn: &mut UnixStream) -> Result<Request, Response> {
     }
     let mut body = buf.split_off(head_len);
     body.truncate(body_len);
-    if body.len() < body_len {
-        let mut rest = vec![0u8; body_len - body.len()];
-        conn.read_exact(&mut rest)
-            .map_err(|e| error(400, format!("reading the body: {e}")))?;
-        body.extend_from_slice(&rest);
+    let mut got = body.len();
+    body.resize(body_len, 0);
+    while got < body_len {
+        match read_by(conn, &mut body[got..], deadline) {
+            Ok(0) => return Err(error(400, "connection closed before the body ended")),
+            Ok(n) => got += n,
+            Err(e) => return Err(read_error("body", e)),
+        }
     }
     Ok(Request { method, path, body })
 }

@@ -199,8 +199,71 @@ fn a_stuck_client_blocks_neither_the_data_path_nor_other_clients() {
         "no timeout after {:?}",
         t.elapsed()
     );
-    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
     drop(d);
+}
+
+/// The 5 s are for the whole request, not for each read: a client sending one byte a second
+/// of a header that never ends is answered 408 and closed at 5 s.
+#[test]
+fn a_trickling_client_is_cut_at_the_deadline() {
+    let s = Scratch::new();
+    let _d = start(&s, &[]);
+    let t = Instant::now();
+    let mut c = UnixStream::connect(api_path(&s)).unwrap();
+    c.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    // Between bytes, wait for the reply for a second (the trickle's pace).
+    c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut resp = Vec::new();
+    while t.elapsed() < Duration::from_secs(12) {
+        let mut buf = [0u8; 512];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && resp.is_empty() => {
+                // Still reading our request: one more byte. (Fails once the server is gone.)
+                let _ = c.write_all(b"a");
+            }
+            Err(e) => panic!("after {:?}: {e}", t.elapsed()),
+        }
+    }
+    let took = t.elapsed();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(
+        resp.starts_with("HTTP/1.1 408"),
+        "after {took:?}, a trickling client got {resp:?} (want a 408 at 5 s)"
+    );
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_millis(6500),
+        "cut after {took:?}, want 5 s"
+    );
+}
+
+/// A chunked body is not supported, and is answered 501: never read as an empty body (a
+/// PATCH with no body is a 400) nor applied.
+#[test]
+fn a_chunked_request_gets_501() {
+    let s = Scratch::new();
+    let _d = start(&s, &["--fs-bw-size=10M"]);
+    let api = api_path(&s);
+    let body = r#"{"bw":{"size":2000000}}"#;
+    for te in ["chunked", "gzip, chunked"] {
+        let mut c = UnixStream::connect(&api).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "PATCH /api/v1/ratelimit HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: {te}\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 501"), "{te}: {resp}");
+        assert!(resp.contains("Transfer-Encoding"), "{te}: {resp}");
+    }
+    let (st, v) = json(&api, "GET", "/api/v1/ratelimit", "");
+    assert_eq!((st, &v["bw"]["size"]), (200, &Value::from(10_000_000)));
 }
 
 #[test]

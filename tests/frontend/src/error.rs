@@ -115,6 +115,20 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
     }
+
+    /// True when the daemon answered a control message with a failure (a non-zero REPLY_ACK),
+    /// as opposed to the connection failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::Vhost {
+                source: vhost::Error::VhostUserProtocol(
+                    vhost::vhost_user::Error::BackendInternalError
+                ),
+                ..
+            }
+        )
+    }
 }
 
 /// Result alias for this crate.

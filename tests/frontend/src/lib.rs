@@ -64,6 +64,8 @@ pub mod memory;
 pub mod vhost;
 pub mod virtqueue;
 
+/// A memory region as sent in SET_MEM_TABLE / ADD_MEM_REG.
+pub use ::vhost::VhostUserMemoryRegionInfo;
 pub use chain::{Desc, DescKind, Link};
 pub use error::{Error, Result};
 pub use fuse::{

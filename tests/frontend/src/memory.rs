@@ -16,6 +16,23 @@ use vm_memory::{
 
 use crate::error::{Error, Result};
 
+/// A fresh memfd of `len` bytes (a backing file for a memory region, maybe a hostile one).
+pub fn memfd(len: u64) -> Result<File> {
+    // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"vufs-frontend-guest".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::Memory(format!(
+            "memfd_create: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fd is a freshly created descriptor we own exclusively.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len)
+        .map_err(|e| Error::Memory(format!("ftruncate memfd: {e}")))?;
+    Ok(file)
+}
+
 /// Alignment of every buffer handed out by [`BufferPool`].
 pub const BUF_ALIGN: u64 = 64;
 
@@ -43,18 +60,7 @@ impl GuestMem {
             return Err(Error::InvalidArgument("guest memory size 0".into()));
         }
         let size = size.div_ceil(4096) * 4096;
-        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"vufs-frontend-guest".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::Memory(format!(
-                "memfd_create: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: fd is a freshly created descriptor we own exclusively.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(size as u64)
-            .map_err(|e| Error::Memory(format!("ftruncate memfd: {e}")))?;
+        let file = memfd(size as u64)?;
         let backing = file
             .try_clone()
             .map_err(|e| Error::Memory(format!("dup memfd: {e}")))?;

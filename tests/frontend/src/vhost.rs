@@ -11,7 +11,7 @@ use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{
     Frontend as VuFrontend, VhostUserFrontend, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
-use vhost::{VhostBackend, VringConfigData};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 
 use crate::error::{Error, Result};
 use crate::memory::{BufferPool, GuestBuf, GuestMem};
@@ -51,6 +51,8 @@ pub struct ConnectOptions {
     pub socket_timeout: Duration,
     /// Default wait for replies (default 10 s).
     pub timeout: Duration,
+    /// Negotiate CONFIGURE_MEM_SLOTS when offered, for ADD_MEM_REG/REM_MEM_REG (default false).
+    pub mem_slots: bool,
 }
 
 impl Default for ConnectOptions {
@@ -64,6 +66,7 @@ impl Default for ConnectOptions {
             suppress_kicks: true,
             socket_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            mem_slots: false,
         }
     }
 }
@@ -152,8 +155,11 @@ impl Frontend {
         }
         vu("SET_OWNER", vu_fe.set_owner())?;
         let pf_offered = vu("GET_PROTOCOL_FEATURES", vu_fe.get_protocol_features())?;
-        let pf =
-            pf_offered & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::CONFIG);
+        let mut want = VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::CONFIG;
+        if opts.mem_slots {
+            want |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        }
+        let pf = pf_offered & want;
         vu("SET_PROTOCOL_FEATURES", vu_fe.set_protocol_features(pf))?;
         if pf.contains(VhostUserProtocolFeatures::REPLY_ACK) {
             // Every later message waits for the daemon's ack: without it a kick can
@@ -273,6 +279,18 @@ impl Frontend {
     pub fn queue_mut(&mut self, q: usize) -> Result<(&mut SplitQueue, &GuestMem)> {
         self.check_queue(q)?;
         Ok((&mut self.queues[q], &self.mem))
+    }
+
+    /// Replace the daemon's memory table (SET_MEM_TABLE); with REPLY_ACK, fails on a refusal.
+    /// The frontend's own guest memory is [`GuestMem::region_info`].
+    pub fn set_mem_table(&mut self, regions: &[VhostUserMemoryRegionInfo]) -> Result<()> {
+        vu("SET_MEM_TABLE", self.vu.set_mem_table(regions))
+    }
+
+    /// Add one region to the daemon's memory table (ADD_MEM_REG; needs
+    /// [`ConnectOptions::mem_slots`]); with REPLY_ACK, fails on a refusal.
+    pub fn add_mem_region(&mut self, region: &VhostUserMemoryRegionInfo) -> Result<()> {
+        vu("ADD_MEM_REG", self.vu.add_mem_region(region))
     }
 
     /// Read the device config space (needs the CONFIG protocol feature).
