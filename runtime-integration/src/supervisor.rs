@@ -55,6 +55,9 @@ pub const LOG_NAME: &str = "virtiofsd.log";
 pub const STATE_NAME: &str = "state.json";
 /// The line upstream virtiofsd (and ours) logs when it listens (runtime-rs waits for it).
 pub const READY_LINE: &str = "Waiting for vhost-user socket connection";
+/// Lines the daemon logs when it exits because its frontend (the VMM) closed the connection:
+/// ours, and upstream virtiofsd's.
+pub const DISCONNECT_LINES: [&str; 2] = ["frontend disconnected", "Client disconnected"];
 /// Log size at which `virtiofsd.log` is rotated to `virtiofsd.log.1`.
 pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
 /// Longest accepted sandbox id.
@@ -139,6 +142,47 @@ pub struct SandboxPaths {
     pub log: PathBuf,
     /// The state file.
     pub state: PathBuf,
+}
+
+/// What showed that a daemon's vhost-user side was ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyBy {
+    /// The daemon logged [`READY_LINE`].
+    LogLine,
+    /// rs style: the socket was listening (in `/proc/net/unix`) before the line was read.
+    Listening,
+    /// Go style: [`StartOptions::settle`] passed without an exit or the line (a daemon that
+    /// does not log it, e.g. at `--log-level=warn`).
+    Settled,
+}
+
+/// Why a daemon that exited with status 0 stopped, read from the end of its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CleanExitCause {
+    /// Its frontend closed the vhost-user connection (one of [`DISCONNECT_LINES`]).
+    FrontendDisconnected,
+    /// It was told to stop by a signal (`signal N: exiting`).
+    Signal,
+    /// The log does not say (e.g. a log level above info).
+    Unknown,
+}
+
+/// Reads the cause of a clean exit from a log text: the last of the daemon's exit lines wins.
+pub fn clean_exit_cause(log: &str) -> CleanExitCause {
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            if DISCONNECT_LINES.iter().any(|d| l.contains(d)) {
+                Some(CleanExitCause::FrontendDisconnected)
+            } else if l.contains("signal ") && l.contains(": exiting") {
+                Some(CleanExitCause::Signal)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(CleanExitCause::Unknown)
 }
 
 /// How a process ended.
@@ -569,11 +613,17 @@ impl Pump {
         }
     }
 
-    fn release(self) {
-        if let Pump::Process(mut c) = self {
-            std::thread::spawn(move || {
-                let _ = c.wait();
-            });
+    /// Lets a pump process run on its own; a pump thread's end-of-input notice is returned.
+    fn release(self) -> Option<mpsc::Receiver<()>> {
+        match self {
+            Pump::Process(mut c) => {
+                std::thread::spawn(move || {
+                    let _ = c.wait();
+                });
+                None
+            }
+            Pump::Thread(rx) => Some(rx),
+            Pump::None => None,
         }
     }
 }
@@ -882,6 +932,8 @@ impl Supervisor {
             watch,
             keep_running: false,
             finished: false,
+            ready_by: ReadyBy::Settled,
+            log_done: None,
         };
         if let Err(e) = Self::write_state(paths, &daemon.state) {
             daemon.kill_now();
@@ -905,7 +957,7 @@ impl Supervisor {
             LaunchStyle::Go => opts.settle.max(opts.ready_timeout),
             LaunchStyle::Rs => opts.ready_timeout,
         };
-        let mut vhost_ready = false;
+        let mut vhost_ready = None;
         loop {
             if let Some(ev) = daemon.watch.exit() {
                 pump.settle(Duration::from_secs(1));
@@ -916,12 +968,21 @@ impl Supervisor {
                     output,
                 });
             }
-            vhost_ready = vhost_ready
-                || ready_line(&paths.log)
-                || match style {
-                    LaunchStyle::Go => started.elapsed() >= opts.settle,
-                    LaunchStyle::Rs => socket_listening(&paths.socket),
+            if vhost_ready.is_none() {
+                vhost_ready = if ready_line(&paths.log) {
+                    Some(ReadyBy::LogLine)
+                } else {
+                    match style {
+                        LaunchStyle::Go if started.elapsed() >= opts.settle => {
+                            Some(ReadyBy::Settled)
+                        }
+                        LaunchStyle::Rs if socket_listening(&paths.socket) => {
+                            Some(ReadyBy::Listening)
+                        }
+                        _ => None,
+                    }
                 };
+            }
             // /proc/net/unix only shows our network namespace's sockets: a daemon that
             // unshared its own before binding is found by connecting.
             let api_ready = match api_socket {
@@ -931,7 +992,8 @@ impl Supervisor {
                         || (p.exists() && crate::api::probe(p, Duration::from_millis(100)))
                 }
             };
-            if vhost_ready && api_ready {
+            if let (Some(by), true) = (vhost_ready, api_ready) {
+                daemon.ready_by = by;
                 break;
             }
             if started.elapsed() >= deadline {
@@ -952,11 +1014,12 @@ impl Supervisor {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        pump.release();
+        daemon.log_done = pump.release();
         log::info!(
-            "sandbox {id}: virtiofsd pid {pid} ready on {} ({} style)",
+            "sandbox {id}: virtiofsd pid {pid} ready on {} ({} style, {:?})",
             paths.socket.display(),
-            style.as_str()
+            style.as_str(),
+            daemon.ready_by
         );
         Ok(daemon)
     }
@@ -1128,6 +1191,9 @@ pub struct Daemon {
     watch: Arc<ChildWatch>,
     keep_running: bool,
     finished: bool,
+    ready_by: ReadyBy,
+    /// The in-process log pump's end-of-input notice (not for a detached daemon).
+    log_done: Option<mpsc::Receiver<()>>,
 }
 
 impl Daemon {
@@ -1174,6 +1240,39 @@ impl Daemon {
     /// The last lines of the daemon's log.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.paths.log, lines)
+    }
+
+    /// What showed that the daemon was ready.
+    pub fn ready_by(&self) -> ReadyBy {
+        self.ready_by
+    }
+
+    /// Waits up to `timeout` until the log holds everything the daemon (and anything holding
+    /// its output) wrote, i.e. the in-process pump reached the end of its input. True when it
+    /// did (at once for a daemon without an in-process pump).
+    pub fn wait_log_complete(&mut self, timeout: Duration) -> bool {
+        match &self.log_done {
+            None => true,
+            Some(rx) => match rx.recv_timeout(timeout) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.log_done = None;
+                    true
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+            },
+        }
+    }
+
+    /// Why the daemon exited with status 0, from its complete log (waits up to 1 s for the
+    /// log pump to drain).
+    pub fn clean_exit_cause(&mut self) -> CleanExitCause {
+        if !self.wait_log_complete(Duration::from_secs(1)) {
+            log::warn!(
+                "sandbox {}: the daemon's log is still open 1 s after its exit",
+                self.state.sandbox_id
+            );
+        }
+        clean_exit_cause(&log_tail(&self.paths.log, 50))
     }
 
     fn kill_now(&mut self) {

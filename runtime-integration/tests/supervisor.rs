@@ -88,7 +88,7 @@ fn go_style_passes_a_listening_fd3_the_daemon_accepts_on() {
         .unwrap();
     let args = common::cmdline(d.pid());
     assert!(
-        args.contains(&"--fd=3".to_string()) && args.contains(&"--syslog".to_string()),
+        args.contains(&"--fd=3".to_string()) && !args.contains(&"--syslog".to_string()),
         "{args:?}"
     );
     assert!(
