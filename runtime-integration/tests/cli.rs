@@ -486,3 +486,137 @@ fn shared_fs_annotation_may_not_drop_the_daemon() {
     assert!(cli(&["stop", "sfs", "--state-dir", &state]).status.success());
     assert!(wait_gone(pid, Duration::from_secs(2)));
 }
+
+/// Makes a character device node (async-signal-safe; for `pre_exec`).
+unsafe fn mknod_chr(path: &std::ffi::CStr, major: u32, minor: u32) -> std::io::Result<()> {
+    if libc::mknod(
+        path.as_ptr(),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(major, minor),
+    ) != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// On a host with a syslog socket the daemon's output must still reach the per-sandbox log
+/// (the supervisor captures it; `--syslog` would divert it), and Go-style readiness must come
+/// from the ready line there, not from the settle timer. `start` runs in a private mount
+/// namespace whose `/dev` is a fresh tmpfs with the usual nodes and a listening datagram
+/// socket at `/dev/log` (this test holds it, and reads what reaches it).
+#[test]
+fn per_sandbox_log_is_filled_with_a_dev_log_present() {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let syslog = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    syslog.set_nonblocking(true).unwrap();
+    let syslog_fd = syslog.as_raw_fd();
+    // SAFETY: a zeroed sockaddr_un is valid; the path fits.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, b) in addr.sun_path.iter_mut().zip(b"/dev/log") {
+        *d = *b as libc::c_char;
+    }
+    let c = |p: &str| CString::new(p).unwrap();
+    let (root, dev, tmpfs, opts) = (c("/"), c("/dev"), c("tmpfs"), c("mode=755"));
+    let nodes: Vec<(CString, u32, u32)> = [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    ]
+    .iter()
+    .map(|(p, a, b)| (c(p), *a, *b))
+    .collect();
+
+    let mut args = start_args(&cfg, &s, "devlog");
+    args.extend(["--settle".into(), "30".into()]);
+    let mut cmd = Command::new(common::cli_bin());
+    cmd.args(&args);
+    // SAFETY: only syscalls on data prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            ok(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                tmpfs.as_ptr(),
+                dev.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID,
+                opts.as_ptr().cast(),
+            ))?;
+            for (p, major, minor) in &nodes {
+                mknod_chr(p, *major, *minor)?;
+            }
+            ok(libc::bind(
+                syslog_fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            ))
+        });
+    }
+    let t = Instant::now();
+    let out = common::run_timeout(&mut cmd, Duration::from_secs(60));
+    let took = t.elapsed();
+    let j = json_out(&out);
+    let pid = j["pid"].as_u64().unwrap() as u32;
+    let log = std::path::PathBuf::from(j["log"].as_str().unwrap());
+    let state = s.state.display().to_string();
+    let mut to_syslog = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        to_syslog.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // The pump process may write the lines a moment after `start` returned.
+    let wanted = [runtime_integration::supervisor::READY_LINE, "rate limits:"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        if wanted.iter().all(|w| t.contains(w)) || Instant::now() >= deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stop = cli(&["stop", "devlog", "--state-dir", &state]);
+    assert!(stop.status.success());
+    assert!(wait_gone(pid, Duration::from_secs(2)));
+    assert!(to_syslog.is_empty(), "lines went to /dev/log: {to_syslog:#?}");
+    assert!(
+        wanted.iter().all(|w| text.contains(w)),
+        "{}:\n{text}",
+        log.display()
+    );
+    assert_eq!(j["ready_by"], "log-line", "{j}");
+    assert!(took < Duration::from_secs(10), "start took {took:?}");
+    assert!(!cmdline_has(&j, "--syslog"), "{j}");
+}
+
+fn cmdline_has(start_json: &serde_json::Value, arg: &str) -> bool {
+    start_json["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == arg)
+}
