@@ -108,7 +108,12 @@ pub fn open_state_dir(path: &Path, create: bool) -> Result<Option<OwnedFd>> {
             .create(path)
             .map_err(Error::io(format!("creating {}", path.display())))?;
     }
-    let fd = match open_at(None, path.as_os_str(), libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+    let fd = match open_at(
+        None,
+        path.as_os_str(),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    ) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if is_link_or_not_dir(&e) => {
@@ -145,11 +150,9 @@ pub fn open_sandbox_dir(state: &OwnedFd, id: &str, path: &Path) -> Result<Sandbo
         0,
     ) {
         Ok(fd) => {
-            check_owner_and_mode(&fd, "the sandbox directory").map_err(|message| {
-                Error::State {
-                    path: path.to_path_buf(),
-                    message,
-                }
+            check_owner_and_mode(&fd, "the sandbox directory").map_err(|message| Error::State {
+                path: path.to_path_buf(),
+                message,
             })?;
             Ok(SandboxDir::Dir(fd))
         }
@@ -216,8 +219,13 @@ pub fn write_at(dir: &OwnedFd, name: &str, data: &[u8]) -> io::Result<()> {
 /// Reads the file at `path` without following a link in its last component.
 pub fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
     let mut v = Vec::new();
-    File::from(open_at(None, path.as_os_str(), libc::O_RDONLY | libc::O_NONBLOCK, 0)?)
-        .read_to_end(&mut v)?;
+    File::from(open_at(
+        None,
+        path.as_os_str(),
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        0,
+    )?)
+    .read_to_end(&mut v)?;
     Ok(v)
 }
 
@@ -272,10 +280,18 @@ mod tests {
         let p = d.path().join("state");
         assert!(open_state_dir(&p, false).unwrap().is_none());
         open_state_dir(&p, true).unwrap().unwrap();
-        for (mode, who) in [(0o777, "its group and others"), (0o775, "its group"), (0o757, "others"), (0o1777, "its group and others")] {
+        for (mode, who) in [
+            (0o777, "its group and others"),
+            (0o775, "its group"),
+            (0o757, "others"),
+            (0o1777, "its group and others"),
+        ] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             let e = open_state_dir(&p, true).unwrap_err().to_string();
-            assert!(e.contains(&format!("mode {mode:04o}: writable by {who}")), "{e}");
+            assert!(
+                e.contains(&format!("mode {mode:04o}: writable by {who}")),
+                "{e}"
+            );
         }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
         open_state_dir(&p, false).unwrap().unwrap();
@@ -296,7 +312,10 @@ mod tests {
         for name in ["state.json", ".state.json.tmp"] {
             std::os::unix::fs::symlink(&victim, dir.join(name)).unwrap();
         }
-        assert_eq!(read_at(&fd, "state.json").unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(
+            read_at(&fd, "state.json").unwrap_err().raw_os_error(),
+            Some(libc::ELOOP)
+        );
         write_at(&fd, "state.json", b"new").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(read_at(&fd, "state.json").unwrap(), b"new");

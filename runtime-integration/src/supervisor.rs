@@ -820,7 +820,7 @@ impl Supervisor {
                 })
             }
         };
-        let result = self.spawn(id, cfg, shared_dir, opts, on_exit, &paths, &dir);
+        let result = Self::spawn(id, cfg, shared_dir, opts, on_exit, &paths, &dir);
         if result.is_err() {
             Self::remove_files(&paths);
         }
@@ -828,7 +828,6 @@ impl Supervisor {
     }
 
     fn spawn(
-        &self,
         id: &str,
         cfg: &VirtioFsConfig,
         shared_dir: &Path,

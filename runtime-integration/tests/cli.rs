@@ -422,7 +422,10 @@ fn run_kills_a_vmm_hung_after_closing_its_connection() {
     let took = t.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     let bound = runtime_integration::cli::VMM_EXIT_AFTER_DISCONNECT;
-    assert!(took >= bound && took < bound + Duration::from_secs(5), "{took:?}\n{err}");
+    assert!(
+        took >= bound && took < bound + Duration::from_secs(5),
+        "{took:?}\n{err}"
+    );
     assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{err}");
     assert!(
         err.contains("the VMM closed its connection") && err.contains("taken for hung"),
@@ -461,12 +464,19 @@ fn shared_fs_annotation_may_not_drop_the_daemon() {
             "{fs}: {err}"
         );
         let mut c = Command::new(common::cli_bin());
-        c.args(["run", "--config", &cfg, "--sandbox-id", "sfs", "--shared-dir"])
-            .arg(&s.share)
-            .arg("--state-dir")
-            .arg(&s.state)
-            .args(["--annotation", &ann, "--"])
-            .arg(&vmm);
+        c.args([
+            "run",
+            "--config",
+            &cfg,
+            "--sandbox-id",
+            "sfs",
+            "--shared-dir",
+        ])
+        .arg(&s.share)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["--annotation", &ann, "--"])
+        .arg(&vmm);
         let out = common::run_timeout(&mut c, Duration::from_secs(20));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{fs}: {err}");
@@ -483,7 +493,9 @@ fn shared_fs_annotation_may_not_drop_the_daemon() {
     let pid = j["pid"].as_u64().unwrap() as u32;
     assert!(running(pid));
     let state = s.state.display().to_string();
-    assert!(cli(&["stop", "sfs", "--state-dir", &state]).status.success());
+    assert!(cli(&["stop", "sfs", "--state-dir", &state])
+        .status
+        .success());
     assert!(wait_gone(pid, Duration::from_secs(2)));
 }
 
@@ -602,7 +614,10 @@ fn per_sandbox_log_is_filled_with_a_dev_log_present() {
     let stop = cli(&["stop", "devlog", "--state-dir", &state]);
     assert!(stop.status.success());
     assert!(wait_gone(pid, Duration::from_secs(2)));
-    assert!(to_syslog.is_empty(), "lines went to /dev/log: {to_syslog:#?}");
+    assert!(
+        to_syslog.is_empty(),
+        "lines went to /dev/log: {to_syslog:#?}"
+    );
     assert!(
         wanted.iter().all(|w| text.contains(w)),
         "{}:\n{text}",

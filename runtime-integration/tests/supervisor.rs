@@ -409,9 +409,8 @@ fn state_dir_of_another_user_or_writable_by_others_is_refused() {
     let cfg = config(&s);
     let sup = Supervisor::new(&s.state);
     std::fs::create_dir(&s.state).unwrap();
-    let set_mode = |m: u32| {
-        std::fs::set_permissions(&s.state, std::fs::Permissions::from_mode(m)).unwrap()
-    };
+    let set_mode =
+        |m: u32| std::fs::set_permissions(&s.state, std::fs::Permissions::from_mode(m)).unwrap();
     set_mode(0o755);
     std::os::unix::fs::chown(&s.state, Some(65534), Some(65534)).unwrap();
     let e = sup
@@ -442,7 +441,11 @@ fn state_dir_of_another_user_or_writable_by_others_is_refused() {
             .unwrap_err();
         refused(e, &format!("mode {mode:04o}: writable by {who}"));
     }
-    assert_eq!(std::fs::read_dir(&s.state).unwrap().count(), 0, "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&s.state).unwrap().count(),
+        0,
+        "nothing created"
+    );
     // The CLI says so too, and exits 1.
     let out = common::cli(&["list", "--state-dir", s.state.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -487,15 +490,24 @@ fn planted_symlinks_in_the_state_dir_are_not_followed() {
     let st = sup.status("pod").unwrap();
     assert_eq!(st.state, "corrupt", "{st:?}");
     assert!(
-        st.detail.as_deref().unwrap().contains("symbolic link (not followed)"),
+        st.detail
+            .as_deref()
+            .unwrap()
+            .contains("symbolic link (not followed)"),
         "{st:?}"
     );
     assert_eq!(
         sup.stop("pod", Duration::from_secs(1)).unwrap(),
         StopOutcome::Stale
     );
-    assert!(running(vpid), "stop signalled the process a planted state names");
-    assert!(std::fs::symlink_metadata(s.state.join("pod")).is_err(), "link left");
+    assert!(
+        running(vpid),
+        "stop signalled the process a planted state names"
+    );
+    assert!(
+        std::fs::symlink_metadata(s.state.join("pod")).is_err(),
+        "link left"
+    );
     assert_eq!(std::fs::read(elsewhere.join("state.json")).unwrap(), forged);
     // start replaces such a link with a directory of its own, writing nothing through it.
     std::os::unix::fs::symlink(&elsewhere, s.state.join("pod")).unwrap();
@@ -522,14 +534,20 @@ fn planted_symlinks_in_the_state_dir_are_not_followed() {
     let st = sup.status("pod2").unwrap();
     assert_eq!(st.state, "corrupt", "{st:?}");
     assert!(
-        st.detail.as_deref().unwrap().contains("state.json: a symbolic link (not followed)"),
+        st.detail
+            .as_deref()
+            .unwrap()
+            .contains("state.json: a symbolic link (not followed)"),
         "{st:?}"
     );
     assert_eq!(
         sup.stop("pod2", Duration::from_secs(1)).unwrap(),
         StopOutcome::Stale
     );
-    assert!(running(vpid), "stop signalled the process a planted state names");
+    assert!(
+        running(vpid),
+        "stop signalled the process a planted state names"
+    );
     assert!(!s.state.join("pod2").exists());
 
     let _ = victim.kill();
@@ -546,10 +564,17 @@ fn a_link_planted_at_the_log_is_replaced_not_followed() {
     let target = s.dir.path().join("precious");
     std::fs::write(&target, b"precious\n").unwrap();
     std::os::unix::fs::symlink(&target, dir3.join("virtiofsd.log")).unwrap();
-    runtime_integration::supervisor::pump_log(&b"daemon line\n"[..], &dir3.join("virtiofsd.log"), 1 << 20)
-        .unwrap();
+    runtime_integration::supervisor::pump_log(
+        &b"daemon line\n"[..],
+        &dir3.join("virtiofsd.log"),
+        1 << 20,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"precious\n");
     let m = std::fs::symlink_metadata(dir3.join("virtiofsd.log")).unwrap();
     assert!(m.is_file(), "{m:?}");
-    assert_eq!(std::fs::read(dir3.join("virtiofsd.log")).unwrap(), b"daemon line\n");
+    assert_eq!(
+        std::fs::read(dir3.join("virtiofsd.log")).unwrap(),
+        b"daemon line\n"
+    );
 }

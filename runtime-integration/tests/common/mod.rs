@@ -238,7 +238,10 @@ pub fn frontend_vmm_bin() -> PathBuf {
     BIN.get_or_init(|| {
         // The test exe is target/<profile>/deps/<name>.
         let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
         let target = profile_dir.parent().expect("target dir");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(workspace_root())
