@@ -1422,6 +1422,24 @@ mod tests {
     }
 
     #[test]
+    fn clean_exit_causes_from_the_log() {
+        use CleanExitCause::*;
+        let ours =
+            "[INFO] Client connected, servicing requests\n[INFO] frontend disconnected; exiting\n";
+        assert_eq!(clean_exit_cause(ours), FrontendDisconnected);
+        let upstream = "[INFO virtiofsd] Client disconnected, shutting down\n";
+        assert_eq!(clean_exit_cause(upstream), FrontendDisconnected);
+        assert_eq!(clean_exit_cause("[INFO] signal 15: exiting\n"), Signal);
+        // The last exit line wins.
+        assert_eq!(
+            clean_exit_cause(&format!("{ours}[INFO] signal 15: exiting\n")),
+            Signal
+        );
+        assert_eq!(clean_exit_cause("[WARN] something\n"), Unknown);
+        assert_eq!(clean_exit_cause(""), Unknown);
+    }
+
+    #[test]
     fn child_watch_reports_exit_and_callback() {
         let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
