@@ -22,7 +22,12 @@
 //!   must not exceed the operator's burst (or, when the operator gave no burst, the operator's
 //!   size). Where the operator set no limit, the pod may add one (a burst then needs a size).
 //! * **Cache.** `virtio_fs_cache` takes the configuration's values; `virtio_fs_cache_size`
-//!   must be 0 (no DAX), `shared_fs` as in the configuration (`virtio-fs-nydus` unsupported).
+//!   must be 0 (no DAX).
+//! * **Shared fs.** Where the configuration's `shared_fs` is `virtio-fs`, the `shared_fs`
+//!   annotation may only restate it: `virtio-9p` and `none` start no daemon, so they would
+//!   escape the operator's limits. Where the configuration starts no daemon, a pod may choose
+//!   `virtio-fs` (its daemon gets the operator's arguments and limits). `virtio-fs-nydus` is
+//!   not supported.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -319,6 +324,22 @@ pub fn check_daemon_path(globs: &[String], path: &str) -> std::result::Result<Pa
     ))
 }
 
+/// A pod may not move a sandbox off the daemon-backed `virtio-fs` of the configuration: with
+/// `virtio-9p` or `none` no daemon starts, so none of the operator's limits would apply.
+/// Restating `virtio-fs`, or choosing it where the configuration has no daemon (the daemon
+/// then carries the operator's limits), is allowed.
+fn check_shared_fs(cfg: &VirtioFsConfig, fs: SharedFs) -> std::result::Result<(), String> {
+    if cfg.spawns_daemon() && fs != SharedFs::VirtioFs {
+        return Err(format!(
+            "{:?} refused: the configuration's shared_fs is \"virtio-fs\", whose daemon \
+             enforces the operator's I/O limits; a pod may not switch to a filesystem without \
+             one",
+            fs.as_str()
+        ));
+    }
+    Ok(())
+}
+
 /// Applies the pod's annotations to the operator's configuration and returns the result.
 pub fn apply(
     cfg: &VirtioFsConfig,
@@ -376,12 +397,14 @@ pub fn apply(
                 out.virtio_fs_cache_size = n;
             }
             SHARED_FS => {
-                out.shared_fs = SharedFs::parse(value).map_err(|f| match f {
+                let fs = SharedFs::parse(value).map_err(|f| match f {
                     ParseFailure::NotSupported(m) => {
                         Error::NotSupported(format!("annotation {name}: {m}"))
                     }
                     ParseFailure::Invalid(m) => reject(m),
                 })?;
+                check_shared_fs(cfg, fs).map_err(reject)?;
+                out.shared_fs = fs;
             }
             _ => unreachable!(),
         }
@@ -480,9 +503,13 @@ mod tests {
             "virtio_fs_(cache|daemon)",
             r"io\.katacontainers\.config\.hypervisor\.shared_fs",
         ]);
-        let out = apply(&c, &ann(&[(VIRTIO_FS_CACHE, "never"), (SHARED_FS, "none")])).unwrap();
+        let out = apply(
+            &c,
+            &ann(&[(VIRTIO_FS_CACHE, "never"), (SHARED_FS, "virtio-fs")]),
+        )
+        .unwrap();
         assert_eq!(out.virtio_fs_cache, CacheMode::Never);
-        assert_eq!(out.shared_fs, SharedFs::None);
+        assert_eq!(out.shared_fs, SharedFs::VirtioFs);
     }
 
     #[test]
@@ -645,8 +672,32 @@ mod tests {
         apply(&c, &ann(&[(VIRTIO_FS_CACHE_SIZE, "0")])).unwrap();
         let e = apply(&c, &ann(&[(SHARED_FS, "virtio-fs-nydus")])).unwrap_err();
         assert!(matches!(e, Error::NotSupported(_)), "{e}");
-        let out = apply(&c, &ann(&[(SHARED_FS, "virtio-9p")])).unwrap();
-        assert!(!out.spawns_daemon());
+    }
+
+    #[test]
+    fn shared_fs_may_not_leave_the_daemon_backed_virtio_fs() {
+        let c = cfg(&[".*"]);
+        assert!(c.spawns_daemon());
+        for fs in ["virtio-9p", "none"] {
+            let m = rejected(&c, SHARED_FS, fs);
+            assert!(
+                m.contains(&format!("\"{fs}\" refused")) && m.contains("operator's I/O limits"),
+                "{m}"
+            );
+        }
+        let out = apply(&c, &ann(&[(SHARED_FS, "virtio-fs")])).unwrap();
+        assert!(out.spawns_daemon());
+        // Without a daemon in the configuration a pod may choose virtio-fs (which has one) or
+        // the other daemon-less filesystem.
+        for (from, to) in [
+            (SharedFs::Virtio9p, "virtio-fs"),
+            (SharedFs::None, "virtio-9p"),
+        ] {
+            let mut c = cfg(&[".*"]);
+            c.shared_fs = from;
+            let out = apply(&c, &ann(&[(SHARED_FS, to)])).unwrap();
+            assert_eq!(out.shared_fs.as_str(), to);
+        }
     }
 
     #[test]

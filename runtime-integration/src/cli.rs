@@ -4,6 +4,7 @@
 //! virtiofs-sandbox start --config FILE [--hypervisor qemu] --sandbox-id ID --shared-dir DIR
 //!                        [--annotation K=V]... [--state-dir DIR] [--launch go|rs]
 //!                        [--daemon PATH] [--no-xattr] [--memory SIZE] [--ready-timeout SECS]
+//!                        [--settle SECS]
 //! virtiofs-sandbox stop ID [--state-dir DIR] [--grace SECS]
 //! virtiofs-sandbox status ID [--state-dir DIR]          (exit 0 if running, 3 otherwise)
 //! virtiofs-sandbox list [--state-dir DIR] [--json]
@@ -14,15 +15,20 @@
 //! virtiofs-sandbox metrics --listen ADDR:PORT [--state-dir DIR] [--timeout SECS]
 //! ```
 //!
-//! `start` prints JSON (pid, socket, log, the daemon's argv and the VMM arguments) and leaves
+//! `start` prints JSON (pid, socket, log, `ready_by`: what showed readiness, the daemon's argv
+//! and the VMM arguments) and leaves
 //! the daemon running in its own session; its output goes to the sandbox log through a small
 //! pump process (`virtiofs-sandbox __log-pump`) that rotates it at 1 MiB.
 //!
 //! `run` starts the daemon, adds the device and shared-memory arguments to the VMM command,
-//! runs the VMM, and tears everything down when either side exits: if the daemon dies the VMM
-//! is SIGKILLed at once (the guest lost its root filesystem); when the VMM exits the daemon is
-//! stopped. The exit status is the VMM's (128+N when killed by signal N). SIGINT, SIGTERM and
-//! SIGHUP are forwarded to the VMM.
+//! runs the VMM, and tears everything down when either side exits: when the VMM exits the
+//! daemon is stopped. A daemon exit is judged by its cause: when the daemon exited 0 because
+//! the VMM closed the connection (a guest shutdown: the VMM closes it on its way out, often
+//! before it is reaped), `run` waits for the VMM's own exit (killing it only if it still runs
+//! 10 s later); when the daemon failed, was killed, or was stopped by a signal, the VMM is
+//! SIGKILLed at once (the guest lost its root filesystem) and `run` fails. The exit status is
+//! the VMM's (128+N when killed by signal N; 1 if it was 0 after a daemon failure). SIGINT,
+//! SIGTERM and SIGHUP are forwarded to the VMM.
 //!
 //! Every daemon gets an HTTP control socket, `<state-dir>/<id>/api.sock` (`--api-socket`),
 //! used by the live commands ([`crate::api`]):
@@ -42,7 +48,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -53,8 +59,8 @@ use crate::command::{CommandOptions, LaunchStyle};
 use crate::config::VirtioFsConfig;
 use crate::error::{Error, Result};
 use crate::supervisor::{
-    reset_signal_mask, ChildWatch, ExitEvent, StartOptions, Supervisor, DEFAULT_LOG_LIMIT,
-    DEFAULT_STATE_DIR,
+    reset_signal_mask, ChildWatch, CleanExitCause, Daemon, ExitEvent, StartOptions, Supervisor,
+    DEFAULT_LOG_LIMIT, DEFAULT_STATE_DIR,
 };
 use crate::vmm::{self, Vmm};
 
@@ -187,6 +193,10 @@ pub struct StartArgs {
     /// Seconds to wait for readiness (rs style).
     #[arg(long, default_value_t = 10.0)]
     pub ready_timeout: f64,
+    /// Go style: seconds after which a daemon that has neither exited nor logged its ready
+    /// line counts as started.
+    #[arg(long, default_value_t = 0.3)]
+    pub settle: f64,
 }
 
 fn quantity(s: &str) -> std::result::Result<u64, String> {
@@ -292,6 +302,7 @@ impl StartArgs {
                 xattr: !self.no_xattr,
             },
             ready_timeout: Duration::from_secs_f64(self.ready_timeout.max(0.0)),
+            settle: Duration::from_secs_f64(self.settle.max(0.0)),
             ..StartOptions::default()
         }
     }
@@ -426,6 +437,7 @@ fn start(a: StartArgs) -> Result<i32> {
     let sup = Supervisor::new(&a.state_dir);
     let daemon = sup.start(&a.sandbox_id, &cfg, &a.shared_dir, &opts, None)?;
     let paths = daemon.paths().clone();
+    let ready_by = daemon.ready_by();
     let st = daemon.detach();
     let vmm_args = vmm::device_args(
         vmm_kind,
@@ -445,6 +457,7 @@ fn start(a: StartArgs) -> Result<i32> {
         "log": paths.log,
         "state": paths.state,
         "launch": st.launch,
+        "ready_by": ready_by,
         "daemon": st.daemon,
         "args": st.args,
         "vmm": { "hypervisor": cfg.hypervisor, "args": vmm_args },
@@ -452,8 +465,9 @@ fn start(a: StartArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// How long a daemon exit waits for a VMM exit that caused it (the VMM closing the socket).
-const VMM_EXIT_RACE: Duration = Duration::from_millis(100);
+/// A safety net only: how long a VMM that closed its virtio-fs connection (so the daemon
+/// exited 0) may take to exit before it is taken for hung and killed.
+pub const VMM_EXIT_AFTER_DISCONNECT: Duration = Duration::from_secs(10);
 
 enum Event {
     Daemon(ExitEvent),
@@ -572,29 +586,7 @@ fn run(a: StartArgs, vmm_cmd: Vec<String>) -> Result<i32> {
             Ok(Event::Signal(sig)) => {
                 vmm.signal(sig);
             }
-            Ok(Event::Daemon(ev)) => {
-                // The daemon also exits when the VMM closes the connection on its way out:
-                // give a VMM that is already exiting a moment to be reaped first.
-                if let Some(v) = vmm.wait_timeout(VMM_EXIT_RACE) {
-                    if let Err(e) = daemon.stop(Duration::from_secs(1)) {
-                        eprintln!("virtiofs-sandbox: stopping virtiofsd: {e}");
-                    }
-                    return Ok(v.shell_code());
-                }
-                vmm.signal(libc::SIGKILL);
-                eprintln!(
-                    "virtiofs-sandbox: virtiofsd (pid {}) exited ({}); VMM killed. Daemon log tail:\n{}",
-                    ev.pid,
-                    ev.describe(),
-                    daemon.log_tail(20)
-                );
-                let code = vmm
-                    .wait_timeout(Duration::from_secs(5))
-                    .map(|e| e.shell_code())
-                    .unwrap_or(1);
-                let _ = daemon.stop(Duration::from_secs(1));
-                return Ok(if code == 0 { 1 } else { code });
-            }
+            Ok(Event::Daemon(ev)) => return Ok(daemon_exited(ev, &mut daemon, &vmm, &rx)),
             Ok(Event::Vmm(ev)) => {
                 if let Err(e) = daemon.stop(Duration::from_secs(2)) {
                     eprintln!("virtiofs-sandbox: stopping virtiofsd: {e}");
@@ -603,6 +595,81 @@ fn run(a: StartArgs, vmm_cmd: Vec<String>) -> Result<i32> {
             }
             Err(_) => return Ok(1),
         }
+    }
+}
+
+/// `run`'s answer to the daemon's exit, decided by its cause. A daemon that exited 0 because
+/// its frontend closed the connection (or without saying why) was left by a VMM on its way
+/// out: the VMM's own exit status is the result (a VMM still running
+/// [`VMM_EXIT_AFTER_DISCONNECT`] later is killed). A daemon that failed, was killed, or was
+/// stopped by a signal while the VMM runs took the guest's filesystem away: the VMM is killed
+/// at once and `run` fails.
+fn daemon_exited(
+    ev: ExitEvent,
+    daemon: &mut Daemon,
+    vmm: &ChildWatch,
+    rx: &mpsc::Receiver<Event>,
+) -> i32 {
+    let stop_daemon = |daemon: &mut Daemon| {
+        if let Err(e) = daemon.stop(Duration::from_secs(1)) {
+            eprintln!("virtiofs-sandbox: stopping virtiofsd: {e}");
+        }
+    };
+    if let Some(v) = vmm.exit() {
+        stop_daemon(daemon);
+        return v.shell_code();
+    }
+    let cause = (ev.code == Some(0)).then(|| daemon.clean_exit_cause());
+    let reason = match cause {
+        Some(CleanExitCause::FrontendDisconnected | CleanExitCause::Unknown) => {
+            let deadline = Instant::now() + VMM_EXIT_AFTER_DISCONNECT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Event::Signal(sig)) => {
+                        vmm.signal(sig);
+                    }
+                    Ok(Event::Vmm(v)) => {
+                        stop_daemon(daemon);
+                        return v.shell_code();
+                    }
+                    Ok(Event::Daemon(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            format!(
+                "exited ({}, {}), but the VMM (pid {}) was still running {:?} later: taken \
+                 for hung",
+                ev.describe(),
+                match cause {
+                    Some(CleanExitCause::FrontendDisconnected) => "the VMM closed its connection",
+                    _ => "no cause in its log",
+                },
+                vmm.pid(),
+                VMM_EXIT_AFTER_DISCONNECT
+            )
+        }
+        Some(CleanExitCause::Signal) => format!(
+            "was stopped by a signal ({}) while the VMM was running",
+            ev.describe()
+        ),
+        None => format!("exited ({}) while the VMM was running", ev.describe()),
+    };
+    vmm.signal(libc::SIGKILL);
+    eprintln!(
+        "virtiofs-sandbox: virtiofsd (pid {}) {reason}; VMM killed. Daemon log tail:\n{}",
+        ev.pid,
+        daemon.log_tail(20)
+    );
+    let code = vmm
+        .wait_timeout(Duration::from_secs(5))
+        .map(|e| e.shell_code())
+        .unwrap_or(1);
+    stop_daemon(daemon);
+    if code == 0 {
+        1
+    } else {
+        code
     }
 }
 

@@ -1,11 +1,15 @@
 //! The daemon's command line, in the two styles Kata uses.
 //!
 //! * **Go runtime** ([`LaunchStyle::Go`], the default):
-//!   `--syslog --cache=<mode> --shared-dir=<dir> --fd=3 <extra args...> [--xattr]`. The
-//!   listening socket is created by the caller and inherited as fd 3.
+//!   `--cache=<mode> --shared-dir=<dir> --fd=3 <extra args...> [--xattr]`. The listening
+//!   socket is created by the caller and inherited as fd 3.
 //! * **runtime-rs** ([`LaunchStyle::Rs`]):
-//!   `--socket-path=<sock> --shared-dir=<dir> --cache=<mode> <extra args...> [--xattr]`, never
-//!   `--syslog`; the daemon creates the socket.
+//!   `--socket-path=<sock> --shared-dir=<dir> --cache=<mode> <extra args...> [--xattr]`; the
+//!   daemon creates the socket.
+//!
+//! Neither style passes `--syslog`, although Kata's Go runtime does: the supervisor captures
+//! the daemon's stdout and stderr into the per-sandbox log and detects readiness there, and
+//! on a host with `/dev/log` `--syslog` would send every line to syslog instead.
 //!
 //! `--xattr` (appended last, as Kata does): in Go style only for QEMU (Kata's Go runtime adds
 //! it on the QEMU path unless the guest's SELinux is disabled); in rs style whenever enabled.
@@ -31,7 +35,7 @@ pub const API_SOCKET_FLAG: &str = "--api-socket";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LaunchStyle {
-    /// Kata's Go runtime: we create the socket and pass it as fd 3; `--syslog`.
+    /// Kata's Go runtime: we create the socket and pass it as fd 3.
     #[default]
     Go,
     /// Kata's runtime-rs: `--socket-path`; ready when the daemon says so.
@@ -99,12 +103,7 @@ pub fn daemon_args_with_api(
     let cache = format!("--cache={}", cfg.virtio_fs_cache.as_str());
     let shared = format!("--shared-dir={}", shared_dir.display());
     let mut v = match opts.style {
-        LaunchStyle::Go => vec![
-            "--syslog".to_string(),
-            cache,
-            shared,
-            format!("--fd={GO_LISTEN_FD}"),
-        ],
+        LaunchStyle::Go => vec![cache, shared, format!("--fd={GO_LISTEN_FD}")],
         LaunchStyle::Rs => vec![format!("--socket-path={}", socket.display()), shared, cache],
     };
     if let Some(api) = api_socket {
@@ -141,7 +140,6 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--syslog",
                 "--cache=never",
                 "--shared-dir=/run/s/shared",
                 "--fd=3",
@@ -215,7 +213,6 @@ mod tests {
         assert_eq!(
             go,
             [
-                "--syslog",
                 "--cache=never",
                 "--shared-dir=/d",
                 "--fd=3",

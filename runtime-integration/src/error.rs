@@ -74,6 +74,15 @@ pub enum Error {
     /// Wrong VMM arguments or an unsupported VMM.
     #[error("VMM: {0}")]
     Vmm(String),
+    /// A state directory that may not be used (a link, another user's, or writable by
+    /// others).
+    #[error("state directory {path} refused: {message}")]
+    StateDir {
+        /// The state directory.
+        path: PathBuf,
+        /// Why it is refused.
+        message: String,
+    },
     /// A corrupt or unreadable state file.
     #[error("state {path}: {message}")]
     State {

@@ -6,7 +6,8 @@
 //! * [`annotations`]: pod annotations applied to a configuration, with the rule that a pod
 //!   may only *tighten* the operator's rate limits.
 //! * [`command`]: the daemon's argv in Kata's Go-runtime or runtime-rs style.
-//! * [`supervisor`]: state directory, spawn, readiness, exit notice, stop, stale state.
+//! * [`supervisor`]: spawn, readiness, exit notice, stop, stale state.
+//! * [`statedir`]: the state directory's checks (owner, mode) and link-safe file access.
 //! * [`vmm`]: the QEMU / Cloud Hypervisor device and shared-memory arguments.
 //! * [`api`]: a client for the daemon's HTTP control socket (live rate limits, statistics).
 //! * [`metrics`]: one Prometheus endpoint for all the sandboxes of a state directory.
@@ -39,6 +40,7 @@ pub mod command;
 pub mod config;
 mod error;
 pub mod metrics;
+pub mod statedir;
 pub mod supervisor;
 pub mod vmm;
 

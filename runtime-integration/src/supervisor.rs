@@ -4,7 +4,9 @@
 //! `api.sock` (the daemon's HTTP control socket, `--api-socket`; see [`crate::api`]),
 //! `virtiofsd.log` (the daemon's stdout+stderr, rotated to `virtiofsd.log.1` at
 //! [`DEFAULT_LOG_LIMIT`]) and `state.json` ([`SandboxState`]: pid, the process start time from
-//! `/proc/<pid>/stat` to detect pid reuse, socket, argv).
+//! `/proc/<pid>/stat` to detect pid reuse, socket, argv). The state directory must be the
+//! running user's and writable by nobody else, and nothing in it is followed through a
+//! symbolic link ([`crate::statedir`]).
 //!
 //! Readiness:
 //! * Go style: we bind and listen on the socket ourselves and pass it as fd 3, so the VMM can
@@ -25,10 +27,9 @@
 //! as stale and never signalled.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ use crate::command::{
 };
 use crate::config::VirtioFsConfig;
 use crate::error::{Error, Result};
+use crate::statedir::{
+    create_sandbox_dir, open_sandbox_dir, open_state_dir, read_no_follow, SandboxDir,
+};
 
 /// The socket's file name in the sandbox directory.
 pub const SOCKET_NAME: &str = "virtiofsd.sock";
@@ -55,6 +59,9 @@ pub const LOG_NAME: &str = "virtiofsd.log";
 pub const STATE_NAME: &str = "state.json";
 /// The line upstream virtiofsd (and ours) logs when it listens (runtime-rs waits for it).
 pub const READY_LINE: &str = "Waiting for vhost-user socket connection";
+/// Lines the daemon logs when it exits because its frontend (the VMM) closed the connection:
+/// ours, and upstream virtiofsd's.
+pub const DISCONNECT_LINES: [&str; 2] = ["frontend disconnected", "Client disconnected"];
 /// Log size at which `virtiofsd.log` is rotated to `virtiofsd.log.1`.
 pub const DEFAULT_LOG_LIMIT: u64 = 1 << 20;
 /// Longest accepted sandbox id.
@@ -139,6 +146,47 @@ pub struct SandboxPaths {
     pub log: PathBuf,
     /// The state file.
     pub state: PathBuf,
+}
+
+/// What showed that a daemon's vhost-user side was ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyBy {
+    /// The daemon logged [`READY_LINE`].
+    LogLine,
+    /// rs style: the socket was listening (in `/proc/net/unix`) before the line was read.
+    Listening,
+    /// Go style: [`StartOptions::settle`] passed without an exit or the line (a daemon that
+    /// does not log it, e.g. at `--log-level=warn`).
+    Settled,
+}
+
+/// Why a daemon that exited with status 0 stopped, read from the end of its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CleanExitCause {
+    /// Its frontend closed the vhost-user connection (one of [`DISCONNECT_LINES`]).
+    FrontendDisconnected,
+    /// It was told to stop by a signal (`signal N: exiting`).
+    Signal,
+    /// The log does not say (e.g. a log level above info).
+    Unknown,
+}
+
+/// Reads the cause of a clean exit from a log text: the last of the daemon's exit lines wins.
+pub fn clean_exit_cause(log: &str) -> CleanExitCause {
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            if DISCONNECT_LINES.iter().any(|d| l.contains(d)) {
+                Some(CleanExitCause::FrontendDisconnected)
+            } else if l.contains("signal ") && l.contains(": exiting") {
+                Some(CleanExitCause::Signal)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(CleanExitCause::Unknown)
 }
 
 /// How a process ended.
@@ -470,13 +518,7 @@ pub fn socket_listening(path: &Path) -> bool {
 /// Copies `input` to `path`, rotating to `<path>.1` when the file would exceed `limit` bytes;
 /// returns at end of input. Used by the in-process pump thread and the CLI's `__log-pump`.
 pub fn pump_log(mut input: impl Read, path: &Path, limit: u64) -> io::Result<()> {
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-    };
+    let open = || crate::statedir::open_log(path);
     let mut out = open()?;
     let mut size = out.metadata()?.len();
     let mut buf = vec![0u8; 16 * 1024];
@@ -507,8 +549,8 @@ pub fn pump_log(mut input: impl Read, path: &Path, limit: u64) -> io::Result<()>
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let mut rotated = path.as_os_str().to_owned();
     rotated.push(".1");
-    let mut all = fs::read(&rotated).unwrap_or_default();
-    all.extend(fs::read(path).unwrap_or_default());
+    let mut all = read_no_follow(Path::new(&rotated)).unwrap_or_default();
+    all.extend(read_no_follow(path).unwrap_or_default());
     let text = String::from_utf8_lossy(&all);
     let v: Vec<&str> = text.lines().collect();
     let tail = v[v.len().saturating_sub(lines)..].join("\n");
@@ -635,11 +677,17 @@ impl Pump {
         }
     }
 
-    fn release(self) {
-        if let Pump::Process(mut c) = self {
-            std::thread::spawn(move || {
-                let _ = c.wait();
-            });
+    /// Lets a pump process run on its own; a pump thread's end-of-input notice is returned.
+    fn release(self) -> Option<mpsc::Receiver<()>> {
+        match self {
+            Pump::Process(mut c) => {
+                std::thread::spawn(move || {
+                    let _ = c.wait();
+                });
+                None
+            }
+            Pump::Thread(rx) => Some(rx),
+            Pump::None => None,
         }
     }
 }
@@ -697,10 +745,35 @@ impl Supervisor {
         })
     }
 
-    /// Reads a sandbox's state file (`None` if absent).
+    /// Opens the state directory (see [`crate::statedir`] for the checks); `None` if it does
+    /// not exist and `create` is false.
+    fn state_fd(&self, create: bool) -> Result<Option<OwnedFd>> {
+        open_state_dir(&self.state_dir, create)
+    }
+
+    /// Reads a sandbox's state file (`None` if absent). A state directory that fails its
+    /// checks is an error; so is a symbolic link at the sandbox directory or the state file
+    /// (not followed).
     pub fn read_state(&self, id: &str) -> Result<Option<SandboxState>> {
         let p = self.paths(id)?;
-        match fs::read(&p.state) {
+        match self.state_fd(false)? {
+            None => Ok(None),
+            Some(state) => Self::read_state_in(&state, id, &p),
+        }
+    }
+
+    fn read_state_in(state: &OwnedFd, id: &str, p: &SandboxPaths) -> Result<Option<SandboxState>> {
+        let dir = match open_sandbox_dir(state, id, &p.dir)? {
+            SandboxDir::Missing => return Ok(None),
+            SandboxDir::Symlink => {
+                return Err(Error::State {
+                    path: p.dir.clone(),
+                    message: "the sandbox directory is a symbolic link (not followed)".into(),
+                })
+            }
+            SandboxDir::Dir(fd) => fd,
+        };
+        match crate::statedir::read_at(&dir, STATE_NAME) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|e| Error::State {
@@ -708,20 +781,23 @@ impl Supervisor {
                     message: e.to_string(),
                 }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::State {
+                path: p.state.clone(),
+                message: "a symbolic link (not followed)".into(),
+            }),
             Err(e) => Err(Error::io(format!("reading {}", p.state.display()))(e)),
         }
     }
 
-    fn write_state(paths: &SandboxPaths, st: &SandboxState) -> Result<()> {
-        let tmp = paths.dir.join(".state.json.tmp");
+    fn write_state(dir: &OwnedFd, paths: &SandboxPaths, st: &SandboxState) -> Result<()> {
         let data = serde_json::to_vec_pretty(st).expect("state serialises");
-        fs::write(&tmp, data).map_err(Error::io(format!("writing {}", tmp.display())))?;
-        fs::rename(&tmp, &paths.state)
-            .map_err(Error::io(format!("renaming to {}", paths.state.display())))
+        crate::statedir::write_at(dir, STATE_NAME, &data)
+            .map_err(Error::io(format!("writing {}", paths.state.display())))
     }
 
+    /// Removes the sandbox directory (a symbolic link there is removed, not followed).
     fn remove_files(paths: &SandboxPaths) {
-        if paths.dir.exists() {
+        if fs::symlink_metadata(&paths.dir).is_ok() {
             if let Err(e) = fs::remove_dir_all(&paths.dir) {
                 log::warn!("removing {}: {e}", paths.dir.display());
             }
@@ -768,35 +844,49 @@ impl Supervisor {
                 ),
             });
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.state_dir)
-            .map_err(Error::io(format!("creating {}", self.state_dir.display())))?;
-        match fs::DirBuilder::new().mode(0o700).create(&paths.dir) {
+        let state = self.state_fd(true)?.ok_or_else(|| Error::StateDir {
+            path: self.state_dir.clone(),
+            message: "vanished after it was created".into(),
+        })?;
+        let create = || {
+            create_sandbox_dir(&state, id)
+                .map_err(Error::io(format!("creating {}", paths.dir.display())))
+        };
+        match create_sandbox_dir(&state, id) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read_state(id) {
-                Ok(Some(st)) if liveness(st.pid, st.start_time) == Liveness::Running => {
-                    return Err(Error::AlreadyRunning {
-                        id: id.into(),
-                        pid: st.pid,
-                    })
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match Self::read_state_in(&state, id, &paths) {
+                    Ok(Some(st)) if liveness(st.pid, st.start_time) == Liveness::Running => {
+                        return Err(Error::AlreadyRunning {
+                            id: id.into(),
+                            pid: st.pid,
+                        })
+                    }
+                    other => {
+                        if let Err(e) = other {
+                            log::warn!("sandbox {id}: {e}");
+                        }
+                        log::info!(
+                            "sandbox {id}: removing stale state in {}",
+                            paths.dir.display()
+                        );
+                        Self::remove_files(&paths);
+                        create()?;
+                    }
                 }
-                _ => {
-                    log::info!(
-                        "sandbox {id}: removing stale state in {}",
-                        paths.dir.display()
-                    );
-                    Self::remove_files(&paths);
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&paths.dir)
-                        .map_err(Error::io(format!("creating {}", paths.dir.display())))?;
-                }
-            },
+            }
             Err(e) => return Err(Error::io(format!("creating {}", paths.dir.display()))(e)),
         }
-        let result = self.spawn(id, cfg, shared_dir, opts, on_exit, &paths);
+        let dir = match open_sandbox_dir(&state, id, &paths.dir)? {
+            SandboxDir::Dir(fd) => fd,
+            _ => {
+                return Err(Error::State {
+                    path: paths.dir.clone(),
+                    message: "replaced while starting".into(),
+                })
+            }
+        };
+        let result = Self::spawn(id, cfg, shared_dir, opts, on_exit, &paths, &dir);
         if result.is_err() {
             Self::remove_files(&paths);
         }
@@ -804,13 +894,13 @@ impl Supervisor {
     }
 
     fn spawn(
-        &self,
         id: &str,
         cfg: &VirtioFsConfig,
         shared_dir: &Path,
         opts: &StartOptions,
         on_exit: Option<ExitCallback>,
         paths: &SandboxPaths,
+        dir: &OwnedFd,
     ) -> Result<Daemon> {
         let style = opts.command.style;
         let api_socket = opts.api_socket.then_some(paths.api_socket.as_path());
@@ -821,11 +911,7 @@ impl Supervisor {
 
         // Output: a pipe to a pump (thread, or process when detached), or the file directly.
         let (daemon_out, mut pump): (File, Pump) = if opts.detach && opts.log_pump.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&paths.log)
+            let f = crate::statedir::open_log(&paths.log)
                 .map_err(Error::io(format!("opening {}", paths.log.display())))?;
             (f, Pump::None)
         } else {
@@ -948,8 +1034,10 @@ impl Supervisor {
             watch,
             keep_running: false,
             finished: false,
+            ready_by: ReadyBy::Settled,
+            log_done: None,
         };
-        if let Err(e) = Self::write_state(paths, &daemon.state) {
+        if let Err(e) = Self::write_state(dir, paths, &daemon.state) {
             daemon.kill_now();
             return Err(e);
         }
@@ -958,7 +1046,7 @@ impl Supervisor {
             let mut rotated = p.as_os_str().to_owned();
             rotated.push(".1");
             [p.to_path_buf(), PathBuf::from(rotated)].iter().any(|f| {
-                fs::read(f)
+                read_no_follow(f)
                     .map(|b| String::from_utf8_lossy(&b).contains(READY_LINE))
                     .unwrap_or(false)
             })
@@ -971,7 +1059,7 @@ impl Supervisor {
             LaunchStyle::Go => opts.settle.max(opts.ready_timeout),
             LaunchStyle::Rs => opts.ready_timeout,
         };
-        let mut vhost_ready = false;
+        let mut vhost_ready = None;
         loop {
             if let Some(ev) = daemon.watch.exit() {
                 pump.settle(Duration::from_secs(1));
@@ -982,12 +1070,21 @@ impl Supervisor {
                     output,
                 });
             }
-            vhost_ready = vhost_ready
-                || ready_line(&paths.log)
-                || match style {
-                    LaunchStyle::Go => started.elapsed() >= opts.settle,
-                    LaunchStyle::Rs => socket_listening(&paths.socket),
+            if vhost_ready.is_none() {
+                vhost_ready = if ready_line(&paths.log) {
+                    Some(ReadyBy::LogLine)
+                } else {
+                    match style {
+                        LaunchStyle::Go if started.elapsed() >= opts.settle => {
+                            Some(ReadyBy::Settled)
+                        }
+                        LaunchStyle::Rs if socket_listening(&paths.socket) => {
+                            Some(ReadyBy::Listening)
+                        }
+                        _ => None,
+                    }
                 };
+            }
             // /proc/net/unix only shows our network namespace's sockets: a daemon that
             // unshared its own before binding is found by connecting.
             let api_ready = match api_socket {
@@ -997,7 +1094,8 @@ impl Supervisor {
                         || (p.exists() && crate::api::probe(p, Duration::from_millis(100)))
                 }
             };
-            if vhost_ready && api_ready {
+            if let (Some(by), true) = (vhost_ready, api_ready) {
+                daemon.ready_by = by;
                 break;
             }
             if started.elapsed() >= deadline {
@@ -1018,23 +1116,26 @@ impl Supervisor {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        pump.release();
+        daemon.log_done = pump.release();
         log::info!(
-            "sandbox {id}: virtiofsd pid {pid} ready on {} ({} style)",
+            "sandbox {id}: virtiofsd pid {pid} ready on {} ({} style, {:?})",
             paths.socket.display(),
-            style.as_str()
+            style.as_str(),
+            daemon.ready_by
         );
         Ok(daemon)
     }
 
     /// Stops sandbox `id` (from its state file): SIGTERM, `grace`, SIGKILL; then removes its
-    /// directory. Idempotent. A stale state (dead or reused pid) is removed without signalling.
+    /// directory. Idempotent. A stale state (dead or reused pid), or one that cannot be
+    /// trusted (a symbolic link, not followed; unreadable), is removed without signalling. A
+    /// state directory that fails its checks is an error and nothing is touched.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<StopOutcome> {
         let paths = self.paths(id)?;
         let st = match self.read_state(id) {
             Ok(Some(st)) => st,
             Ok(None) => {
-                let existed = paths.dir.exists();
+                let existed = fs::symlink_metadata(&paths.dir).is_ok();
                 Self::remove_files(&paths);
                 return Ok(if existed {
                     StopOutcome::Stale
@@ -1042,6 +1143,7 @@ impl Supervisor {
                     StopOutcome::NotFound
                 });
             }
+            Err(e @ Error::StateDir { .. }) => return Err(e),
             Err(e) => {
                 log::warn!("{e}; removing the sandbox directory");
                 Self::remove_files(&paths);
@@ -1069,8 +1171,9 @@ impl Supervisor {
             detail: None,
         };
         match self.read_state(id) {
+            Err(e @ Error::StateDir { .. }) => return Err(e),
             Ok(None) => {
-                if paths.dir.exists() {
+                if fs::symlink_metadata(&paths.dir).is_ok() {
                     s.state = "gone".into();
                     s.detail = Some("sandbox directory without a state file".into());
                 }
@@ -1131,6 +1234,9 @@ impl Supervisor {
 
     /// The status of every sandbox directory below the state directory (sorted by id).
     pub fn list(&self) -> Result<Vec<Status>> {
+        if self.state_fd(false)?.is_none() {
+            return Ok(Vec::new());
+        }
         let rd = match fs::read_dir(&self.state_dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1194,6 +1300,9 @@ pub struct Daemon {
     watch: Arc<ChildWatch>,
     keep_running: bool,
     finished: bool,
+    ready_by: ReadyBy,
+    /// The in-process log pump's end-of-input notice (not for a detached daemon).
+    log_done: Option<mpsc::Receiver<()>>,
 }
 
 impl Daemon {
@@ -1240,6 +1349,39 @@ impl Daemon {
     /// The last lines of the daemon's log.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.paths.log, lines)
+    }
+
+    /// What showed that the daemon was ready.
+    pub fn ready_by(&self) -> ReadyBy {
+        self.ready_by
+    }
+
+    /// Waits up to `timeout` until the log holds everything the daemon (and anything holding
+    /// its output) wrote, i.e. the in-process pump reached the end of its input. True when it
+    /// did (at once for a daemon without an in-process pump).
+    pub fn wait_log_complete(&mut self, timeout: Duration) -> bool {
+        match &self.log_done {
+            None => true,
+            Some(rx) => match rx.recv_timeout(timeout) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.log_done = None;
+                    true
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+            },
+        }
+    }
+
+    /// Why the daemon exited with status 0, from its complete log (waits up to 1 s for the
+    /// log pump to drain).
+    pub fn clean_exit_cause(&mut self) -> CleanExitCause {
+        if !self.wait_log_complete(Duration::from_secs(1)) {
+            log::warn!(
+                "sandbox {}: the daemon's log is still open 1 s after its exit",
+                self.state.sandbox_id
+            );
+        }
+        clean_exit_cause(&log_tail(&self.paths.log, 50))
     }
 
     fn kill_now(&mut self) {
@@ -1343,6 +1485,24 @@ mod tests {
             log_tail(&p, 2)
         );
         assert_eq!(log_tail(&d.path().join("none"), 3), "(no output)");
+    }
+
+    #[test]
+    fn clean_exit_causes_from_the_log() {
+        use CleanExitCause::*;
+        let ours =
+            "[INFO] Client connected, servicing requests\n[INFO] frontend disconnected; exiting\n";
+        assert_eq!(clean_exit_cause(ours), FrontendDisconnected);
+        let upstream = "[INFO virtiofsd] Client disconnected, shutting down\n";
+        assert_eq!(clean_exit_cause(upstream), FrontendDisconnected);
+        assert_eq!(clean_exit_cause("[INFO] signal 15: exiting\n"), Signal);
+        // The last exit line wins.
+        assert_eq!(
+            clean_exit_cause(&format!("{ours}[INFO] signal 15: exiting\n")),
+            Signal
+        );
+        assert_eq!(clean_exit_cause("[WARN] something\n"), Unknown);
+        assert_eq!(clean_exit_cause(""), Unknown);
     }
 
     #[test]

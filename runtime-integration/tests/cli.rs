@@ -335,3 +335,303 @@ fn run_daemon_death_stops_the_vmm_within_1s() {
     );
     assert!(!s.state.join("run2").exists());
 }
+
+/// A guest shutdown as a slow VMM makes it: the VMM closes its connection, the daemon exits 0
+/// at once, and the VMM itself exits 0 only 300 ms after the daemon. `run` must report the
+/// VMM's 0, not a daemon failure.
+#[test]
+fn run_exits_0_when_the_daemons_exit_0_comes_before_the_vmms() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let vmm = common::frontend_vmm_bin();
+    let out = common::run_timeout(
+        run_cmd(&s, &cfg, "race", &[vmm.to_str().unwrap(), "-m", "512"])
+            .env("FRONTEND_VMM_AFTER", "exit-after-daemon"),
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("frontend-vmm: virtiofsd exited; exiting 0 in 300 ms"),
+        "the daemon's exit did not come first:\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("VMM killed"), "{err}");
+    assert!(!s.state.join("race").exists(), "sandbox state left");
+}
+
+/// A daemon stopped by a signal exits 0 too, but the VMM still runs: that is a failure, at
+/// once (no waiting for the VMM).
+#[test]
+fn run_daemon_sigterm_while_the_vmm_runs_stops_the_vmm_within_1s() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let started = s.dir.path().join("vmm-started");
+    let vmm = s.script(
+        "fake-qemu",
+        &format!("touch {}\nexec sleep 60", started.display()),
+    );
+    let mut child = run_cmd(&s, &cfg, "term", &[vmm.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "fake VMM did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("term/state.json")).unwrap()).unwrap();
+    let dpid = st["pid"].as_u64().unwrap() as i32;
+    let t = Instant::now();
+    // SAFETY: kill(2) on the daemon `run` started.
+    assert_eq!(unsafe { libc::kill(dpid, libc::SIGTERM) }, 0);
+    let status = common::run_wait(&mut child, Duration::from_secs(15));
+    let took = t.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(took < Duration::from_secs(1), "{took:?}\n{err}");
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL), "{err}");
+    assert!(
+        err.contains("was stopped by a signal (exit code 0) while the VMM was running")
+            && err.contains("VMM killed"),
+        "{err}"
+    );
+    assert!(!s.state.join("term").exists());
+}
+
+/// The wait for the VMM after it closed its connection is bounded: a VMM that never exits is
+/// killed after `VMM_EXIT_AFTER_DISCONNECT` and reported.
+#[test]
+fn run_kills_a_vmm_hung_after_closing_its_connection() {
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let vmm = common::frontend_vmm_bin();
+    let t = Instant::now();
+    let out = common::run_timeout(
+        run_cmd(&s, &cfg, "hung", &[vmm.to_str().unwrap()]).env("FRONTEND_VMM_AFTER", "hang"),
+        Duration::from_secs(30),
+    );
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let bound = runtime_integration::cli::VMM_EXIT_AFTER_DISCONNECT;
+    assert!(
+        took >= bound && took < bound + Duration::from_secs(5),
+        "{took:?}\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{err}");
+    assert!(
+        err.contains("the VMM closed its connection") && err.contains("taken for hung"),
+        "{err}"
+    );
+    assert!(!s.state.join("hung").exists());
+}
+
+/// `shared_fs` may not move a sandbox off the configuration's daemon-backed virtio-fs: `start`
+/// and `run` refuse, and `run` starts no VMM.
+#[test]
+fn shared_fs_annotation_may_not_drop_the_daemon() {
+    let s = Scratch::new();
+    let cfg = common::write_config(
+        s.dir.path(),
+        &daemon_bin(),
+        &[(
+            "enable_annotations",
+            r#"["virtio_fs_extra_args", "shared_fs"]"#,
+        )],
+    )
+    .display()
+    .to_string();
+    let started = s.dir.path().join("vmm-started");
+    let vmm = s.script("fake-qemu", &format!("touch {}", started.display()));
+    for fs in ["virtio-9p", "none"] {
+        let ann = format!("io.katacontainers.config.hypervisor.shared_fs={fs}");
+        let mut a = start_args(&cfg, &s, "sfs");
+        a.extend(["--annotation".into(), ann.clone()]);
+        let out = cli(&refs(&a));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{fs}: {err}");
+        assert!(
+            err.contains("annotation io.katacontainers.config.hypervisor.shared_fs:")
+                && err.contains(&format!("\"{fs}\" refused")),
+            "{fs}: {err}"
+        );
+        let mut c = Command::new(common::cli_bin());
+        c.args([
+            "run",
+            "--config",
+            &cfg,
+            "--sandbox-id",
+            "sfs",
+            "--shared-dir",
+        ])
+        .arg(&s.share)
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["--annotation", &ann, "--"])
+        .arg(&vmm);
+        let out = common::run_timeout(&mut c, Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{fs}: {err}");
+        assert!(err.contains(&format!("\"{fs}\" refused")), "{fs}: {err}");
+        assert!(!started.exists(), "{fs}: the VMM was started");
+    }
+    // Restating virtio-fs is fine.
+    let mut a = start_args(&cfg, &s, "sfs");
+    a.extend([
+        "--annotation".into(),
+        "io.katacontainers.config.hypervisor.shared_fs=virtio-fs".into(),
+    ]);
+    let j = json_out(&cli(&refs(&a)));
+    let pid = j["pid"].as_u64().unwrap() as u32;
+    assert!(running(pid));
+    let state = s.state.display().to_string();
+    assert!(cli(&["stop", "sfs", "--state-dir", &state])
+        .status
+        .success());
+    assert!(wait_gone(pid, Duration::from_secs(2)));
+}
+
+/// Makes a character device node (async-signal-safe; for `pre_exec`).
+unsafe fn mknod_chr(path: &std::ffi::CStr, major: u32, minor: u32) -> std::io::Result<()> {
+    if libc::mknod(
+        path.as_ptr(),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(major, minor),
+    ) != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// On a host with a syslog socket the daemon's output must still reach the per-sandbox log
+/// (the supervisor captures it; `--syslog` would divert it), and Go-style readiness must come
+/// from the ready line there, not from the settle timer. `start` runs in a private mount
+/// namespace whose `/dev` is a fresh tmpfs with the usual nodes and a listening datagram
+/// socket at `/dev/log` (this test holds it, and reads what reaches it).
+#[test]
+fn per_sandbox_log_is_filled_with_a_dev_log_present() {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let s = Scratch::new();
+    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
+        .display()
+        .to_string();
+    let syslog = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    syslog.set_nonblocking(true).unwrap();
+    let syslog_fd = syslog.as_raw_fd();
+    // SAFETY: a zeroed sockaddr_un is valid; the path fits.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, b) in addr.sun_path.iter_mut().zip(b"/dev/log") {
+        *d = *b as libc::c_char;
+    }
+    let c = |p: &str| CString::new(p).unwrap();
+    let (root, dev, tmpfs, opts) = (c("/"), c("/dev"), c("tmpfs"), c("mode=755"));
+    let nodes: Vec<(CString, u32, u32)> = [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    ]
+    .iter()
+    .map(|(p, a, b)| (c(p), *a, *b))
+    .collect();
+
+    let mut args = start_args(&cfg, &s, "devlog");
+    args.extend(["--settle".into(), "30".into()]);
+    let mut cmd = Command::new(common::cli_bin());
+    cmd.args(&args);
+    // SAFETY: only syscalls on data prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            ok(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                tmpfs.as_ptr(),
+                dev.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID,
+                opts.as_ptr().cast(),
+            ))?;
+            for (p, major, minor) in &nodes {
+                mknod_chr(p, *major, *minor)?;
+            }
+            ok(libc::bind(
+                syslog_fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            ))
+        });
+    }
+    let t = Instant::now();
+    let out = common::run_timeout(&mut cmd, Duration::from_secs(60));
+    let took = t.elapsed();
+    let j = json_out(&out);
+    let pid = j["pid"].as_u64().unwrap() as u32;
+    let log = std::path::PathBuf::from(j["log"].as_str().unwrap());
+    let state = s.state.display().to_string();
+    let mut to_syslog = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        to_syslog.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // The pump process may write the lines a moment after `start` returned.
+    let wanted = [runtime_integration::supervisor::READY_LINE, "rate limits:"];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        if wanted.iter().all(|w| t.contains(w)) || Instant::now() >= deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stop = cli(&["stop", "devlog", "--state-dir", &state]);
+    assert!(stop.status.success());
+    assert!(wait_gone(pid, Duration::from_secs(2)));
+    assert!(
+        to_syslog.is_empty(),
+        "lines went to /dev/log: {to_syslog:#?}"
+    );
+    assert!(
+        wanted.iter().all(|w| text.contains(w)),
+        "{}:\n{text}",
+        log.display()
+    );
+    assert_eq!(j["ready_by"], "log-line", "{j}");
+    assert!(took < Duration::from_secs(10), "start took {took:?}");
+    assert!(!cmdline_has(&j, "--syslog"), "{j}");
+}
+
+fn cmdline_has(start_json: &serde_json::Value, arg: &str) -> bool {
+    start_json["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == arg)
+}

@@ -88,7 +88,7 @@ fn go_style_passes_a_listening_fd3_the_daemon_accepts_on() {
         .unwrap();
     let args = common::cmdline(d.pid());
     assert!(
-        args.contains(&"--fd=3".to_string()) && args.contains(&"--syslog".to_string()),
+        args.contains(&"--fd=3".to_string()) && !args.contains(&"--syslog".to_string()),
         "{args:?}"
     );
     assert!(
@@ -372,4 +372,209 @@ fn annotated_limits_reach_the_daemon() {
     assert!(log.contains("bw 5000000 B/s (burst 20000000 B)"), "{log}");
     assert!(log.contains("ops 200 req/s"), "{log}");
     d.stop(Duration::from_secs(2)).unwrap();
+}
+
+/// A state that a writer of the state directory could forge: it names `pid` with its true
+/// start time, so only refusing to read it protects the process.
+fn forged_state(pid: u32, dir: &std::path::Path) -> Vec<u8> {
+    let (_, start_time) = runtime_integration::supervisor::proc_stat(pid).unwrap();
+    serde_json::to_vec(&SandboxState {
+        sandbox_id: "victim".into(),
+        pid,
+        start_time,
+        socket: dir.join("virtiofsd.sock"),
+        api_socket: None,
+        log: dir.join("virtiofsd.log"),
+        launch: LaunchStyle::Go,
+        daemon: "/bin/true".into(),
+        args: Vec::new(),
+        shared_dir: "/".into(),
+        started_at: 0,
+    })
+    .unwrap()
+}
+
+fn refused(e: Error, needle: &str) {
+    match &e {
+        Error::StateDir { message, .. } => assert!(message.contains(needle), "{e}"),
+        other => panic!("expected a refused state directory, got {other}"),
+    }
+    assert!(e.to_string().contains("refused"), "{e}");
+}
+
+#[test]
+fn state_dir_of_another_user_or_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let cfg = config(&s);
+    let sup = Supervisor::new(&s.state);
+    std::fs::create_dir(&s.state).unwrap();
+    let set_mode =
+        |m: u32| std::fs::set_permissions(&s.state, std::fs::Permissions::from_mode(m)).unwrap();
+    set_mode(0o755);
+    std::os::unix::fs::chown(&s.state, Some(65534), Some(65534)).unwrap();
+    let e = sup
+        .start("pod", &cfg, &s.share, &opts(LaunchStyle::Go), None)
+        .unwrap_err();
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    refused(
+        e,
+        &format!("owned by uid 65534, not by the running user (uid {me})"),
+    );
+    refused(sup.status("pod").unwrap_err(), "owned by uid 65534");
+    refused(sup.list().unwrap_err(), "owned by uid 65534");
+    refused(
+        sup.stop("pod", Duration::from_secs(1)).unwrap_err(),
+        "owned by uid 65534",
+    );
+    std::os::unix::fs::chown(&s.state, Some(0), Some(0)).unwrap();
+    for (mode, who) in [
+        (0o777, "its group and others"),
+        (0o775, "its group"),
+        (0o757, "others"),
+        (0o1777, "its group and others"),
+    ] {
+        set_mode(mode);
+        let e = sup
+            .start("pod", &cfg, &s.share, &opts(LaunchStyle::Go), None)
+            .unwrap_err();
+        refused(e, &format!("mode {mode:04o}: writable by {who}"));
+    }
+    assert_eq!(
+        std::fs::read_dir(&s.state).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    // The CLI says so too, and exits 1.
+    let out = common::cli(&["list", "--state-dir", s.state.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("state directory {} refused", s.state.display()))
+            && err.contains("mode 1777"),
+        "{err}"
+    );
+    // A symbolic link as the state directory is not followed.
+    set_mode(0o700);
+    let link = s.dir.path().join("state-link");
+    std::os::unix::fs::symlink(&s.state, &link).unwrap();
+    let e = Supervisor::new(&link)
+        .start("pod", &cfg, &s.share, &opts(LaunchStyle::Go), None)
+        .unwrap_err();
+    refused(e, "symbolic link");
+    // Fixed: it works.
+    let mut d = sup
+        .start("pod", &cfg, &s.share, &opts(LaunchStyle::Go), None)
+        .unwrap();
+    d.stop(Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn planted_symlinks_in_the_state_dir_are_not_followed() {
+    let s = Scratch::new();
+    let cfg = config(&s);
+    let sup = Supervisor::new(&s.state);
+    std::fs::create_dir(&s.state).unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let vpid = victim.id();
+    // (1) The sandbox directory is a link to a directory with a forged state.
+    let elsewhere = s.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let forged = forged_state(vpid, &elsewhere);
+    std::fs::write(elsewhere.join("state.json"), &forged).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, s.state.join("pod")).unwrap();
+    let st = sup.status("pod").unwrap();
+    assert_eq!(st.state, "corrupt", "{st:?}");
+    assert!(
+        st.detail
+            .as_deref()
+            .unwrap()
+            .contains("symbolic link (not followed)"),
+        "{st:?}"
+    );
+    assert_eq!(
+        sup.stop("pod", Duration::from_secs(1)).unwrap(),
+        StopOutcome::Stale
+    );
+    assert!(
+        running(vpid),
+        "stop signalled the process a planted state names"
+    );
+    assert!(
+        std::fs::symlink_metadata(s.state.join("pod")).is_err(),
+        "link left"
+    );
+    assert_eq!(std::fs::read(elsewhere.join("state.json")).unwrap(), forged);
+    // start replaces such a link with a directory of its own, writing nothing through it.
+    std::os::unix::fs::symlink(&elsewhere, s.state.join("pod")).unwrap();
+    let mut d = sup
+        .start("pod", &cfg, &s.share, &opts(LaunchStyle::Go), None)
+        .unwrap();
+    let m = std::fs::symlink_metadata(s.state.join("pod")).unwrap();
+    assert!(m.is_dir(), "{m:?}");
+    let mut names: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["state.json"], "written through the link");
+    d.stop(Duration::from_secs(2)).unwrap();
+
+    // (2) The state file is a link (to a forged state) in a real sandbox directory.
+    std::fs::create_dir(s.state.join("pod2")).unwrap();
+    std::os::unix::fs::symlink(
+        elsewhere.join("state.json"),
+        s.state.join("pod2/state.json"),
+    )
+    .unwrap();
+    let st = sup.status("pod2").unwrap();
+    assert_eq!(st.state, "corrupt", "{st:?}");
+    assert!(
+        st.detail
+            .as_deref()
+            .unwrap()
+            .contains("state.json: a symbolic link (not followed)"),
+        "{st:?}"
+    );
+    assert_eq!(
+        sup.stop("pod2", Duration::from_secs(1)).unwrap(),
+        StopOutcome::Stale
+    );
+    assert!(
+        running(vpid),
+        "stop signalled the process a planted state names"
+    );
+    assert!(!s.state.join("pod2").exists());
+
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
+
+/// The log pump (in-process, and `virtiofs-sandbox __log-pump` for detached daemons) replaces
+/// a link at the log's name by a file of its own; the link's target is untouched.
+#[test]
+fn a_link_planted_at_the_log_is_replaced_not_followed() {
+    let s = Scratch::new();
+    let dir3 = s.state.join("pod3");
+    std::fs::create_dir_all(&dir3).unwrap();
+    let target = s.dir.path().join("precious");
+    std::fs::write(&target, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir3.join("virtiofsd.log")).unwrap();
+    runtime_integration::supervisor::pump_log(
+        &b"daemon line\n"[..],
+        &dir3.join("virtiofsd.log"),
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious\n");
+    let m = std::fs::symlink_metadata(dir3.join("virtiofsd.log")).unwrap();
+    assert!(m.is_file(), "{m:?}");
+    assert_eq!(
+        std::fs::read(dir3.join("virtiofsd.log")).unwrap(),
+        b"daemon line\n"
+    );
 }

@@ -230,3 +230,34 @@ impl Scratch {
         p
     }
 }
+
+/// Builds (if needed) and returns this crate's `frontend-vmm` example: a stand-in VMM that
+/// connects to the daemon's socket as a frontend and then disconnects (see its docs).
+pub fn frontend_vmm_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test exe is target/<profile>/deps/<name>.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "runtime-integration"])
+            .args(["--example", "frontend-vmm", "--target-dir"])
+            .arg(target);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building the frontend-vmm example failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir.join("examples/frontend-vmm")
+    })
+    .clone()
+}
