@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::{
     CopyFileRangeIn, CreateIn, FallocateIn, InHeader, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
-    ReadIn, Rename2In, RenameIn, WriteIn,
+    ReadIn, Rename2In, RenameIn, SetxattrIn, WriteIn,
 };
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
@@ -50,6 +50,8 @@ pub const NAME_MAX: usize = 255;
 /// Longest symlink target (Linux `PATH_MAX` without the NUL).
 pub const PATH_MAX: usize = 4095;
 
+use crate::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
+
 /// Opcode numbers as `u32` constants, for matching.
 mod op {
     use super::Opcode;
@@ -73,6 +75,7 @@ mod op {
     pub const RENAME2: u32 = Opcode::Rename2 as u32;
     pub const LSEEK: u32 = Opcode::Lseek as u32;
     pub const COPY_FILE_RANGE: u32 = 47;
+    pub const SETXATTR: u32 = Opcode::Setxattr as u32;
 }
 
 /// Which virtio-fs queue a request arrived on.
@@ -325,6 +328,18 @@ fn check_body<R: Source>(
             let cp: CopyFileRangeIn = read_fixed(r, body_len)?;
             check_range(cp.offset_in, cp.len)?;
             check_range(cp.offset_out, cp.len)?;
+        }
+        // Linux's limits, before the library copies the body: a value above XATTR_SIZE_MAX is
+        // E2BIG, a name above XATTR_NAME_MAX is ERANGE.
+        op::SETXATTR => {
+            let sx: SetxattrIn = read_fixed(r, body_len)?;
+            if sx.size > XATTR_SIZE_MAX {
+                return Err(libc::E2BIG);
+            }
+            let name_len = (body_len - size_of::<SetxattrIn>()).saturating_sub(sx.size as usize);
+            if name_len > XATTR_NAME_MAX + 1 {
+                return Err(libc::ERANGE);
+            }
         }
         _ => {}
     }
