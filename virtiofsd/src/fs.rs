@@ -155,9 +155,9 @@ impl SharedFs {
 
     /// For a WRITE whose writer lacks CAP_FSETID (the guest then sets
     /// `FUSE_WRITE_KILL_SUIDGID`; it does so for every such direct-I/O write, negotiated or
-    /// not): clears SUID, and SGID when group-execute is set, as a write on a local Linux
-    /// filesystem does. The check is one `fstat` of the open file; the mode is changed only
-    /// when one of those bits is set.
+    /// not), or a truncating open by such a caller: clears SUID, and SGID when group-execute is
+    /// set, as a local Linux filesystem does. The check is one `fstat` of the open file; the
+    /// mode is changed only when one of those bits is set.
     fn kill_suidgid(&self, ctx: &Context, inode: u64, handle: u64) -> io::Result<()> {
         let (st, _) = self.inner.getattr(ctx, inode, Some(handle))?;
         let mut kill = st.st_mode & libc::S_ISUID;
@@ -313,7 +313,19 @@ impl FileSystem for SharedFs {
         if self.readonly && ((f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0) {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        self.inner.open(ctx, inode, flags, fuse_flags)
+        let opened = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        // An open(O_TRUNC) with ATOMIC_O_TRUNC: without KILLPRIV_V2 the guest neither clears
+        // the bits nor says whether the caller has CAP_FSETID; a caller other than root is
+        // taken not to have it.
+        if let (true, Some(h)) = (f & libc::O_TRUNC != 0 && ctx.uid != 0, opened.0) {
+            if !self.killpriv_v2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = self.kill_suidgid(ctx, inode, h) {
+                    let _ = self.inner.release(ctx, inode, flags, h, false, false, None);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
     }
 
     fn destroy(&self) {

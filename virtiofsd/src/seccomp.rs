@@ -86,6 +86,7 @@ const ALLOWED: &[&str] = &[
     "ioctl",
     "umask",
     "fchdir",
+    "chdir",
     "getcwd",
     // Credentials: requests run with the guest caller's uid/gid.
     "setresuid",

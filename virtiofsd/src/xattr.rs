@@ -13,8 +13,9 @@
 //!   descriptors are open, so the inode cannot have been freed and reused in between). The call
 //!   then goes through the magic link `/proc/self/fd/M` of that descriptor: the worker thread
 //!   gets a working directory of its own (`unshare(CLONE_FS)`, once), changes it to the
-//!   `/proc/self/fd` opened at start-up, and uses the following `*xattr` calls on `M`, which
-//!   jump to the inode itself. Such an inode that has no path any more answers ENOENT.
+//!   `/proc/self/fd` opened at start-up, uses the following `*xattr` calls on `M`, which jump
+//!   to the inode itself, and changes back to `/`. Such an inode that has no path any more
+//!   answers ENOENT.
 //!
 //! The same code runs in every sandbox mode. Sizes are capped as Linux caps them
 //! (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`): a larger GETXATTR/LISTXATTR buffer is clamped (no
@@ -129,7 +130,13 @@ impl Xattrs {
         let fd = self.open_verified(fs, ctx, inode)?;
         let name = CString::new(fd.as_raw_fd().to_string()).expect("digits");
         self.enter_proc_dir()?;
-        check(op(Target::Proc(&name)))
+        let rc = op(Target::Proc(&name));
+        let e = io::Error::last_os_error();
+        // Back to the root: nothing else on this thread may resolve relative paths from
+        // /proc/self/fd (outside a chroot).
+        // SAFETY: a constant path.
+        unsafe { libc::chdir(c"/".as_ptr()) };
+        usize::try_from(rc).map_err(|_| e)
     }
 
     /// Opens `inode` by its path, O_PATH, and keeps it only if it is the inode the library
@@ -216,9 +223,8 @@ impl Xattrs {
         size: u32,
     ) -> io::Result<GetxattrReply> {
         let mut buf = vec![0u8; size.min(XATTR_SIZE_MAX) as usize];
-        let (b, len) = (buf.as_mut_ptr() as usize, buf.len());
+        let (b, len) = (buf.as_mut_ptr().cast::<libc::c_void>(), buf.len());
         let n = self.on_inode(fs, ctx, inode, |t| {
-            let b = b as *mut libc::c_void;
             // SAFETY: the kernel writes at most `len` bytes into `buf`.
             unsafe {
                 match t {
@@ -246,9 +252,8 @@ impl Xattrs {
         size: u32,
     ) -> io::Result<ListxattrReply> {
         let mut buf = vec![0u8; size.min(XATTR_LIST_MAX) as usize];
-        let (b, len) = (buf.as_mut_ptr() as usize, buf.len());
+        let (b, len) = (buf.as_mut_ptr().cast::<libc::c_char>(), buf.len());
         let n = self.on_inode(fs, ctx, inode, |t| {
-            let b = b as *mut libc::c_char;
             // SAFETY: the kernel writes at most `len` bytes into `buf`.
             unsafe {
                 match t {

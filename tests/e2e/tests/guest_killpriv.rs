@@ -14,12 +14,13 @@ use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::GuestRun;
 
 /// (file, mode set on the host, mode expected after the guest's job).
-const CASES: [(&str, u32, u32); 6] = [
+const CASES: [(&str, u32, u32); 7] = [
     ("suid", 0o4777, 0o0777),
     ("sgid", 0o2777, 0o0777),
     ("sgid-no-gx", 0o2767, 0o2767),
     ("both", 0o6777, 0o0777),
     ("trunc-suid", 0o4777, 0o0777),
+    ("otrunc-suid", 0o4777, 0o0777),
     ("root-suid", 0o4777, 0o4777),
 ];
 
@@ -31,6 +32,7 @@ for f in suid sgid sgid-no-gx both; do
   su -s /bin/sh nobody -c \"echo data >> /mnt/$f\" || echo \"write $f failed\"
 done
 su -s /bin/sh nobody -c 'truncate -s 1 /mnt/trunc-suid' || echo 'truncate failed'
+su -s /bin/sh nobody -c ': > /mnt/otrunc-suid' || echo 'open O_TRUNC failed'
 echo data >> /mnt/root-suid || echo 'root write failed'
 su -s /bin/sh nobody -c id
 stat -c '%n %a %s' /mnt/*

@@ -1,6 +1,7 @@
 //! A WRITE flagged `FUSE_WRITE_KILL_SUIDGID` (the guest's writer lacks CAP_FSETID) clears SUID,
 //! and SGID when group-execute is set, without HANDLE_KILLPRIV_V2 negotiated (our default):
-//! a Linux guest flags every such direct-I/O write whether or not it was negotiated. The real
+//! a Linux guest flags every such direct-I/O write whether or not it was negotiated. So does a
+//! truncating open by a caller other than root. The real
 //! binary over its socket, in every sandbox mode; the guest-side view is `guest_killpriv`.
 
 mod common;
@@ -70,6 +71,23 @@ fn killpriv_flagged_write_clears_suid_and_sgid_with_group_exec() {
             );
             assert_eq!(std::fs::read(&p).unwrap(), b"guest");
             fs.release(id, fh, libc::O_RDWR as u32).unwrap();
+        }
+        // open(O_TRUNC) (ATOMIC_O_TRUNC: the guest sends no SETATTR): a caller other than
+        // root clears the bits; root keeps them.
+        for (uid, want) in [(65534, 0o0777), (0, 0o4777)] {
+            let name = format!("trunc-{uid}");
+            let p = env.host(&name);
+            std::fs::write(&p, b"host").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4777)).unwrap();
+            let id = fs.lookup(ROOT_ID, name.as_bytes()).unwrap().nodeid;
+            fs.set_creds(uid, uid, 1);
+            let flags = (libc::O_WRONLY | libc::O_TRUNC) as u32;
+            let fh = fs.open(id, flags).unwrap().fh;
+            fs.set_creds(0, 0, 1);
+            let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, want, "{mode:?}: O_TRUNC by uid {uid}: {got:04o}");
+            assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+            fs.release(id, fh, flags).unwrap();
         }
     }
 }
