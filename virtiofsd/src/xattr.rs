@@ -123,8 +123,11 @@ impl Xattrs {
                 let fd = grab.0.ok_or_else(|| errno(libc::EIO))?;
                 return check(op(Target::Fd(fd.as_raw_fd())));
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EACCES | libc::EPERM)) => {
-            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBADF | libc::EACCES | libc::EPERM)
+                ) => {}
             Err(e) => return Err(e),
         }
         let fd = self.open_verified(fs, ctx, inode)?;

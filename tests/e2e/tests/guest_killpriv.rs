@@ -69,7 +69,9 @@ fn run_in(cache: &str) -> Vec<String> {
         let grew = m.len() != b"host data\n".len() as u64;
         assert!(grew, "{cache}: {name} was not written ({} bytes)", m.len());
         if got != want {
-            wrong.push(format!("{cache}: {name} {before:04o} -> {got:04o}, want {want:04o}"));
+            wrong.push(format!(
+                "{cache}: {name} {before:04o} -> {got:04o}, want {want:04o}"
+            ));
         }
     }
     wrong

@@ -44,8 +44,7 @@ fn host_fget(f: &std::fs::File, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid fd, C string and a buffer of the length passed.
-    let r =
-        unsafe { libc::fgetxattr(f.as_raw_fd(), n.as_ptr(), buf.as_mut_ptr().cast(), 256) };
+    let r = unsafe { libc::fgetxattr(f.as_raw_fd(), n.as_ptr(), buf.as_mut_ptr().cast(), 256) };
     (r >= 0).then(|| {
         buf.truncate(r as usize);
         buf
@@ -65,7 +64,13 @@ fn host_set(path: &Path, name: &str, value: &[u8]) {
             0,
         )
     };
-    assert_eq!(r, 0, "lsetxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "lsetxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// The names in a LISTXATTR reply.
@@ -122,7 +127,10 @@ fn unlinked_in(mode: &[&str]) {
     let fid = fs.lookup(ROOT_ID, b"f").unwrap().nodeid;
     let pid = fs.lookup(ROOT_ID, b"p").unwrap().nodeid;
     // Through the magic link while the fifo still has its name.
-    assert_eq!(value(fs.getxattr(pid, b"security.vufs", 64)), Ok(b"mine".to_vec()));
+    assert_eq!(
+        value(fs.getxattr(pid, b"security.vufs", 64)),
+        Ok(b"mine".to_vec())
+    );
     assert!(names(fs.listxattr(pid, 256).unwrap()).contains(&"security.vufs".into()));
 
     let held = std::fs::File::open(&f).unwrap();
@@ -132,12 +140,22 @@ fn unlinked_in(mode: &[&str]) {
     // The unlinked regular file: every call lands on it, none on the decoy.
     fs.setxattr(fid, b"user.k", b"v", 0).unwrap();
     assert_eq!(host_fget(&held, "user.k").as_deref(), Some(&b"v"[..]));
-    assert_eq!(host_get(&decoy, "user.k"), None, "{mode:?}: SETXATTR reached the decoy");
+    assert_eq!(
+        host_get(&decoy, "user.k"),
+        None,
+        "{mode:?}: SETXATTR reached the decoy"
+    );
     assert_eq!(value(fs.getxattr(fid, b"user.k", 64)), Ok(b"v".to_vec()));
-    assert_eq!(value(fs.getxattr(fid, b"user.d", 64)), Err(Some(libc::ENODATA)));
+    assert_eq!(
+        value(fs.getxattr(fid, b"user.d", 64)),
+        Err(Some(libc::ENODATA))
+    );
     let listed = names(fs.listxattr(fid, 256).unwrap());
     assert!(listed.contains(&"user.k".into()), "{listed:?}");
-    assert!(!listed.contains(&"user.d".into()), "{mode:?}: the decoy's list: {listed:?}");
+    assert!(
+        !listed.contains(&"user.d".into()),
+        "{mode:?}: the decoy's list: {listed:?}"
+    );
     fs.removexattr(fid, b"user.k").unwrap();
     assert_eq!(host_fget(&held, "user.k"), None);
     assert_eq!(host_get(&decoy, "user.d").as_deref(), Some(&b"decoy"[..]));
@@ -151,9 +169,15 @@ fn unlinked_in(mode: &[&str]) {
     // (ENOENT; ESTALE with file handles, where nothing pins the freed inode).
     let gone = [Some(libc::ENOENT), Some(libc::ESTALE)];
     let got = value(fs.getxattr(pid, b"security.vufs", 64));
-    assert!(matches!(got, Err(e) if gone.contains(&e)), "{mode:?}: GETXATTR {got:?}");
+    assert!(
+        matches!(got, Err(e) if gone.contains(&e)),
+        "{mode:?}: GETXATTR {got:?}"
+    );
     let got = fs.listxattr(pid, 256).map_err(|e| e.errno());
-    assert!(matches!(got, Err(e) if gone.contains(&e)), "{mode:?}: LISTXATTR {got:?}");
+    assert!(
+        matches!(got, Err(e) if gone.contains(&e)),
+        "{mode:?}: LISTXATTR {got:?}"
+    );
     env.still_serving(&mut fs).unwrap();
 }
 
@@ -224,9 +248,15 @@ fn racing_in(mode: &[&str]) {
     eprintln!("{rounds} swap rounds");
     assert!(rounds > 10, "the host barely raced ({rounds} rounds)");
     assert_eq!(host_fget(&target, "user.k").as_deref(), Some(&b"1499"[..]));
-    for (f, what) in [(&swapped, "the file swapped in"), (&decoy, "the symlinked decoy")] {
+    for (f, what) in [
+        (&swapped, "the file swapped in"),
+        (&decoy, "the symlinked decoy"),
+    ] {
         if let Some(v) = host_fget(f, "user.k") {
-            failures.push(format!("{what} got user.k = {:?}", String::from_utf8_lossy(&v)));
+            failures.push(format!(
+                "{what} got user.k = {:?}",
+                String::from_utf8_lossy(&v)
+            ));
         }
     }
     failures.truncate(10);
@@ -244,8 +274,8 @@ fn xattr_sizes_are_capped_before_allocating() {
 
 /// The daemon's processes (the namespace sandbox forks one that serves).
 fn daemon_pids(root: u32) -> Vec<u32> {
-    let kids = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
-        .unwrap_or_default();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")).unwrap_or_default();
     let mut v = vec![root];
     v.extend(kids.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
     v
@@ -285,7 +315,9 @@ fn sizes_in(mode: &[&str]) {
     // A name above XATTR_NAME_MAX: ERANGE.
     let long = format!("user.{}", "n".repeat(251));
     assert_eq!(
-        fs.setxattr(id, long.as_bytes(), b"v", 0).unwrap_err().errno(),
+        fs.setxattr(id, long.as_bytes(), b"v", 0)
+            .unwrap_err()
+            .errno(),
         Some(libc::ERANGE)
     );
 
@@ -298,10 +330,17 @@ fn sizes_in(mode: &[&str]) {
         let g = common::bytes(&GetxattrIn { size, padding: 0 });
         let name = common::cstr(b"user.k");
         let r = fs.request(Opcode::Getxattr as u32, id, &[&g, &name], 4096);
-        assert_eq!(r.ok().as_deref(), Some(&b"small"[..]), "{mode:?} GETXATTR size {size}");
+        assert_eq!(
+            r.ok().as_deref(),
+            Some(&b"small"[..]),
+            "{mode:?} GETXATTR size {size}"
+        );
         let r = fs.request(Opcode::Listxattr as u32, id, &[&g], 4096);
         let list = names(XattrReply::Data(r.unwrap_or_default()));
-        assert!(list.contains(&"user.k".into()), "{mode:?} LISTXATTR size {size}: {list:?}");
+        assert!(
+            list.contains(&"user.k".into()),
+            "{mode:?} LISTXATTR size {size}: {list:?}"
+        );
         env.still_serving(&mut fs).unwrap();
     }
 }
