@@ -151,6 +151,24 @@ impl Xattrs {
         ctx: &Context,
         inode: u64,
     ) -> io::Result<OwnedFd> {
+        // A rename between the read-back and the open makes one attempt miss; a few more
+        // spare the guest a spurious ENOENT for a file that still has a name.
+        let mut last = errno(libc::ENOENT);
+        for _ in 0..3 {
+            match self.try_open_verified(fs, ctx, inode) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
+                done => return done,
+            }
+        }
+        Err(last)
+    }
+
+    fn try_open_verified(
+        &self,
+        fs: &PassthroughFs<()>,
+        ctx: &Context,
+        inode: u64,
+    ) -> io::Result<OwnedFd> {
         let path = fs.readlinkat_proc_file(inode)?.into_os_string().into_vec();
         if path.first() != Some(&b'/') {
             return Err(errno(libc::ENOENT));

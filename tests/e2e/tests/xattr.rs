@@ -124,6 +124,24 @@ fn unlinked_in(mode: &[&str]) {
     host_set(&p, "security.vufs", b"mine");
     host_set(&pdecoy, "security.vufs", b"decoy");
 
+    // A directory (reopened) and a symlink (through the magic link, which stops at the link:
+    // its target's value must not come back).
+    std::fs::create_dir(env.host("d")).unwrap();
+    std::os::unix::fs::symlink("f", env.host("l")).unwrap();
+    host_set(&env.host("l"), "security.vufs", b"link");
+    host_set(&f, "security.vufs", b"target");
+    let did = fs.lookup(ROOT_ID, b"d").unwrap().nodeid;
+    fs.setxattr(did, b"user.dir", b"yes", 0).unwrap();
+    assert_eq!(
+        host_get(&env.host("d"), "user.dir").as_deref(),
+        Some(&b"yes"[..])
+    );
+    let lid = fs.lookup(ROOT_ID, b"l").unwrap().nodeid;
+    assert_eq!(
+        value(fs.getxattr(lid, b"security.vufs", 64)),
+        Ok(b"link".to_vec())
+    );
+
     let fid = fs.lookup(ROOT_ID, b"f").unwrap().nodeid;
     let pid = fs.lookup(ROOT_ID, b"p").unwrap().nodeid;
     // Through the magic link while the fifo still has its name.
@@ -201,11 +219,21 @@ fn racing_in(mode: &[&str]) {
         std::fs::write(share.join(rel), who).unwrap();
         host_set(&share.join(rel), "user.who", who.as_bytes());
     }
+    // Fifos take the other path (an O_PATH descriptor checked against the library's).
+    for (rel, who) in [("dir/p", "p"), ("dir/q", "q"), ("other/p", "decoy")] {
+        // SAFETY: a valid C string.
+        assert_eq!(
+            unsafe { libc::mkfifo(c(&share.join(rel)).as_ptr(), 0o644) },
+            0
+        );
+        host_set(&share.join(rel), "security.vufs", who.as_bytes());
+    }
     let target = std::fs::File::open(share.join("dir/a")).unwrap();
     let swapped = std::fs::File::open(share.join("dir/b")).unwrap();
     let decoy = std::fs::File::open(share.join("other/a")).unwrap();
     let dir = fs.lookup(ROOT_ID, b"dir").unwrap().nodeid;
     let a = fs.lookup(dir, b"a").unwrap().nodeid;
+    let p = fs.lookup(dir, b"p").unwrap().nodeid;
 
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = {
@@ -218,6 +246,9 @@ fn racing_in(mode: &[&str]) {
                     std::fs::rename(d.join("a"), d.join("t")).unwrap();
                     std::fs::rename(d.join("b"), d.join("a")).unwrap();
                     std::fs::rename(d.join("t"), d.join("b")).unwrap();
+                    std::fs::rename(d.join("p"), d.join("t")).unwrap();
+                    std::fs::rename(d.join("q"), d.join("p")).unwrap();
+                    std::fs::rename(d.join("t"), d.join("q")).unwrap();
                 }
                 std::fs::rename(&d, &real).unwrap();
                 std::os::unix::fs::symlink("other", &d).unwrap();
@@ -229,7 +260,14 @@ fn racing_in(mode: &[&str]) {
         })
     };
     let mut failures = Vec::new();
+    let mut fifo_hits = 0;
     for i in 0..1500u32 {
+        // The fifo: its own value, or ENOENT when its path moved under the check.
+        match value(fs.getxattr(p, b"security.vufs", 64)) {
+            Ok(w) if w == b"p" => fifo_hits += 1,
+            Err(Some(libc::ENOENT)) => {}
+            other => failures.push(format!("#{i} GETXATTR fifo: {other:?}")),
+        }
         let v = i.to_string();
         if let Err(e) = fs.setxattr(a, b"user.k", v.as_bytes(), 0) {
             failures.push(format!("#{i} SETXATTR: {e}"));
@@ -245,7 +283,8 @@ fn racing_in(mode: &[&str]) {
     }
     stop.store(true, Ordering::Relaxed);
     let rounds = swaps.join().unwrap();
-    eprintln!("{rounds} swap rounds");
+    eprintln!("{rounds} swap rounds; the fifo answered {fifo_hits} of 1500 times");
+    assert!(fifo_hits > 0, "the fifo never answered");
     assert!(rounds > 10, "the host barely raced ({rounds} rounds)");
     assert_eq!(host_fget(&target, "user.k").as_deref(), Some(&b"1499"[..]));
     for (f, what) in [
