@@ -457,6 +457,59 @@ mod tests {
         assert_eq!(check_symlink(b"l\0t"), Err(libc::EINVAL));
     }
 
+    /// A request body in memory.
+    struct Body<'a>(&'a [u8]);
+
+    impl Source for Body<'_> {
+        fn available_bytes(&self) -> usize {
+            self.0.len()
+        }
+        fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+            let (head, rest) = self
+                .0
+                .split_at_checked(buf.len())
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(head);
+            self.0 = rest;
+            Ok(())
+        }
+    }
+
+    fn setxattr(name_len: usize, value_len: usize, claimed: u32) -> Result<Cost, i32> {
+        let sx = SetxattrIn {
+            size: claimed,
+            flags: 0,
+        };
+        let mut body = sx.as_slice().to_vec();
+        body.extend(vec![b'n'; name_len]);
+        body.push(0);
+        body.extend(vec![b'v'; value_len]);
+        let h = InHeader {
+            opcode: op::SETXATTR,
+            ..Default::default()
+        };
+        check_body(&mut Body(&body), &h, body.len(), Policy::default())
+    }
+
+    #[test]
+    fn setxattr_limits() {
+        assert_eq!(setxattr(10, 65536, 65536), Ok(Cost::Other));
+        assert_eq!(setxattr(10, 65537, 65537), Err(libc::E2BIG));
+        // A claimed size above the limit, whatever the body carries.
+        assert_eq!(setxattr(10, 1, u32::MAX), Err(libc::E2BIG));
+        assert_eq!(setxattr(255, 1, 1), Ok(Cost::Other));
+        assert_eq!(setxattr(256, 1, 1), Err(libc::ERANGE));
+        // A body shorter than the fixed part.
+        let h = InHeader {
+            opcode: op::SETXATTR,
+            ..Default::default()
+        };
+        assert_eq!(
+            check_body(&mut Body(&[0; 4]), &h, 4, Policy::default()),
+            Err(libc::EINVAL)
+        );
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(check_range(0, 4096), Ok(()));
