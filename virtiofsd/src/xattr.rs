@@ -5,8 +5,8 @@
 //! an unlinked file (whose path reads `name (deleted)`) redirect the call to another file. So:
 //!
 //! - a regular file or directory is reopened by the library itself (its `setupmapping` entry
-//!   point opens the inode through its own `/proc/self/fd/N` magic link or file handle and hands
-//!   over the descriptor), and the `f*xattr` calls act on that descriptor;
+//!   point opens the inode through its own `/proc/self/fd/N` magic link or file handle and
+//!   calls back with the descriptor), and the `f*xattr` call is made on it in that callback;
 //! - any other type (symlinks, fifos, devices, sockets), or a file the daemon may not open for
 //!   reading, is opened by its path with `O_PATH|O_NOFOLLOW` and kept only if it is the very
 //!   inode the library holds (same device, inode number and type, compared while both
@@ -24,7 +24,7 @@
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 
 use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
@@ -46,6 +46,49 @@ enum Target<'a> {
     Proc(&'a CStr),
 }
 
+/// Which xattr call.
+#[derive(Clone, Copy)]
+enum Op {
+    Set,
+    Get,
+    List,
+    Remove,
+}
+
+/// One xattr call with everything it needs owned, so the library's callback can make it:
+/// `data` is the value (SETXATTR) or the buffer to fill (GETXATTR, LISTXATTR).
+struct Call {
+    op: Op,
+    name: CString,
+    data: Vec<u8>,
+    flags: libc::c_int,
+}
+
+impl Call {
+    /// Makes the call on `t`: the byte count, or the errno.
+    fn run(&mut self, t: Target<'_>) -> io::Result<usize> {
+        let (name, len, flags) = (self.name.as_ptr(), self.data.len(), self.flags);
+        let (value, buf) = (self.data.as_ptr().cast(), self.data.as_mut_ptr().cast());
+        // SAFETY: valid C strings, and a buffer of `len` bytes (the kernel writes at most that
+        // many).
+        let rc = unsafe {
+            match (self.op, t) {
+                (Op::Set, Target::Fd(fd)) => libc::fsetxattr(fd, name, value, len, flags) as isize,
+                (Op::Set, Target::Proc(p)) => {
+                    libc::setxattr(p.as_ptr(), name, value, len, flags) as isize
+                }
+                (Op::Get, Target::Fd(fd)) => libc::fgetxattr(fd, name, buf, len),
+                (Op::Get, Target::Proc(p)) => libc::getxattr(p.as_ptr(), name, buf, len),
+                (Op::List, Target::Fd(fd)) => libc::flistxattr(fd, buf.cast(), len),
+                (Op::List, Target::Proc(p)) => libc::listxattr(p.as_ptr(), buf.cast(), len),
+                (Op::Remove, Target::Fd(fd)) => libc::fremovexattr(fd, name) as isize,
+                (Op::Remove, Target::Proc(p)) => libc::removexattr(p.as_ptr(), name) as isize,
+            }
+        };
+        usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+    }
+}
+
 /// The xattr calls, acting on inodes. Created where `/proc/self/fd` is reachable.
 pub struct Xattrs {
     proc_fd: OwnedFd,
@@ -64,14 +107,16 @@ thread_local! {
     static OWN_CWD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Takes a duplicate of the descriptor the library opens for a mapping request.
-struct Grab(Option<OwnedFd>);
+/// Makes a [`Call`] on the descriptor the library opens for a mapping request, while the
+/// library holds it open.
+struct InCallback {
+    call: Call,
+    result: Option<io::Result<usize>>,
+}
 
-impl FsCacheReqHandler for Grab {
+impl FsCacheReqHandler for InCallback {
     fn map(&mut self, _: u64, _: u64, _: u64, _: u64, fd: RawFd) -> io::Result<()> {
-        // SAFETY: the library keeps `fd` open for the duration of this call.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        self.0 = Some(fd.try_clone_to_owned()?);
+        self.result = Some(self.call.run(Target::Fd(fd)));
         Ok(())
     }
 
@@ -107,21 +152,22 @@ impl Xattrs {
         })
     }
 
-    /// Runs `op` on `inode`: on a reopened descriptor for regular files and directories,
-    /// through the magic link of a verified O_PATH descriptor otherwise.
+    /// Makes `call` on `inode`: on a reopened descriptor for regular files and directories,
+    /// through the magic link of a verified O_PATH descriptor otherwise. Returns the byte
+    /// count and the call (with its buffer).
     fn on_inode(
         &self,
         fs: &PassthroughFs<()>,
         ctx: &Context,
         inode: u64,
-        op: impl Fn(Target<'_>) -> isize,
-    ) -> io::Result<usize> {
-        let mut grab = Grab(None);
+        call: Call,
+    ) -> io::Result<(usize, Call)> {
+        let mut cb = InCallback { call, result: None };
         // Flags 0: read-only. Only regular files and directories are opened (EBADF otherwise).
-        match fs.setupmapping(ctx, inode, 0, 0, 0, 0, 0, &mut grab) {
+        match fs.setupmapping(ctx, inode, 0, 0, 0, 0, 0, &mut cb) {
             Ok(()) => {
-                let fd = grab.0.ok_or_else(|| errno(libc::EIO))?;
-                return check(op(Target::Fd(fd.as_raw_fd())));
+                let n = cb.result.unwrap_or_else(|| Err(errno(libc::EIO)))?;
+                return Ok((n, cb.call));
             }
             Err(e)
                 if matches!(
@@ -130,16 +176,16 @@ impl Xattrs {
                 ) => {}
             Err(e) => return Err(e),
         }
+        let mut call = cb.call;
         let fd = self.open_verified(fs, ctx, inode)?;
         let name = CString::new(fd.as_raw_fd().to_string()).expect("digits");
         self.enter_proc_dir()?;
-        let rc = op(Target::Proc(&name));
-        let e = io::Error::last_os_error();
+        let r = call.run(Target::Proc(&name));
         // Back to the root: nothing else on this thread may resolve relative paths from
         // /proc/self/fd (outside a chroot).
         // SAFETY: a constant path.
         unsafe { libc::chdir(c"/".as_ptr()) };
-        usize::try_from(rc).map_err(|_| e)
+        Ok((r?, call))
     }
 
     /// Opens `inode` by its path, O_PATH, and keeps it only if it is the inode the library
@@ -220,17 +266,13 @@ impl Xattrs {
         if value.len() > XATTR_SIZE_MAX as usize {
             return Err(errno(libc::E2BIG));
         }
-        let (v, n, f) = (value.as_ptr().cast(), value.len(), flags as libc::c_int);
-        self.on_inode(fs, ctx, inode, |t| {
-            // SAFETY: valid C strings and a buffer of `n` bytes.
-            (unsafe {
-                match t {
-                    Target::Fd(fd) => libc::fsetxattr(fd, name.as_ptr(), v, n, f),
-                    Target::Proc(p) => libc::setxattr(p.as_ptr(), name.as_ptr(), v, n, f),
-                }
-            }) as isize
-        })
-        .map(drop)
+        let call = Call {
+            op: Op::Set,
+            name: name.to_owned(),
+            data: value.to_vec(),
+            flags: flags as libc::c_int,
+        };
+        self.on_inode(fs, ctx, inode, call).map(drop)
     }
 
     /// GETXATTR; `size` 0 asks for the value's size. A buffer above [`XATTR_SIZE_MAX`] is
@@ -243,23 +285,17 @@ impl Xattrs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        let mut buf = vec![0u8; size.min(XATTR_SIZE_MAX) as usize];
-        let (b, len) = (buf.as_mut_ptr().cast::<libc::c_void>(), buf.len());
-        let n = self.on_inode(fs, ctx, inode, |t| {
-            // SAFETY: the kernel writes at most `len` bytes into `buf`.
-            unsafe {
-                match t {
-                    Target::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), b, len),
-                    Target::Proc(p) => libc::getxattr(p.as_ptr(), name.as_ptr(), b, len),
-                }
-            }
-        })?;
+        let call = Call {
+            op: Op::Get,
+            name: name.to_owned(),
+            data: vec![0u8; size.min(XATTR_SIZE_MAX) as usize],
+            flags: 0,
+        };
+        let (n, mut call) = self.on_inode(fs, ctx, inode, call)?;
+        call.data.truncate(n);
         Ok(match size {
             0 => GetxattrReply::Count(n as u32),
-            _ => {
-                buf.truncate(n);
-                GetxattrReply::Value(buf)
-            }
+            _ => GetxattrReply::Value(call.data),
         })
     }
 
@@ -272,23 +308,17 @@ impl Xattrs {
         inode: u64,
         size: u32,
     ) -> io::Result<ListxattrReply> {
-        let mut buf = vec![0u8; size.min(XATTR_LIST_MAX) as usize];
-        let (b, len) = (buf.as_mut_ptr().cast::<libc::c_char>(), buf.len());
-        let n = self.on_inode(fs, ctx, inode, |t| {
-            // SAFETY: the kernel writes at most `len` bytes into `buf`.
-            unsafe {
-                match t {
-                    Target::Fd(fd) => libc::flistxattr(fd, b, len),
-                    Target::Proc(p) => libc::listxattr(p.as_ptr(), b, len),
-                }
-            }
-        })?;
+        let call = Call {
+            op: Op::List,
+            name: CString::default(),
+            data: vec![0u8; size.min(XATTR_LIST_MAX) as usize],
+            flags: 0,
+        };
+        let (n, mut call) = self.on_inode(fs, ctx, inode, call)?;
+        call.data.truncate(n);
         Ok(match size {
             0 => ListxattrReply::Count(n as u32),
-            _ => {
-                buf.truncate(n);
-                ListxattrReply::Names(buf)
-            }
+            _ => ListxattrReply::Names(call.data),
         })
     }
 
@@ -300,15 +330,12 @@ impl Xattrs {
         inode: u64,
         name: &CStr,
     ) -> io::Result<()> {
-        self.on_inode(fs, ctx, inode, |t| {
-            // SAFETY: valid C strings.
-            (unsafe {
-                match t {
-                    Target::Fd(fd) => libc::fremovexattr(fd, name.as_ptr()),
-                    Target::Proc(p) => libc::removexattr(p.as_ptr(), name.as_ptr()),
-                }
-            }) as isize
-        })
-        .map(drop)
+        let call = Call {
+            op: Op::Remove,
+            name: name.to_owned(),
+            data: Vec::new(),
+            flags: 0,
+        };
+        self.on_inode(fs, ctx, inode, call).map(drop)
     }
 }
