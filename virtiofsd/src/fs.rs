@@ -139,7 +139,7 @@ pub struct SharedFs {
     mounts: Option<MountPoints>,
     /// The xattr calls (`None` without `--xattr`: ENOSYS).
     xattrs: Option<Xattrs>,
-    /// HANDLE_KILLPRIV_V2 was negotiated: the library then clears SUID/SGID itself.
+    /// HANDLE_KILLPRIV_V2 was negotiated: the guest then flags truncating opens itself.
     killpriv_v2: std::sync::atomic::AtomicBool,
     announce_submounts: bool,
     readdirplus: bool,
@@ -460,9 +460,10 @@ impl FileSystem for SharedFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
-        if fuse_flags & WRITE_KILL_PRIV != 0
-            && !self.killpriv_v2.load(std::sync::atomic::Ordering::Relaxed)
-        {
+        // Handled here whether or not KILLPRIV_V2 was negotiated, and taken off the request:
+        // the library's own handling drops and restores CAP_FSETID around every flagged write
+        // (capget/capset calls), even when the file has neither bit.
+        if fuse_flags & WRITE_KILL_PRIV != 0 {
             self.kill_suidgid(ctx, inode, handle)?;
         }
         self.inner.write(
@@ -475,7 +476,7 @@ impl FileSystem for SharedFs {
             lock_owner,
             delayed_write,
             flags,
-            fuse_flags,
+            fuse_flags & !WRITE_KILL_PRIV,
         )
     }
 
