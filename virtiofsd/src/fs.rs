@@ -1,15 +1,16 @@
 //! The filesystem the guest sees: fuse-backend-rs's passthrough over the shared directory,
 //! wrapped by [`SharedFs`] for what the library lacks: submount announcement, `--readonly`
-//! opens, and switching READDIRPLUS off.
+//! opens, switching READDIRPLUS off, extended attributes that act on the named inode
+//! ([`crate::xattr`]), and clearing SUID/SGID on a write that asks for it.
 
 use std::ffi::CStr;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
+    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid, WRITE_KILL_PRIV,
 };
 use fuse_backend_rs::abi::virtio_fs::RemovemappingOne;
 use fuse_backend_rs::api::filesystem::{
@@ -21,6 +22,7 @@ use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use crate::cli::{CacheMode, Config, InodeFileHandles};
 use crate::mounts::MountPoints;
+use crate::xattr::Xattrs;
 
 /// The filesystem type served to the guest.
 pub type Fs = SharedFs;
@@ -72,13 +74,14 @@ pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> 
         true => Some(std::fs::File::open("/proc/self")?),
         false => None,
     };
+    let xattrs = cfg.xattr.then(Xattrs::open).transpose()?;
     Ok(SharedFs {
         inner,
         dir_devs: Default::default(),
         proc_self,
         mounts: None,
-        xattr: cfg.xattr,
-        xattr_by_path: cfg.sandbox != crate::sandbox::SandboxMode::None,
+        xattrs,
+        killpriv_v2: std::sync::atomic::AtomicBool::new(false),
         announce_submounts: cfg.announce_submounts,
         // `never` also disables READDIRPLUS, as upstream.
         readdirplus: cfg.readdirplus && cfg.cache != CacheMode::Never,
@@ -134,30 +137,42 @@ pub struct SharedFs {
     dir_devs: std::sync::RwLock<std::collections::HashMap<u64, u64>>,
     proc_self: Option<std::fs::File>,
     mounts: Option<MountPoints>,
-    xattr: bool,
-    /// Extended attributes by path (see [`SharedFs::xattr_path`]): set when sandboxed.
-    xattr_by_path: bool,
+    /// The xattr calls (`None` without `--xattr`: ENOSYS).
+    xattrs: Option<Xattrs>,
+    /// HANDLE_KILLPRIV_V2 was negotiated: the guest then flags truncating opens itself.
+    killpriv_v2: std::sync::atomic::AtomicBool,
     announce_submounts: bool,
     readdirplus: bool,
     readonly: bool,
 }
 
-/// A syscall's non-negative result, or the errno it set.
-fn errno_or(rc: isize) -> io::Result<usize> {
-    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
-}
-
 impl SharedFs {
-    /// The path of `inode` relative to the process root (the shared directory, in a sandbox),
-    /// for the xattr calls. The library's own xattr calls go through `/proc/self/fd/N` by
-    /// absolute path, which does not exist once the root is the shared directory.
-    fn xattr_path(&self, inode: u64) -> io::Result<std::ffi::CString> {
-        if !self.xattr {
-            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    fn xattrs(&self) -> io::Result<&Xattrs> {
+        self.xattrs
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+
+    /// For a WRITE whose writer lacks CAP_FSETID (the guest then sets
+    /// `FUSE_WRITE_KILL_SUIDGID`; it does so for every such direct-I/O write, negotiated or
+    /// not), or a truncating open by such a caller: clears SUID, and SGID when group-execute is
+    /// set, as a local Linux filesystem does. The check is one `fstat` of the open file; the
+    /// mode is changed only when one of those bits is set.
+    fn kill_suidgid(&self, ctx: &Context, inode: u64, handle: u64) -> io::Result<()> {
+        let (st, _) = self.inner.getattr(ctx, inode, Some(handle))?;
+        let mut kill = st.st_mode & libc::S_ISUID;
+        if st.st_mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+            kill |= libc::S_ISGID;
         }
-        let p = self.inner.readlinkat_proc_file(inode)?;
-        std::ffi::CString::new(p.into_os_string().into_vec())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+        if kill == 0 {
+            return Ok(());
+        }
+        // SAFETY: stat64 is plain data; only st_mode is read with SetattrValid::MODE.
+        let mut attr: stat64 = unsafe { std::mem::zeroed() };
+        attr.st_mode = st.st_mode & !kill & 0o7777;
+        self.inner
+            .setattr(ctx, inode, attr, Some(handle), SetattrValid::MODE)
+            .map(drop)
     }
 
     /// Opens the root directory (by the path given to [`open`]) and, for submount
@@ -224,8 +239,12 @@ impl FileSystem for SharedFs {
     /// Passthrough asks only for READDIRPLUS; a daemon must also ask for the basics, or the
     /// kernel falls back to 4 KiB writes and serialised directory operations.
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let mut opts = self.inner.init(capable)?
-            | FsOptions::ASYNC_READ
+        let mut opts = self.inner.init(capable)?;
+        self.killpriv_v2.store(
+            opts.contains(FsOptions::HANDLE_KILLPRIV_V2),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        opts |= FsOptions::ASYNC_READ
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::BIG_WRITES
             | FsOptions::AUTO_INVAL_DATA
@@ -294,7 +313,19 @@ impl FileSystem for SharedFs {
         if self.readonly && ((f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0) {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        self.inner.open(ctx, inode, flags, fuse_flags)
+        let opened = self.inner.open(ctx, inode, flags, fuse_flags)?;
+        // An open(O_TRUNC) with ATOMIC_O_TRUNC: without KILLPRIV_V2 the guest neither clears
+        // the bits nor says whether the caller has CAP_FSETID; a caller other than root is
+        // taken not to have it.
+        if let (true, Some(h)) = (f & libc::O_TRUNC != 0 && ctx.uid != 0, opened.0) {
+            if !self.killpriv_v2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = self.kill_suidgid(ctx, inode, h) {
+                    let _ = self.inner.release(ctx, inode, flags, h, false, false, None);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
     }
 
     fn destroy(&self) {
@@ -429,6 +460,12 @@ impl FileSystem for SharedFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
+        // Handled here whether or not KILLPRIV_V2 was negotiated, and taken off the request:
+        // the library's own handling drops and restores CAP_FSETID around every flagged write
+        // (capget/capset calls), even when the file has neither bit.
+        if fuse_flags & WRITE_KILL_PRIV != 0 {
+            self.kill_suidgid(ctx, inode, handle)?;
+        }
         self.inner.write(
             ctx,
             inode,
@@ -439,7 +476,7 @@ impl FileSystem for SharedFs {
             lock_owner,
             delayed_write,
             flags,
-            fuse_flags,
+            fuse_flags & !WRITE_KILL_PRIV,
         )
     }
 
@@ -490,21 +527,8 @@ impl FileSystem for SharedFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
-        if !self.xattr_by_path {
-            return self.inner.setxattr(ctx, inode, name, value, flags);
-        }
-        let path = self.xattr_path(inode)?;
-        // SAFETY: valid C strings and a buffer of the given length.
-        let rc = unsafe {
-            libc::lsetxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                flags as libc::c_int,
-            )
-        };
-        errno_or(rc as isize).map(drop)
+        self.xattrs()?
+            .set(&self.inner, ctx, inode, name, value, flags)
     }
 
     fn getxattr(
@@ -514,49 +538,15 @@ impl FileSystem for SharedFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        if !self.xattr_by_path {
-            return self.inner.getxattr(ctx, inode, name, size);
-        }
-        let path = self.xattr_path(inode)?;
-        let mut buf = vec![0u8; size as usize];
-        // SAFETY: the kernel writes at most `size` bytes into `buf`.
-        let n = unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = errno_or(n)?;
-        Ok(match size {
-            0 => GetxattrReply::Count(n as u32),
-            _ => GetxattrReply::Value(buf[..n].to_vec()),
-        })
+        self.xattrs()?.get(&self.inner, ctx, inode, name, size)
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        if !self.xattr_by_path {
-            return self.inner.listxattr(ctx, inode, size);
-        }
-        let path = self.xattr_path(inode)?;
-        let mut buf = vec![0u8; size as usize];
-        // SAFETY: the kernel writes at most `size` bytes into `buf`.
-        let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        let n = errno_or(n)?;
-        Ok(match size {
-            0 => ListxattrReply::Count(n as u32),
-            _ => ListxattrReply::Names(buf[..n].to_vec()),
-        })
+        self.xattrs()?.list(&self.inner, ctx, inode, size)
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        if !self.xattr_by_path {
-            return self.inner.removexattr(ctx, inode, name);
-        }
-        let path = self.xattr_path(inode)?;
-        // SAFETY: valid C strings.
-        errno_or(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) } as isize).map(drop)
+        self.xattrs()?.remove(&self.inner, ctx, inode, name)
     }
 
     fn opendir(

@@ -4,7 +4,7 @@
 //! daemon, signals, exit), [`backend`] (vrings: pop, inspect, serve, complete) with [`vring`]
 //! (in-flight accounting so a ring stop never loses a request) and [`pool`] (worker threads),
 //! [`request`] (the hostile-input wall: names, offsets, session order) and [`fs`] (the passthrough
-//! filesystem).
+//! filesystem, with [`xattr`]).
 
 pub mod api;
 pub mod backend;
@@ -22,3 +22,4 @@ pub mod setup;
 pub mod stats;
 pub mod throttle;
 pub mod vring;
+pub mod xattr;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::{
     CopyFileRangeIn, CreateIn, FallocateIn, InHeader, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
-    ReadIn, Rename2In, RenameIn, WriteIn,
+    ReadIn, Rename2In, RenameIn, SetxattrIn, WriteIn,
 };
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
@@ -50,6 +50,8 @@ pub const NAME_MAX: usize = 255;
 /// Longest symlink target (Linux `PATH_MAX` without the NUL).
 pub const PATH_MAX: usize = 4095;
 
+use crate::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
+
 /// Opcode numbers as `u32` constants, for matching.
 mod op {
     use super::Opcode;
@@ -73,6 +75,7 @@ mod op {
     pub const RENAME2: u32 = Opcode::Rename2 as u32;
     pub const LSEEK: u32 = Opcode::Lseek as u32;
     pub const COPY_FILE_RANGE: u32 = 47;
+    pub const SETXATTR: u32 = Opcode::Setxattr as u32;
 }
 
 /// Which virtio-fs queue a request arrived on.
@@ -326,6 +329,18 @@ fn check_body<R: Source>(
             check_range(cp.offset_in, cp.len)?;
             check_range(cp.offset_out, cp.len)?;
         }
+        // Linux's limits, before the library copies the body: a value above XATTR_SIZE_MAX is
+        // E2BIG, a name above XATTR_NAME_MAX is ERANGE.
+        op::SETXATTR => {
+            let sx: SetxattrIn = read_fixed(r, body_len)?;
+            if sx.size > XATTR_SIZE_MAX {
+                return Err(libc::E2BIG);
+            }
+            let name_len = (body_len - size_of::<SetxattrIn>()).saturating_sub(sx.size as usize);
+            if name_len > XATTR_NAME_MAX + 1 {
+                return Err(libc::ERANGE);
+            }
+        }
         _ => {}
     }
     Ok(Cost::Other)
@@ -440,6 +455,59 @@ mod tests {
         assert_eq!(check_symlink(b"l\0\0"), Err(libc::EINVAL));
         assert_eq!(check_symlink(b"../l\0t\0"), Err(libc::EINVAL));
         assert_eq!(check_symlink(b"l\0t"), Err(libc::EINVAL));
+    }
+
+    /// A request body in memory.
+    struct Body<'a>(&'a [u8]);
+
+    impl Source for Body<'_> {
+        fn available_bytes(&self) -> usize {
+            self.0.len()
+        }
+        fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+            let (head, rest) = self
+                .0
+                .split_at_checked(buf.len())
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(head);
+            self.0 = rest;
+            Ok(())
+        }
+    }
+
+    fn setxattr(name_len: usize, value_len: usize, claimed: u32) -> Result<Cost, i32> {
+        let sx = SetxattrIn {
+            size: claimed,
+            flags: 0,
+        };
+        let mut body = sx.as_slice().to_vec();
+        body.extend(vec![b'n'; name_len]);
+        body.push(0);
+        body.extend(vec![b'v'; value_len]);
+        let h = InHeader {
+            opcode: op::SETXATTR,
+            ..Default::default()
+        };
+        check_body(&mut Body(&body), &h, body.len(), Policy::default())
+    }
+
+    #[test]
+    fn setxattr_limits() {
+        assert_eq!(setxattr(10, 65536, 65536), Ok(Cost::Other));
+        assert_eq!(setxattr(10, 65537, 65537), Err(libc::E2BIG));
+        // A claimed size above the limit, whatever the body carries.
+        assert_eq!(setxattr(10, 1, u32::MAX), Err(libc::E2BIG));
+        assert_eq!(setxattr(255, 1, 1), Ok(Cost::Other));
+        assert_eq!(setxattr(256, 1, 1), Err(libc::ERANGE));
+        // A body shorter than the fixed part.
+        let h = InHeader {
+            opcode: op::SETXATTR,
+            ..Default::default()
+        };
+        assert_eq!(
+            check_body(&mut Body(&[0; 4]), &h, 4, Policy::default()),
+            Err(libc::EINVAL)
+        );
     }
 
     #[test]

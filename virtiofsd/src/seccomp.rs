@@ -7,7 +7,7 @@
 
 use std::io;
 
-use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
 /// What happens on a system call outside the list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +86,7 @@ const ALLOWED: &[&str] = &[
     "ioctl",
     "umask",
     "fchdir",
+    "chdir",
     "getcwd",
     // Credentials: requests run with the guest caller's uid/gid.
     "setresuid",
@@ -196,5 +197,12 @@ fn load(action: SeccompAction) -> io::Result<()> {
             filter.add_rule(ScmpAction::Allow, sc).map_err(err)?;
         }
     }
+    // `unshare(CLONE_FS)` only: a worker thread's own working directory, for xattr calls
+    // through `/proc/self/fd` (see `xattr`). No namespace can be created this way.
+    let clone_fs = ScmpArgCompare::new(0, ScmpCompareOp::Equal, libc::CLONE_FS as u64);
+    let unshare = ScmpSyscall::from_name("unshare").map_err(err)?;
+    filter
+        .add_rule_conditional(ScmpAction::Allow, unshare, &[clone_fs])
+        .map_err(err)?;
     filter.load().map_err(err)
 }
