@@ -392,18 +392,31 @@ impl FsBackend {
         }
     }
 
-    /// When the request ring stops (GET_VRING_BASE), parked chains are served at once, so
-    /// none is lost or completed into a ring that was reset.
+    /// When the request ring stops (GET_VRING_BASE), every parked chain is finished before the
+    /// ring position is reported, so none is lost or completed into a ring that was reset. Those
+    /// the buckets can pay are served; the others get EIO and are not performed (a reset must
+    /// not be a way around the limits).
     fn hook_drain(&self, vring: &FsVring) {
         self.drain_hooked.call_once(|| {
             let (handler, limiter) = (self.handler.clone(), self.limiter.clone());
             vring.inflight().on_stop(Box::new(move || {
                 let parked = limiter.drain();
-                if !parked.is_empty() {
-                    log::info!("ring stop: serving {} parked request(s) now", parked.len());
+                let (paid, refused) = (parked.paid.len(), parked.refused.len());
+                if paid + refused > 0 {
+                    log::info!(
+                        "ring stop: serving {paid} parked request(s) the limits can pay, \
+                         failing {refused} with EIO"
+                    );
                 }
-                for p in &parked {
+                for p in &parked.paid {
                     let len = handler.serve(&p.chain, p.verdict);
+                    complete(&p.vring, p.chain.head_index(), len);
+                }
+                for p in &parked.refused {
+                    let len = match p.verdict {
+                        Verdict::Serve { unique, .. } => reply_error(&p.chain, unique, libc::EIO),
+                        _ => 0,
+                    };
                     complete(&p.vring, p.chain.head_index(), len);
                 }
             }));
