@@ -132,8 +132,8 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     // Pending signals are delivered now, to the handler (before any serving thread exists).
     setup::hold_termination_signals(false);
 
-    let handler = Arc::new(Handler::new(fs, policy));
     let stats = Arc::new(Stats::default());
+    let handler = Arc::new(Handler::new(fs, policy, stats.clone()));
     let limiter = Limiter::new(cfg.limits, stats.clone())
         .map(Arc::new)
         .map_err(|e| format!("cannot create the throttle timer: {e}"))?;
@@ -155,7 +155,6 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let backend = FsBackend::new(
         handler,
         limiter.clone(),
-        stats,
         threads,
         mem.clone(),
         on_fatal,

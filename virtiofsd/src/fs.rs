@@ -412,8 +412,14 @@ impl FileSystem for SharedFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.inner
-            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+        // No more than the request was charged for, nor than its chain can hold.
+        let room = u32::try_from(w.available_bytes()).unwrap_or(u32::MAX);
+        let size = size.min(crate::budget::allowed()).min(room);
+        let n = self
+            .inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)?;
+        crate::budget::moved(n);
+        Ok(n)
     }
 
     fn write(
@@ -429,7 +435,11 @@ impl FileSystem for SharedFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
-        self.inner.write(
+        // The guest changed the request after it was charged.
+        if size > crate::budget::allowed() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let n = self.inner.write(
             ctx,
             inode,
             handle,
@@ -440,7 +450,9 @@ impl FileSystem for SharedFs {
             delayed_write,
             flags,
             fuse_flags,
-        )
+        )?;
+        crate::budget::moved(n);
+        Ok(n)
     }
 
     fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {

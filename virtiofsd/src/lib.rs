@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod caps;
 pub mod cli;
 pub mod daemon;

@@ -11,12 +11,14 @@
 //! the passthrough filesystem, in every sandbox mode.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CopyFileRangeIn, CreateIn, FallocateIn, InHeader, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
+    CreateIn, FallocateIn, FsOptions, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
     ReadIn, Rename2In, RenameIn, WriteIn,
 };
+use fuse_backend_rs::abi::fuse_abi::OutHeader;
+use fuse_backend_rs::api::server::MAX_REQ_PAGES;
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
@@ -84,10 +86,13 @@ pub enum QueueKind {
     Request,
 }
 
-/// What a request will move, charged by the rate limiter before it is served.
+/// What a request will move, charged by the rate limiter before it is served. Every opcode that
+/// moves file data is charged by its bytes: READ and WRITE (COPY_FILE_RANGE is refused with
+/// ENOSYS until it has a cost here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cost {
-    /// READ of this many bytes (the size asked for).
+    /// READ of this many bytes: the size asked for, at most the chain's writable room for data
+    /// (see [`Cost::within_room`]).
     Read(u32),
     /// WRITE carrying this many payload bytes.
     Write(u32),
@@ -95,6 +100,28 @@ pub enum Cost {
     Other,
     /// Hiprio traffic: never charged.
     Free,
+}
+
+impl Cost {
+    /// The cost of a request whose chain has `writable` device-writable bytes: a READ can move
+    /// no more than what fits after the reply header, so it is charged (and served) by that.
+    pub fn within_room(self, writable: u64) -> Cost {
+        match self {
+            Cost::Read(n) => {
+                let room = writable.saturating_sub(size_of::<OutHeader>() as u64);
+                Cost::Read(n.min(u32::try_from(room).unwrap_or(u32::MAX)))
+            }
+            other => other,
+        }
+    }
+
+    /// The bytes this request may move (0 for requests that move no file data).
+    pub fn bytes(self) -> u32 {
+        match self {
+            Cost::Read(n) | Cost::Write(n) => n,
+            Cost::Other | Cost::Free => 0,
+        }
+    }
 }
 
 /// The decision about one request.
@@ -116,13 +143,54 @@ pub enum Verdict {
     Drop,
 }
 
-/// FUSE session state shared by every queue of one device: INIT must come first, once.
+/// FUSE session state shared by every queue of one device: INIT must come first, once; it
+/// negotiates the largest READ and WRITE the session may send.
 #[derive(Debug, Default)]
 pub struct Session {
     initialized: AtomicBool,
+    max_read: AtomicU32,
+    max_write: AtomicU32,
 }
 
+/// The guest kernel's READ limit when INIT did not negotiate MAX_PAGES
+/// (`FUSE_DEFAULT_MAX_PAGES_PER_REQ`).
+const DEFAULT_MAX_PAGES: u32 = 32;
+/// The library's `max_write` reply without BIG_WRITES or MAX_PAGES.
+const SMALL_MAX_WRITE: u32 = 4096;
+
 impl Session {
+    /// The largest READ and WRITE payloads INIT negotiated with these guest flags, as the
+    /// library replies: `max_pages` ([`MAX_REQ_PAGES`], 1 MiB with 4 KiB pages) × page size with
+    /// MAX_PAGES, else the kernel's default 32 pages for READ and 4 KiB (1 MiB with BIG_WRITES)
+    /// for WRITE. Never more than 1 MiB with 4 KiB pages.
+    pub fn negotiated_max(guest_flags: u32) -> (u32, u32) {
+        let page = fuse_backend_rs::transport::pagesize() as u32;
+        let flags = FsOptions::from_bits_truncate(u64::from(guest_flags));
+        let full = u32::from(MAX_REQ_PAGES) * page;
+        if flags.contains(FsOptions::MAX_PAGES) {
+            (full, full)
+        } else if flags.contains(FsOptions::BIG_WRITES) {
+            (DEFAULT_MAX_PAGES * page, full)
+        } else {
+            (DEFAULT_MAX_PAGES * page, SMALL_MAX_WRITE)
+        }
+    }
+
+    /// The largest READ size and WRITE payload accepted in this session (0 before INIT).
+    pub fn max_io(&self) -> (u32, u32) {
+        (
+            self.max_read.load(Ordering::Acquire),
+            self.max_write.load(Ordering::Acquire),
+        )
+    }
+
+    fn start(&self, guest_flags: u32) {
+        let (r, w) = Session::negotiated_max(guest_flags);
+        self.max_read.store(r, Ordering::Release);
+        self.max_write.store(w, Ordering::Release);
+        self.initialized.store(true, Ordering::Release);
+    }
+
     /// Forgets INIT, e.g. after DESTROY or when the frontend stops the rings (guest reboot).
     pub fn reset(&self) {
         self.initialized.store(false, Ordering::Release);
@@ -203,7 +271,10 @@ pub fn inspect(
     match (h.opcode, session.is_initialized()) {
         (op::INIT, true) => return reject(libc::EIO),
         (op::INIT, false) => {
-            session.initialized.store(true, Ordering::Release);
+            // An unreadable INIT body gets the library's error reply; the session then allows
+            // only the smallest sizes.
+            let flags = read_fixed::<InitIn>(r, body_len).map_or(0, |i| i.flags);
+            session.start(flags);
             return serve(&h, Cost::Other);
         }
         (_, false) => return reject(libc::EIO),
@@ -224,7 +295,7 @@ pub fn inspect(
         return reject(libc::EROFS);
     }
 
-    match check_body(r, &h, body_len, policy) {
+    match check_body(r, &h, body_len, policy, session.max_io()) {
         Ok(cost) => serve(&h, cost),
         Err(errno) => reject(errno),
     }
@@ -263,12 +334,14 @@ pub fn mutates(opcode: u32) -> bool {
     .contains(&opcode)
 }
 
-/// Checks the body of opcodes with names or offsets; returns the request's cost.
+/// Checks the body of opcodes with names, offsets or sizes; returns the request's cost. A READ
+/// or WRITE larger than the session's negotiated maximum (`max_io`) gets EINVAL.
 fn check_body<R: Source>(
     r: &mut R,
     h: &InHeader,
     body_len: usize,
     policy: Policy,
+    (max_read, max_write): (u32, u32),
 ) -> Result<Cost, i32> {
     let names = |r: &mut R, fixed: usize, count: usize, dots_ok: bool| {
         if !policy.check_names {
@@ -303,12 +376,15 @@ fn check_body<R: Source>(
         op::READ => {
             let rd: ReadIn = read_fixed(r, body_len)?;
             check_range(rd.offset, u64::from(rd.size))?;
+            if rd.size > max_read {
+                return Err(libc::EINVAL);
+            }
             return Ok(Cost::Read(rd.size));
         }
         op::WRITE => {
             let wr: WriteIn = read_fixed(r, body_len)?;
             check_range(wr.offset, u64::from(wr.size))?;
-            if body_len - size_of::<WriteIn>() < wr.size as usize {
+            if body_len - size_of::<WriteIn>() < wr.size as usize || wr.size > max_write {
                 return Err(libc::EINVAL);
             }
             return Ok(Cost::Write(wr.size));
@@ -321,11 +397,9 @@ fn check_body<R: Source>(
             let ls: LseekIn = read_fixed(r, body_len)?;
             check_range(ls.offset, 0)?;
         }
-        op::COPY_FILE_RANGE => {
-            let cp: CopyFileRangeIn = read_fixed(r, body_len)?;
-            check_range(cp.offset_in, cp.len)?;
-            check_range(cp.offset_out, cp.len)?;
-        }
+        // It moves file data, so it may be served only once it is charged by its bytes (and
+        // capped like READ and WRITE). The library does not serve it either.
+        op::COPY_FILE_RANGE => return Err(libc::ENOSYS),
         _ => {}
     }
     Ok(Cost::Other)
