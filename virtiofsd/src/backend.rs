@@ -130,9 +130,8 @@ impl Handler {
             Verdict::Drop => 0,
             Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
             Verdict::Serve { cost, .. } => {
-                let (len, moved) = crate::budget::serving(cost.bytes(), || {
-                    self.serve_request(chain, verdict)
-                });
+                let (len, moved) =
+                    crate::budget::serving(cost.bytes(), || self.serve_request(chain, verdict));
                 self.stats.record(cost, moved);
                 len
             }

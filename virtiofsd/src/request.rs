@@ -13,11 +13,11 @@
 use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::abi::fuse_abi::{
     CreateIn, FallocateIn, FsOptions, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
     ReadIn, Rename2In, RenameIn, WriteIn,
 };
-use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::api::server::MAX_REQ_PAGES;
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;

@@ -296,6 +296,13 @@ mod tests {
         assert!(charge(request::Cost::Free).is_none());
     }
 
+    /// The README's memory bound counts on a parked request being a small fixed record (its
+    /// payload stays in guest memory).
+    #[test]
+    fn a_parked_request_is_a_small_record() {
+        assert!(std::mem::size_of::<Parked>() <= 96);
+    }
+
     #[test]
     fn display_lists_only_set_limits() {
         let l = Limits {
