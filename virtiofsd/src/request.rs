@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FallocateIn, FsOptions, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
-    ReadIn, Rename2In, RenameIn, WriteIn,
+    CreateIn, FallocateIn, FsOptions, GetxattrIn, InHeader, InitIn, LinkIn, LseekIn, MkdirIn,
+    MknodIn, Opcode, ReadIn, Rename2In, RenameIn, WriteIn,
 };
 use fuse_backend_rs::api::server::MAX_REQ_PAGES;
 use fuse_backend_rs::transport::Reader;
@@ -51,6 +51,9 @@ impl<S: BitmapSlice> Source for Reader<'_, S> {
 pub const NAME_MAX: usize = 255;
 /// Longest symlink target (Linux `PATH_MAX` without the NUL).
 pub const PATH_MAX: usize = 4095;
+/// Largest xattr value or name list (Linux `XATTR_SIZE_MAX`, `XATTR_LIST_MAX`): the most a
+/// GETXATTR or LISTXATTR may ask for, since the daemon allocates what is asked.
+pub const XATTR_SIZE_MAX: u32 = 65536;
 
 /// Opcode numbers as `u32` constants, for matching.
 mod op {
@@ -75,6 +78,8 @@ mod op {
     pub const RENAME2: u32 = Opcode::Rename2 as u32;
     pub const LSEEK: u32 = Opcode::Lseek as u32;
     pub const COPY_FILE_RANGE: u32 = 47;
+    pub const GETXATTR: u32 = Opcode::Getxattr as u32;
+    pub const LISTXATTR: u32 = Opcode::Listxattr as u32;
 }
 
 /// Which virtio-fs queue a request arrived on.
@@ -389,6 +394,12 @@ fn check_body<R: Source>(
             }
             return Ok(Cost::Write(wr.size));
         }
+        op::GETXATTR | op::LISTXATTR => {
+            let g: GetxattrIn = read_fixed(r, body_len)?;
+            if g.size > XATTR_SIZE_MAX {
+                return Err(libc::EINVAL);
+            }
+        }
         op::FALLOCATE => {
             let fa: FallocateIn = read_fixed(r, body_len)?;
             check_range(fa.offset, fa.length)?;
@@ -482,6 +493,15 @@ fn check_symlink(buf: &[u8]) -> Result<(), i32> {
 mod tests {
     use super::*;
 
+    impl Source for &[u8] {
+        fn available_bytes(&self) -> usize {
+            self.len()
+        }
+        fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+            std::io::Read::read_exact(self, buf)
+        }
+    }
+
     #[test]
     fn components() {
         assert_eq!(check_component(b"a", false), Ok(()));
@@ -514,6 +534,79 @@ mod tests {
         assert_eq!(check_symlink(b"l\0\0"), Err(libc::EINVAL));
         assert_eq!(check_symlink(b"../l\0t\0"), Err(libc::EINVAL));
         assert_eq!(check_symlink(b"l\0t"), Err(libc::EINVAL));
+    }
+
+    /// A READ or WRITE above the session's maximum, an xattr buffer above Linux's, and
+    /// COPY_FILE_RANGE (no cost yet) are refused; within the limits the cost is what moves.
+    #[test]
+    fn sizes_are_capped() {
+        let init = Session::default();
+        init.start(FsOptions::MAX_PAGES.bits() as u32);
+        let page = fuse_backend_rs::transport::pagesize() as u32;
+        assert_eq!(init.max_io(), (256 * page, 256 * page));
+        assert_eq!(Session::negotiated_max(0), (32 * page, 4096));
+        let bw = FsOptions::BIG_WRITES.bits() as u32;
+        assert_eq!(Session::negotiated_max(bw), (32 * page, 256 * page));
+        let run = |opcode: u32, body: &[u8]| {
+            let mut req = Vec::new();
+            let h = InHeader {
+                len: (size_of::<InHeader>() + body.len()) as u32,
+                opcode,
+                unique: 9,
+                nodeid: 1,
+                ..Default::default()
+            };
+            req.extend_from_slice(h.as_slice());
+            req.extend_from_slice(body);
+            let mut r: &[u8] = &req;
+            inspect(&mut r, QueueKind::Request, &init, Policy::default())
+        };
+        let rd = |size: u32| {
+            let mut b = ReadIn {
+                size,
+                ..Default::default()
+            }
+            .as_slice()
+            .to_vec();
+            b.truncate(size_of::<ReadIn>());
+            b
+        };
+        let cost = |v: Verdict| match v {
+            Verdict::Serve { cost, .. } => Ok(cost),
+            Verdict::Reject { errno, .. } => Err(errno),
+            Verdict::Drop => Err(0),
+        };
+        let max = 256 * page;
+        assert_eq!(cost(run(op::READ, &rd(max))), Ok(Cost::Read(max)));
+        assert_eq!(cost(run(op::READ, &rd(max + 1))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::READ, &rd(u32::MAX))), Err(libc::EINVAL));
+        let mut wr = WriteIn {
+            size: max + 1,
+            ..Default::default()
+        }
+        .as_slice()
+        .to_vec();
+        wr.resize(size_of::<WriteIn>() + max as usize + 1, 0);
+        assert_eq!(cost(run(op::WRITE, &wr)), Err(libc::EINVAL));
+        let x = |size: u32| {
+            let mut b = GetxattrIn {
+                size,
+                ..Default::default()
+            }
+            .as_slice()
+            .to_vec();
+            b.extend_from_slice(b"user.x\0");
+            b
+        };
+        assert_eq!(cost(run(op::GETXATTR, &x(65536))), Ok(Cost::Other));
+        assert_eq!(cost(run(op::GETXATTR, &x(65537))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::LISTXATTR, &x(u32::MAX))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::COPY_FILE_RANGE, &[0; 56])), Err(libc::ENOSYS));
+        // The cost of a READ is bounded by its chain's room after the reply header.
+        assert_eq!(Cost::Read(max).within_room(16 + 4096), Cost::Read(4096));
+        assert_eq!(Cost::Read(100).within_room(1 << 40), Cost::Read(100));
+        assert_eq!(Cost::Read(100).within_room(3), Cost::Read(0));
+        assert_eq!(Cost::Write(100).within_room(0), Cost::Write(100));
     }
 
     #[test]
