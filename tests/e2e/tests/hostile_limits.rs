@@ -29,6 +29,8 @@ const W: usize = 256 * 1024;
 const MIB: usize = 1 << 20;
 const READ: u32 = 15;
 const WRITE: u32 = 16;
+const GETXATTR: u32 = 22;
+const LISTXATTR: u32 = 23;
 
 fn start(s: &Scratch, args: &[&str]) -> Daemon {
     let share = format!("--shared-dir={}", s.share.display());
@@ -135,8 +137,21 @@ fn write_result(r: vufs_frontend::Result<vufs_frontend::Reply>) -> Result<u64, i
 /// while writes keep flowing at the rate.
 #[test]
 fn reset_loop_with_parked_writes_stays_within_the_bound() {
+    reset_loop(&[]);
+}
+
+/// The same with Kata's `--thread-pool-size=1`: admitted writes wait in the pool's queue, and
+/// a stop waits for them.
+#[test]
+fn reset_loop_with_parked_writes_on_a_thread_pool() {
+    reset_loop(&["--thread-pool-size=1"]);
+}
+
+fn reset_loop(extra: &[&str]) {
     let s = Scratch::new();
-    let _d = start(&s, &LIMIT);
+    let mut args = LIMIT.to_vec();
+    args.extend_from_slice(extra);
+    let _d = start(&s, &args);
     let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
     let data = vec![0x5au8; W];
     let slack = 2 * BURST + W as u64;
@@ -287,13 +302,13 @@ fn a_limit_removed_and_added_back_starts_empty() {
     assert!(passed > 0, "nothing passed once tokens accrued");
 }
 
-/// READ and WRITE above the negotiated maximum (1 MiB: 256 pages) get EINVAL, and the daemon
-/// keeps serving; at the maximum they are served. Without MAX_PAGES and BIG_WRITES the maximum
+/// READ and WRITE above the negotiated maximum (1 MiB: 256 pages) and xattr buffers above
+/// 64 KiB get EINVAL, and the daemon keeps serving; at the maximum they are served. Without MAX_PAGES and BIG_WRITES the maximum
 /// is the library's 4 KiB `max_write` and the kernel's default 32 pages for READ.
 #[test]
 fn oversized_read_and_write_get_einval() {
     let s = Scratch::new();
-    let d = start(&s, &[]);
+    let d = start(&s, &["--xattr"]);
     let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
     assert_eq!(fs.max_write(), MIB as u32);
     let errno = |r: vufs_frontend::Result<Vec<u8>>| r.err().and_then(|e| e.errno());
@@ -311,6 +326,27 @@ fn oversized_read_and_write_get_einval() {
     assert_eq!(w, Some(libc::EINVAL));
     assert_eq!(fs.write(node, fh, 0, &big[..MIB]).unwrap(), MIB as u32);
     assert_eq!(fs.read(node, fh, 0, MIB as u32).unwrap().len(), MIB);
+    fs.getattr(ROOT_ID).expect("the daemon keeps serving");
+    // The daemon allocates what GETXATTR and LISTXATTR ask for: no more than Linux's 64 KiB.
+    // (The replies' buffers are small: the daemon must refuse by the size asked for.)
+    for (opcode, name) in [(GETXATTR, &b"user.k\0"[..]), (LISTXATTR, &b""[..])] {
+        for size in [65537u32, u32::MAX] {
+            let unique = fs.next_unique();
+            let mut args = size.to_le_bytes().to_vec();
+            args.extend_from_slice(&[0; 4]);
+            let req = encode_request(unique, opcode, node, &[&args, name]);
+            let c = fs
+                .frontend()
+                .send_chain(
+                    REQUEST_QUEUE,
+                    &[Desc::readable(req), Desc::writable(4096)],
+                    Duration::from_secs(10),
+                )
+                .unwrap();
+            let e = parse_reply(&c, unique).unwrap().into_result().unwrap_err();
+            assert_eq!(e.errno(), Some(libc::EINVAL), "opcode {opcode} of {size}");
+        }
+    }
     fs.getattr(ROOT_ID).expect("the daemon keeps serving");
 
     let old = vufs_frontend::fuse::InitIn {
