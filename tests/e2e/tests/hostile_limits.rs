@@ -545,3 +545,50 @@ fn a_ring_full_of_max_size_parked_writes_stays_within_the_stated_bound() {
         "RSS grew {grew} bytes for {QUEUE} parked writes"
     );
 }
+
+/// A guest that rewrites a parked READ in its memory to ask for 1 MiB instead of the 4 KiB it
+/// was charged: the daemon re-reads the request when it serves it, and moves only the 4 KiB.
+#[test]
+fn a_request_rewritten_while_parked_moves_only_what_was_charged() {
+    let s = Scratch::new();
+    let content: Vec<u8> = (0..MIB).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(s.share.join("big"), &content).unwrap();
+    // 1 MB/s with a 100 kB burst: after a 1 MiB read, a 4 KiB read waits ~0.95 s.
+    let _d = start(&s, &["--fs-bw-size=1000000", "--fs-bw-burst=100000"]);
+    let mut fs = FuseSession::connect(s.socket()).unwrap();
+    fs.init().unwrap();
+    let e = fs.lookup(ROOT_ID, b"big").unwrap();
+    let o = fs.open(e.nodeid, libc::O_RDONLY as u32).unwrap();
+    assert_eq!(fs.read(e.nodeid, o.fh, 0, MIB as u32).unwrap(), content);
+    let unique = fs.next_unique();
+    let req = encode_request(unique, READ, e.nodeid, &[&read_in(o.fh, 0, 4096)]);
+    let fe = fs.frontend();
+    let buf = fe.alloc(req.len()).unwrap();
+    fe.mem().write(buf.addr, &req).unwrap();
+    let token = fe
+        .post_chain(
+            REQUEST_QUEUE,
+            &[
+                Desc::raw(buf.addr, req.len() as u32, 0),
+                Desc::writable((OUT_HEADER_LEN + MIB) as u32),
+            ],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    fe.reap().unwrap();
+    assert!(
+        fe.queue(REQUEST_QUEUE).unwrap().is_in_flight(token),
+        "the read is not parked"
+    );
+    // ReadIn.size sits after the 40-byte InHeader, fh and offset.
+    fe.mem()
+        .write(buf.addr + 56, &(MIB as u32).to_le_bytes())
+        .unwrap();
+    let c = fe.wait(token, Duration::from_secs(10)).unwrap();
+    fe.free(buf);
+    let body = parse_reply(&c, unique).unwrap().into_result().unwrap();
+    assert_eq!(body.len(), 4096, "moved more than it was charged for");
+    assert_eq!(body, content[..4096]);
+    let (_, stats) = json(&api(&s), "GET", "/api/v1/stats", "");
+    assert_eq!(stats["bytes"]["read"], (MIB + 4096) as u64, "{stats}");
+}
