@@ -79,6 +79,8 @@ mod op {
     pub const LSEEK: u32 = Opcode::Lseek as u32;
     pub const COPY_FILE_RANGE: u32 = 47;
     pub const GETXATTR: u32 = Opcode::Getxattr as u32;
+    pub const READDIR: u32 = Opcode::Readdir as u32;
+    pub const READDIRPLUS: u32 = Opcode::Readdirplus as u32;
     pub const LISTXATTR: u32 = Opcode::Listxattr as u32;
 }
 
@@ -394,6 +396,13 @@ fn check_body<R: Source>(
             }
             return Ok(Cost::Write(wr.size));
         }
+        // The library allocates the size a directory read asks for: no more than a READ may.
+        op::READDIR | op::READDIRPLUS => {
+            let rd: ReadIn = read_fixed(r, body_len)?;
+            if rd.size > max_read {
+                return Err(libc::EINVAL);
+            }
+        }
         op::GETXATTR | op::LISTXATTR => {
             let g: GetxattrIn = read_fixed(r, body_len)?;
             if g.size > XATTR_SIZE_MAX {
@@ -602,6 +611,9 @@ mod tests {
         assert_eq!(cost(run(op::GETXATTR, &x(65537))), Err(libc::EINVAL));
         assert_eq!(cost(run(op::LISTXATTR, &x(u32::MAX))), Err(libc::EINVAL));
         assert_eq!(cost(run(op::COPY_FILE_RANGE, &[0; 56])), Err(libc::ENOSYS));
+        assert_eq!(cost(run(op::READDIR, &rd(4096))), Ok(Cost::Other));
+        assert_eq!(cost(run(op::READDIRPLUS, &rd(max + 1))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::READDIR, &rd(u32::MAX))), Err(libc::EINVAL));
         // The cost of a READ is bounded by its chain's room after the reply header.
         assert_eq!(Cost::Read(max).within_room(16 + 4096), Cost::Read(4096));
         assert_eq!(Cost::Read(100).within_room(1 << 40), Cost::Read(100));
