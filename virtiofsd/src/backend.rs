@@ -108,7 +108,10 @@ impl Handler {
                 } => Verdict::Serve {
                     unique,
                     opcode,
-                    cost: cost.within_room(writable_len(chain)),
+                    cost: match cost {
+                        Cost::Read(_) => cost.within_room(writable_len(chain)),
+                        other => other,
+                    },
                 },
                 v => v,
             },
