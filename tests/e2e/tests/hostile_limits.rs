@@ -487,7 +487,8 @@ fn a_head_published_again_while_throttled_stops_the_device() {
 
 /// A ring of 1024 entries filled with the largest parked WRITEs (1 MiB, all pointing at one
 /// guest buffer, through indirect tables): the daemon holds no payload, only the chains, within
-/// the README's bound of 1 KiB per parked request.
+/// the README's bound of 1 KiB per parked request; and a device reset then puts no more than
+/// the stop bound on the host.
 #[test]
 fn a_ring_full_of_max_size_parked_writes_stays_within_the_stated_bound() {
     const QUEUE: u16 = 1024;
@@ -499,13 +500,14 @@ fn a_ring_full_of_max_size_parked_writes_stays_within_the_stated_bound() {
         ..ConnectOptions::default()
     };
     let (mut fs, node, fh) = session(&s, &opts);
+    let t0 = Instant::now();
     fs.write(node, fh, 0, &vec![1u8; MIB]).unwrap(); // into debt: the rest parks
     let rss0 = rss_kib(d.pid());
     let fe = fs.frontend();
     let payload = fe.alloc(MIB).unwrap();
     fe.mem().fill(payload.addr, MIB, 3).unwrap();
     for i in 0..u64::from(QUEUE) {
-        let head = write_head(1000 + i, node, fh, i * MIB as u64, MIB as u32);
+        let head = write_head(1000 + i, node, fh, (i + 1) * MIB as u64, MIB as u32);
         let table = vec![
             Desc::readable(head),
             Desc::raw(payload.addr, MIB as u32, 0),
@@ -543,6 +545,31 @@ fn a_ring_full_of_max_size_parked_writes_stays_within_the_stated_bound() {
     assert!(
         grew <= bound,
         "RSS grew {grew} bytes for {QUEUE} parked writes"
+    );
+
+    // Then the guest resets its device with the ring full: 1 GiB is parked, and what reaches
+    // the host stays within 2·burst + size·T + one request.
+    let (_, lost) = fe.restart_queue(REQUEST_QUEUE).unwrap();
+    let t = t0.elapsed();
+    assert_eq!(lost, 0);
+    let (mut ok, mut eio) = (MIB as u64, 0u32); // the first write, before the ring filled
+    for _ in 0..QUEUE {
+        let c = fe.wait_any(REQUEST_QUEUE, Duration::from_secs(10)).unwrap();
+        match i32::from_le_bytes(c.reply[4..8].try_into().unwrap()) {
+            0 => ok += MIB as u64,
+            e if e == -libc::EIO => eio += 1,
+            e => panic!("a parked write failed with {e}"),
+        }
+    }
+    let limit = allowed(2 * BURST + MIB as u64, SIZE, t);
+    println!(
+        "reset with {QUEUE} parked: {ok} bytes written in {t:?}, {eio} failed (bound {limit})"
+    );
+    assert!(ok <= limit, "{ok} bytes written in {t:?}; bound {limit}");
+    let on_host = std::fs::metadata(s.share.join("f")).unwrap().blocks() * 512;
+    assert!(
+        on_host <= ok,
+        "{on_host} bytes on the host, {ok} acknowledged"
     );
 }
 
