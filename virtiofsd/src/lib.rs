@@ -3,8 +3,8 @@
 //! Layers, outside in: [`cli`] (flags → validated [`cli::Config`]), [`daemon`] (socket, vhost-user
 //! daemon, signals, exit), [`backend`] (vrings: pop, inspect, serve, complete) with [`vring`]
 //! (in-flight accounting so a ring stop never loses a request) and [`pool`] (worker threads),
-//! [`request`] (the hostile-input wall: names, offsets, session order) and [`fs`] (the passthrough
-//! filesystem).
+//! [`request`] (the hostile-input wall: names, offsets, sizes, session order), [`budget`] (what
+//! the request being served may move) and [`fs`] (the passthrough filesystem).
 
 pub mod api;
 pub mod backend;
