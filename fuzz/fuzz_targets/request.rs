@@ -55,7 +55,7 @@ fn world() -> &'static World {
         let w = World {
             _dir: dir,
             canary,
-            handler: Handler::new(fs, Policy::default()),
+            handler: Handler::new(fs, Policy::default(), Default::default()),
             mem,
         };
         // INIT first, so the fuzzer reaches the filesystem.

@@ -47,9 +47,9 @@ fn submit(c: &mut Criterion) {
     // bucket is refilled and charged.
     g.bench_function("limited_not_binding", |b| {
         let t0 = Instant::now();
-        let mut th: Throttle<u64> = Throttle::new(t0);
-        th.set_limit(Bucket::Bw, Limit::new(100_000_000_000), t0);
-        th.set_limit(Bucket::Ops, Limit::new(100_000_000), t0);
+        let mut th: Throttle<u64> = Throttle::new(t0)
+            .with_limit(Bucket::Bw, Limit::new(100_000_000_000), t0)
+            .with_limit(Bucket::Ops, Limit::new(100_000_000), t0);
         let mut i = 0u64;
         let mut now = t0;
         b.iter(|| {
@@ -79,8 +79,11 @@ fn park_release(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let t0 = Instant::now();
-                let mut th: Throttle<u64> = Throttle::new(t0);
-                th.set_limit(Bucket::Bw, Limit::with_burst(10_000_000, 1 << 20), t0);
+                let th: Throttle<u64> = Throttle::new(t0).with_limit(
+                    Bucket::Bw,
+                    Limit::with_burst(10_000_000, 1 << 20),
+                    t0,
+                );
                 (th, t0)
             },
             |(mut th, t0)| {

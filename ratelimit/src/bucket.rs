@@ -9,7 +9,7 @@ const NANOS_PER_SEC: i128 = 1_000_000_000;
 pub struct Limit {
     /// Refill rate in units per second (bytes/s or operations/s). `0` means unlimited.
     pub size: u64,
-    /// Capacity in units: the most the bucket can hold, and what it holds when (re)configured.
+    /// Capacity in units: the most the bucket can hold, and what a new bucket holds.
     /// `0` is legal and means "no burst": every request is paid entirely as debt.
     pub burst: u64,
 }
@@ -67,11 +67,25 @@ impl TokenBucket {
         self.limit.is_unlimited()
     }
 
-    /// Changes the configuration. If `limit` differs from the current one the bucket restarts
-    /// full at `now` (any debt is forgiven); setting the same limit again changes nothing.
+    /// Changes the configuration at `now` without creating tokens: the bucket keeps its current
+    /// level (refilled at the old rate up to `now`), capped at the new burst, and keeps any debt;
+    /// from then on it refills at the new rate. A bucket that was unlimited starts empty, so
+    /// removing a limit and adding it back cannot hand out a burst. Setting the same limit again
+    /// changes nothing.
     pub fn set_limit(&mut self, limit: Limit, now: Instant) {
-        if limit != self.limit {
-            *self = TokenBucket::new(limit, now);
+        if limit == self.limit {
+            return;
+        }
+        let level = if self.is_unlimited() {
+            0
+        } else {
+            self.advance(now);
+            self.level
+        };
+        self.limit = limit;
+        self.level = level.min(capacity(limit));
+        if now > self.last {
+            self.last = now;
         }
     }
 
@@ -115,6 +129,12 @@ impl TokenBucket {
     /// `min(n, burst)` tokens. Always true when unlimited.
     pub fn admits(&self, n: u64, now: Instant) -> bool {
         self.is_unlimited() || self.scaled_level(now) >= self.need(n)
+    }
+
+    /// Whether a request of `n` units may be paid at a ring stop: the bucket may go one burst
+    /// further into debt than [`TokenBucket::admits`] allows (level + burst ≥ `min(n, burst)`).
+    pub fn admits_at_stop(&self, n: u64, now: Instant) -> bool {
+        self.is_unlimited() || self.scaled_level(now) + capacity(self.limit) >= self.need(n)
     }
 
     /// How long from `now` until a request of `n` units is admitted, assuming nothing else is
@@ -300,15 +320,58 @@ mod tests {
     }
 
     #[test]
-    fn set_limit_restarts_full_only_when_changed() {
+    fn set_limit_keeps_the_level_and_never_creates_tokens() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(Limit::new(100), t0);
         b.charge(300, t0);
         b.set_limit(Limit::new(100), t0);
         assert_eq!(b.level(t0), Some(-200), "same limit: state kept");
-        b.set_limit(Limit::with_burst(100, 50), t0);
-        assert_eq!(b.level(t0), Some(50), "resized: full");
-        b.set_limit(Limit::UNLIMITED, t0);
-        assert!(b.try_consume(u64::MAX, t0));
+        // Resized: the debt is kept, and refill continues at the new rate from it.
+        b.set_limit(Limit::with_burst(200, 50), t0);
+        assert_eq!(b.level(t0), Some(-200), "debt kept");
+        assert_eq!(b.time_until(50, t0), Duration::from_millis(1250));
+        // Rate ±1 from a full bucket: still full, never fuller.
+        let mut b = TokenBucket::new(Limit::with_burst(1000, 1000), t0);
+        b.charge(400, t0);
+        let t1 = t0 + Duration::from_millis(100); // +100 at the old rate
+        b.set_limit(Limit::with_burst(1001, 1000), t1);
+        assert_eq!(b.level(t1), Some(700));
+        b.set_limit(Limit::with_burst(999, 1000), t1);
+        assert_eq!(b.level(t1), Some(700), "a change hands out nothing");
+        // Tightening caps the level at the new burst.
+        b.set_limit(Limit::with_burst(100, 300), t1);
+        assert_eq!(b.level(t1), Some(300));
+        // Loosening: the new rate from the current level.
+        b.set_limit(Limit::with_burst(10_000, 100_000), t1);
+        assert_eq!(b.level(t1), Some(300));
+        assert_eq!(b.level(t1 + Duration::from_millis(10)), Some(400));
+        // Removed and added back: starts empty, whatever it held before.
+        b.set_limit(Limit::UNLIMITED, t1);
+        assert!(b.try_consume(u64::MAX, t1));
+        b.set_limit(Limit::with_burst(10_000, 100_000), t1);
+        assert_eq!(b.level(t1), Some(0), "re-added: empty");
+        assert!(!b.admits(1, t1));
+        assert_eq!(b.time_until(100, t1), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_stop_may_go_one_burst_further_into_debt() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(Limit::with_burst(1000, 500), t0);
+        b.charge(500, t0); // empty
+        assert!(!b.admits(300, t0));
+        assert!(b.admits_at_stop(300, t0), "level 0 + burst 500 >= 300");
+        b.charge(300, t0);
+        assert!(b.admits_at_stop(200, t0), "-300 + 500 >= 200");
+        assert!(!b.admits_at_stop(201, t0));
+        b.charge(200, t0);
+        assert_eq!(b.level(t0), Some(-500), "one burst of debt at most");
+        // Bigger than the burst: payable at a stop from an empty bucket, not from debt.
+        let mut b = TokenBucket::new(Limit::with_burst(1000, 100), t0);
+        b.charge(100, t0);
+        assert!(b.admits_at_stop(10_000, t0));
+        b.charge(1, t0);
+        assert!(!b.admits_at_stop(10_000, t0));
+        assert!(TokenBucket::new(Limit::UNLIMITED, t0).admits_at_stop(u64::MAX, t0));
     }
 }

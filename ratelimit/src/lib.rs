@@ -5,7 +5,10 @@
 //! * **size / burst.** A [`Limit`] has a `size` (refill rate, units per second; `0` =
 //!   unlimited: always admits, charges nothing) and a `burst` (capacity; [`Limit::new`] makes it
 //!   equal to `size`).
-//! * **Starts full.** A new bucket, or one whose limit changes, holds `burst` tokens.
+//! * **Starts full.** A configured bucket ([`Throttle::with_limit`]) starts with `burst` tokens.
+//! * **Live changes create no tokens.** [`Throttle::set_limit`] keeps the bucket's level, capped
+//!   at the new burst, and any debt; refill continues at the new rate from there. A bucket added
+//!   where none was starts empty, so removing and re-adding a limit hands out nothing.
 //! * **Continuous refill.** Tokens flow in at `size` per second at every instant, capped at
 //!   `burst`. There is no one-time initial burst that never comes back (unlike Firecracker's
 //!   `one_time_burst`): after an idle period the full `burst` is available again.
@@ -14,6 +17,9 @@
 //!   burst is therefore never rejected and never deadlocks: it waits for a full bucket and
 //!   leaves debt that later requests wait out. Over any window of length `T` the amount admitted
 //!   is at most `burst + size·T + one request`.
+//! * **Stops.** [`Throttle::drain`] empties the queues when a ring stops: an item is paid (and
+//!   may be served) if its buckets can pay it going at most one burst further into debt, and is
+//!   refused otherwise. With stops the window bound is `2·burst + size·T + one request`.
 //! * **Exact.** Levels are kept in unit·nanoseconds with 128-bit integers: no drift, no rounding
 //!   of the rate, exact from 1 unit/s to beyond 10 GB/s and for any `u64` value.
 //! * **Exact deadlines.** [`TokenBucket::time_until`] and [`Throttle::next_deadline`] give the
@@ -43,8 +49,7 @@
 //! use std::time::Duration;
 //!
 //! let clock = FakeClock::new();
-//! let mut th = Throttle::new(clock.now());
-//! th.set_limit(Bucket::Bw, Limit::new(1_000_000), clock.now()); // 1 MB/s, 1 MB burst
+//! let mut th = Throttle::new(clock.now()).with_limit(Bucket::Bw, Limit::new(1_000_000), clock.now()); // 1 MB/s, 1 MB burst
 //! let read = |n| Cost::new().with(Bucket::ReadBw, n).with(Bucket::Bw, n).with(Bucket::Ops, 1);
 //! assert_eq!(th.submit("a", Class::Read, read(1_000_000), clock.now()), Admission::Admitted("a"));
 //! assert_eq!(th.submit("b", Class::Read, read(500_000), clock.now()), Admission::Parked);
@@ -64,4 +69,4 @@ mod throttle;
 pub use bucket::{Limit, TokenBucket};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use parse::{parse_quantity, ParseError};
-pub use throttle::{Admission, Bucket, Class, Cost, Stats, Throttle};
+pub use throttle::{Admission, Bucket, Class, Cost, Drained, Stats, Throttle};

@@ -107,19 +107,28 @@ pub enum Admission<T> {
     /// Admitted and charged: run it now.
     Admitted(T),
     /// Parked in its class queue; it will come out of [`Throttle::release`] (or
-    /// [`Throttle::drain_all`]). Arm a timer for [`Throttle::next_deadline`].
+    /// [`Throttle::drain`]). Arm a timer for [`Throttle::next_deadline`].
     Parked,
+}
+
+/// What [`Throttle::drain`] hands back, each list in arrival order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Drained<T> {
+    /// Charged: serve them.
+    pub paid: Vec<T>,
+    /// Not charged, because the buckets could not pay them: fail them without performing them.
+    pub refused: Vec<T>,
 }
 
 /// Counters kept by a [`Throttle`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Items admitted, immediately or after waiting (not counting drained ones).
+    /// Items admitted and charged: immediately, after waiting, or paid at a stop.
     pub admitted: u64,
     /// Items that had to wait (were parked).
     pub throttled: u64,
-    /// Items handed back by [`Throttle::drain_all`] without being charged.
-    pub drained: u64,
+    /// Items [`Throttle::drain`] refused at a stop (charged nothing, not to be performed).
+    pub refused: u64,
     /// Total time parked items waited before release.
     pub total_wait: Duration,
     /// Longest time one item waited before release.
@@ -196,11 +205,25 @@ impl<T> Throttle<T> {
         }
     }
 
-    /// Sets the limit of one bucket. A changed bucket restarts full at `now`; setting the same
-    /// limit again keeps its state. Parked items are judged by the new limits from the next
-    /// [`Throttle::release`] on (call it, and re-arm the timer, after changing limits).
+    /// This throttle with `bucket` limited to `limit` and full at `now`: the initial
+    /// configuration. (Later changes go through [`Throttle::set_limit`], which never fills.)
+    pub fn with_limit(mut self, bucket: Bucket, limit: Limit, now: Instant) -> Self {
+        self.buckets[bucket.index()] = TokenBucket::new(limit, now);
+        self.mark_limited(bucket, limit);
+        self
+    }
+
+    /// Changes the limit of one bucket live, by the rule of [`TokenBucket::set_limit`]: the
+    /// bucket keeps its level (capped at the new burst) and any debt, a bucket that was
+    /// unlimited starts empty, and no change creates tokens. Parked items are judged by the new
+    /// limits from the next [`Throttle::release`] on (call it, and re-arm the timer, after
+    /// changing limits).
     pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
         self.buckets[bucket.index()].set_limit(limit, now);
+        self.mark_limited(bucket, limit);
+    }
+
+    fn mark_limited(&mut self, bucket: Bucket, limit: Limit) {
         if limit.is_unlimited() {
             self.limited &= !bucket.bit();
         } else {
@@ -416,17 +439,37 @@ impl<T> Throttle<T> {
         older.into_iter().map(|(_, leaves)| leaves).min()
     }
 
-    /// Hands back every parked item without charging anything (for a stopped or reset queue), in
-    /// global arrival order (hence in arrival order within each class). Nothing is lost or
-    /// duplicated; the throttle is left empty.
-    pub fn drain_all(&mut self) -> Vec<T> {
+    /// Empties the queues for a stopped or reset ring, in global arrival order. Each item is
+    /// charged if every bucket it pays into can pay it while going at most one burst further
+    /// into debt than normal admission allows ([`TokenBucket::admits_at_stop`]); such items are
+    /// `paid` and may be served. The others are `refused`, charged nothing, and must not be
+    /// performed. Nothing is lost or duplicated; the throttle is left empty.
+    ///
+    /// So a stop never gives work away: over any window, a bucket admits at most
+    /// `2·burst + size·T + one request`, however many stops the window holds.
+    pub fn drain(&mut self, now: Instant) -> Drained<T> {
         let mut all: Vec<Parked<T>> = Vec::with_capacity(self.parked);
         for q in &mut self.queues {
             all.extend(q.drain(..));
         }
         all.sort_unstable_by_key(|p| p.seq);
-        self.stats.drained += all.len() as u64;
         self.parked = 0;
-        all.into_iter().map(|p| p.item).collect()
+        let mut out = Drained {
+            paid: Vec::new(),
+            refused: Vec::new(),
+        };
+        for p in all {
+            let payable = Bucket::ALL
+                .iter()
+                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(*b), now));
+            if payable {
+                self.charge(&p.cost, now);
+                out.paid.push(p.item);
+            } else {
+                self.stats.refused += 1;
+                out.refused.push(p.item);
+            }
+        }
+        out
     }
 }

@@ -97,10 +97,10 @@ proptest! {
         reqs in requests(),
     ) {
         let t0 = Instant::now();
-        let mut th = Throttle::new(t0);
-        for (b, l) in Bucket::ALL.iter().zip(limits) {
-            th.set_limit(*b, l, t0);
-        }
+        let mut th = Bucket::ALL
+            .iter()
+            .zip(limits)
+            .fold(Throttle::new(t0), |th, (b, l)| th.with_limit(*b, l, t0));
         let run = drive(&mut th, t0, &reqs);
 
         // Every request admitted exactly once; FIFO within each class.
@@ -146,8 +146,8 @@ proptest! {
         sizes in prop::collection::vec(1u64..=MIB, 2..200),
     ) {
         let t0 = Instant::now();
-        let mut th = Throttle::new(t0);
-        th.set_limit(Bucket::Bw, Limit::with_burst(size, burst), t0);
+        let mut th = Throttle::new(t0)
+            .with_limit(Bucket::Bw, Limit::with_burst(size, burst), t0);
         let reqs: Vec<_> = sizes.iter().map(|s| (0, *s, Class::Read)).collect();
         let run = drive(&mut th, t0, &reqs);
         let (end, last) = *run.admitted.last().unwrap();
@@ -162,5 +162,159 @@ proptest! {
         prop_assert!(total - ideal <= max_req, "too much: {total} vs {ideal}");
         let lost = size as i128 * sizes.len() as i128;
         prop_assert!(ideal - total < lost, "too little: {total} vs {ideal}");
+    }
+}
+
+/// One step of a run with live changes and ring stops.
+#[derive(Debug, Clone)]
+enum Step {
+    Submit(u64, Class),
+    /// A live change of the `bw` bucket (always limited, so every window is bounded).
+    Change(Limit),
+    /// A ring stop: every parked item is paid (with at most one burst more debt) or refused.
+    Stop,
+}
+
+fn limited() -> impl Strategy<Value = Limit> {
+    (rate(), 0u64..=4 * MIB).prop_map(|(size, burst)| Limit::with_burst(size, burst))
+}
+
+fn steps() -> impl Strategy<Value = Vec<(u64, Step)>> {
+    let step = prop_oneof![
+        6 => (1u64..=MIB, class()).prop_map(|(n, c)| Step::Submit(n, c)),
+        2 => limited().prop_map(Step::Change),
+        1 => Just(Step::Stop),
+    ];
+    prop::collection::vec((0u64..=50_000_000, step), 1..100)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Live changes never create tokens and stops never give work away: in every window each
+    /// bucket admitted at most `2·burst + size·T + one request` (burst and size: the largest the
+    /// bucket had during the run), every request left exactly once (admitted or refused), and
+    /// FIFO holds within each class.
+    #[test]
+    fn window_bound_across_live_changes_and_stops(
+        first in limited(),
+        others in [limit(), limit(), limit()],
+        steps in steps(),
+    ) {
+        let t0 = Instant::now();
+        let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
+        for (b, l) in [Bucket::ReadBw, Bucket::WriteBw, Bucket::Ops].into_iter().zip(others) {
+            th = th.with_limit(b, l, t0);
+        }
+        let mut max = [(0u64, 0u64); 4];
+        for b in Bucket::ALL {
+            max[b.index()] = (th.limit(b).size, th.limit(b).burst);
+        }
+        let mut now = t0;
+        let mut admitted = Vec::new();
+        let mut refused = Vec::new();
+        let mut reqs = Vec::new();
+        for (gap, step) in &steps {
+            let at = now + Duration::from_nanos(*gap);
+            release_until(&mut th, &mut now, Some(at), &mut admitted);
+            now = at;
+            match step {
+                Step::Submit(n, c) => {
+                    let id = reqs.len();
+                    reqs.push((*n, *c));
+                    if let Admission::Admitted(i) = th.submit(id, *c, cost(*c, *n), now) {
+                        admitted.push((now, i));
+                    }
+                }
+                Step::Change(l) => {
+                    th.set_limit(Bucket::Bw, *l, now);
+                    let m = &mut max[Bucket::Bw.index()];
+                    *m = (m.0.max(l.size), m.1.max(l.burst));
+                }
+                Step::Stop => {
+                    let d = th.drain(now);
+                    admitted.extend(d.paid.into_iter().map(|i| (now, i)));
+                    refused.extend(d.refused);
+                }
+            }
+        }
+        release_until(&mut th, &mut now, None, &mut admitted);
+        prop_assert_eq!(th.parked(), 0);
+
+        let mut ids: Vec<usize> = admitted.iter().map(|a| a.1).collect();
+        for c in Class::ALL {
+            let in_class: Vec<usize> = ids.iter().copied().filter(|i| reqs[*i].1 == c).collect();
+            prop_assert!(in_class.windows(2).all(|w| w[0] < w[1]), "FIFO broken in {c:?}");
+        }
+        ids.extend(&refused);
+        ids.sort_unstable();
+        prop_assert_eq!(ids, (0..reqs.len()).collect::<Vec<_>>());
+
+        for b in Bucket::ALL {
+            let (size, burst) = max[b.index()];
+            if size == 0 {
+                continue;
+            }
+            let ev: Vec<(Instant, u128)> = admitted
+                .iter()
+                .map(|(t, id)| (*t, cost(reqs[*id].1, reqs[*id].0).get(b) as u128))
+                .filter(|e| e.1 > 0)
+                .collect();
+            let max_req = ev.iter().map(|e| e.1).max().unwrap_or(0);
+            let slack = (2 * burst as u128 + max_req) * NS;
+            for i in 0..ev.len() {
+                let mut sum = 0u128;
+                for e in &ev[i..] {
+                    sum += e.1;
+                    let allowed = slack + size as u128 * (e.0 - ev[i].0).as_nanos();
+                    prop_assert!(sum * NS <= allowed, "{b}: {sum} units in {:?}", e.0 - ev[i].0);
+                }
+            }
+        }
+    }
+
+    /// Without stops, live changes keep the tighter bound `burst + size·T + one request`.
+    #[test]
+    fn live_changes_keep_the_window_bound(
+        first in limited(),
+        steps in steps(),
+    ) {
+        let t0 = Instant::now();
+        let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
+        let (mut size, mut burst) = (first.size, first.burst);
+        let mut now = t0;
+        let mut admitted = Vec::new();
+        let mut reqs = Vec::new();
+        for (gap, step) in &steps {
+            let at = now + Duration::from_nanos(*gap);
+            release_until(&mut th, &mut now, Some(at), &mut admitted);
+            now = at;
+            match step {
+                Step::Submit(n, _) => {
+                    reqs.push(*n);
+                    let c = Cost::new().with(Bucket::Bw, *n);
+                    if let Admission::Admitted(i) = th.submit(reqs.len() - 1, Class::Read, c, now) {
+                        admitted.push((now, i));
+                    }
+                }
+                Step::Change(l) => {
+                    th.set_limit(Bucket::Bw, *l, now);
+                    (size, burst) = (size.max(l.size), burst.max(l.burst));
+                }
+                Step::Stop => {}
+            }
+        }
+        release_until(&mut th, &mut now, None, &mut admitted);
+        prop_assert_eq!(admitted.len(), reqs.len());
+        let max_req = reqs.iter().copied().max().unwrap_or(0) as u128;
+        for i in 0..admitted.len() {
+            let mut sum = 0u128;
+            for e in &admitted[i..] {
+                sum += reqs[e.1] as u128;
+                let allowed = (burst as u128 + max_req) * NS
+                    + size as u128 * (e.0 - admitted[i].0).as_nanos();
+                prop_assert!(sum * NS <= allowed, "{sum} units in {:?}", e.0 - admitted[i].0);
+            }
+        }
     }
 }

@@ -55,21 +55,23 @@ fn unlimited_admits_everything() {
     assert_eq!(th.next_deadline(clock.now()), None);
     assert_eq!(th.stats().admitted, 1000);
     assert_eq!(th.level(Bucket::Bw, clock.now()), None);
-    // Limiting only ops leaves byte costs free but counts operations.
+    // A limit added live starts empty: nothing passes before its tokens accrue. Limiting only
+    // ops leaves byte costs free but counts operations.
     th.set_limit(Bucket::Ops, Limit::new(2), clock.now());
-    assert_eq!(
-        th.submit(1, Class::Write, write(MIB), clock.now()),
-        Admission::Admitted(1)
-    );
-    assert_eq!(th.level(Bucket::Ops, clock.now()), Some(1));
+    assert_eq!(th.level(Bucket::Ops, clock.now()), Some(0));
+    parked(th.submit(1, Class::Write, write(MIB), clock.now()));
+    assert_eq!(th.next_deadline(clock.now()), Some(clock.now() + ms(500)));
+    clock.advance(ms(500));
+    assert_eq!(th.release(clock.now()), vec![1]);
+    assert_eq!(th.level(Bucket::Ops, clock.now()), Some(0));
 }
 
 #[test]
 fn over_burst_request_is_paid_as_debt() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::Bw, Limit::with_burst(10 * MIB, 64 * KIB), t0);
+    let mut th =
+        Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(10 * MIB, 64 * KIB), t0);
     admitted(th.submit(1, Class::Read, read(MIB), t0));
     assert_eq!(th.level(Bucket::Bw, t0), Some(64 * KIB as i64 - MIB as i64));
     parked(th.submit(2, Class::Read, read(MIB), t0));
@@ -86,8 +88,7 @@ fn over_burst_request_is_paid_as_debt() {
 fn exact_deadline() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::Ops, Limit::new(3), t0);
+    let mut th = Throttle::new(t0).with_limit(Bucket::Ops, Limit::new(3), t0);
     for i in 0..3 {
         admitted(th.submit(i, Class::Other, meta(), t0));
     }
@@ -110,10 +111,10 @@ fn exact_deadline() {
 fn combined_bucket_admission_is_atomic() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::ReadBw, Limit::new(1000), t0);
-    th.set_limit(Bucket::WriteBw, Limit::new(1000), t0);
-    th.set_limit(Bucket::Bw, Limit::new(500), t0);
+    let mut th = Throttle::new(t0)
+        .with_limit(Bucket::ReadBw, Limit::new(1000), t0)
+        .with_limit(Bucket::WriteBw, Limit::new(1000), t0)
+        .with_limit(Bucket::Bw, Limit::new(500), t0);
     // Fits read_bw but not bw: parked, and read_bw is not touched.
     admitted(th.submit("r0", Class::Read, read(400), t0));
     parked(th.submit("r1", Class::Read, read(400), t0));
@@ -141,8 +142,7 @@ fn combined_bucket_admission_is_atomic() {
 fn fifo_within_a_class() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::ReadBw, Limit::new(100), t0);
+    let mut th = Throttle::new(t0).with_limit(Bucket::ReadBw, Limit::new(100), t0);
     admitted(th.submit(0, Class::Read, read(100), t0));
     parked(th.submit(1, Class::Read, read(100), t0));
     // A tiny read would fit nothing either, and must not overtake anyway.
@@ -167,11 +167,11 @@ fn fifo_within_a_class() {
 fn throttled_write_does_not_delay_reads_or_metadata() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::WriteBw, Limit::new(100), t0);
-    th.set_limit(Bucket::ReadBw, Limit::new(100 * MIB), t0);
-    th.set_limit(Bucket::Bw, Limit::new(200 * MIB), t0);
-    th.set_limit(Bucket::Ops, Limit::new(1_000_000), t0);
+    let mut th = Throttle::new(t0)
+        .with_limit(Bucket::WriteBw, Limit::new(100), t0)
+        .with_limit(Bucket::ReadBw, Limit::new(100 * MIB), t0)
+        .with_limit(Bucket::Bw, Limit::new(200 * MIB), t0)
+        .with_limit(Bucket::Ops, Limit::new(1_000_000), t0);
     admitted(th.submit("w0", Class::Write, write(100), t0));
     parked(th.submit("w1", Class::Write, write(100), t0));
     parked(th.submit("w2", Class::Write, write(100), t0));
@@ -197,9 +197,9 @@ fn shared_bucket_does_not_starve_a_parked_write() {
     // Reads alone would use all of bw: 100 units every 100 ms at 1000/s with a 100 burst.
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0);
-    th.set_limit(Bucket::WriteBw, Limit::new(100), t0);
+    let mut th = Throttle::new(t0)
+        .with_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0)
+        .with_limit(Bucket::WriteBw, Limit::new(100), t0);
     admitted(th.submit(0, Class::Write, write(100), t0));
     let mut released: Vec<(u32, Duration)> = Vec::new();
     let mut now = t0;
@@ -248,63 +248,70 @@ fn shared_bucket_does_not_starve_a_parked_write() {
 }
 
 #[test]
-fn drain_all_returns_everything_in_arrival_order() {
+fn drain_pays_what_one_burst_of_debt_covers_and_refuses_the_rest() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::Ops, Limit::with_burst(1, 0), t0);
+    let mut th = Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(1000, 1000), t0);
+    admitted(th.submit(0, Class::Write, write(1000), t0)); // the bucket is now empty
     let classes = [Class::Read, Class::Write, Class::Other];
-    for i in 0..30usize {
-        let cost = Cost::new().with(Bucket::Ops, 1);
-        let a = th.submit(i, classes[i % 3], cost, t0);
-        if i == 0 {
-            assert_eq!(
-                a,
-                Admission::Admitted(0),
-                "burst 0: the first one goes as debt"
-            );
-        } else {
-            parked(a);
-        }
+    let sizes = [300, 300, 300, 300, 300, 100];
+    for (i, n) in sizes.iter().enumerate() {
+        let c = classes[i % 3];
+        let cost = if c == Class::Other { meta() } else { write(*n) };
+        parked(th.submit(i + 1, c, cost.with(Bucket::Bw, *n), t0));
     }
-    assert_eq!(th.parked(), 29);
-    assert_eq!(th.drain_all(), (1..30).collect::<Vec<_>>());
+    assert_eq!(th.parked(), 6);
+    // Arrival order across classes; each is paid while level + burst covers it: 0, -300,
+    // -600, -900 (refused: 100 < 300), 100 covers the last one, ending at -burst.
+    let d = th.drain(t0);
+    assert_eq!(d.paid, vec![1, 2, 3, 6]);
+    assert_eq!(d.refused, vec![4, 5]);
+    assert_eq!(
+        th.level(Bucket::Bw, t0),
+        Some(-1000),
+        "at most one burst of debt"
+    );
     assert_eq!(th.parked(), 0);
     assert_eq!(th.next_deadline(t0), None);
-    assert!(th.release(t0 + ms(1_000_000)).is_empty());
-    assert_eq!(th.stats().drained, 29);
-    assert_eq!(
-        th.level(Bucket::Ops, t0),
-        Some(-1),
-        "draining charges nothing"
-    );
+    assert_eq!(th.stats().refused, 2);
+    assert_eq!(th.stats().admitted, 5);
+    // A second stop at once pays nothing: the debt must be paid back first.
+    parked(th.submit(7, Class::Write, write(1), t0));
+    let d = th.drain(t0);
+    assert_eq!((d.paid, d.refused), (vec![], vec![7]));
+    assert_eq!(th.level(Bucket::Bw, t0), Some(-1000));
+    // Normal admission needs the debt repaid and the request's own tokens.
+    parked(th.submit(8, Class::Write, write(500), t0));
+    assert_eq!(th.next_deadline(t0), Some(t0 + ms(1500)));
 }
 
 #[test]
 fn set_limit_mid_queue_applies_to_parked_items() {
     let clock = FakeClock::new();
     let t0 = clock.now();
-    let mut th = Throttle::new(t0);
-    th.set_limit(Bucket::WriteBw, Limit::new(10), t0);
+    let mut th = Throttle::new(t0).with_limit(Bucket::WriteBw, Limit::new(10), t0);
     admitted(th.submit(0, Class::Write, write(10), t0));
     for i in 1..=3 {
         parked(th.submit(i, Class::Write, write(10), t0));
     }
     assert_eq!(th.next_deadline(t0), Some(t0 + ms(1000)));
-    // Faster and resized: the bucket restarts full (20 units): two leave at once.
+    // Faster and resized: no tokens are handed out; the level (0.1 unit after 10 ms) is kept
+    // and refills at the new 20/s from there.
     let t1 = t0 + ms(10);
     th.set_limit(Bucket::WriteBw, Limit::new(20), t1);
     assert_eq!(th.limit(Bucket::WriteBw), Limit::with_burst(20, 20));
-    assert_eq!(th.next_deadline(t1), Some(t1));
-    assert_eq!(th.release(t1), vec![1, 2]);
-    assert_eq!(th.next_deadline(t1), Some(t1 + ms(500)));
+    assert!(th.release(t1).is_empty());
+    assert_eq!(th.next_deadline(t1), Some(t1 + ms(495)));
+    let t2 = t1 + ms(495);
+    assert_eq!(th.release(t2), vec![1]);
+    assert_eq!(th.next_deadline(t2), Some(t2 + ms(500)));
     // Lifting the limit releases the rest immediately; new items may not overtake them.
-    th.set_limit(Bucket::WriteBw, Limit::UNLIMITED, t1);
-    parked(th.submit(4, Class::Write, write(10), t1));
-    assert_eq!(th.release(t1), vec![3, 4]);
+    th.set_limit(Bucket::WriteBw, Limit::UNLIMITED, t2);
+    parked(th.submit(4, Class::Write, write(10), t2));
+    assert_eq!(th.release(t2), vec![2, 3, 4]);
     assert!(th.is_unlimited());
     assert_eq!(
-        th.submit(5, Class::Write, write(10), t1),
+        th.submit(5, Class::Write, write(10), t2),
         Admission::Admitted(5)
     );
 }
@@ -312,8 +319,11 @@ fn set_limit_mid_queue_applies_to_parked_items() {
 #[test]
 fn try_admit_charges_only_what_it_admits_and_park_queues_in_order() {
     let clock = FakeClock::new();
-    let mut th = Throttle::<u32>::new(clock.now());
-    th.set_limit(Bucket::Bw, Limit::with_burst(MIB, MIB), clock.now());
+    let mut th = Throttle::<u32>::new(clock.now()).with_limit(
+        Bucket::Bw,
+        Limit::with_burst(MIB, MIB),
+        clock.now(),
+    );
     assert!(th.try_admit(Class::Read, read(MIB), clock.now()));
     assert_eq!(th.level(Bucket::Bw, clock.now()), Some(0));
     // Refused: nothing charged, nothing queued; the caller parks it.

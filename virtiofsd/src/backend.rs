@@ -4,8 +4,8 @@
 //! A chain is inspected ([`crate::request`]) on the vring thread, then served there
 //! (`--thread-pool-size=0`) or on the worker pool. Whatever the filesystem does with it, the
 //! guest gets a reply when one is due: decode errors and panics become EINVAL/EIO replies.
-//! Only a corrupt ring (head index out of range, avail index jumping past the queue size) stops
-//! the device, through [`Fatal`], with a message.
+//! Only a corrupt ring (head index out of range, avail index jumping past the queue size, a head
+//! published again while in flight) stops the device, through [`Fatal`], with a message.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -60,6 +60,16 @@ pub enum Fatal {
     /// A head index outside the descriptor table.
     #[error("virtqueue {queue} is corrupt: head index {head} >= queue size {size}")]
     Head { queue: u16, head: u16, size: u16 },
+    /// A head published again while its chain is still in flight.
+    #[error("virtqueue {queue} is corrupt: head {head} published again while still in flight")]
+    Reposted { queue: u16, head: u16 },
+    /// More chains in flight than the ring has entries (QEMU: "Virtqueue size exceeded").
+    #[error("virtqueue {queue} is corrupt: {inflight} chains in flight, queue size {size}")]
+    Exceeded {
+        queue: u16,
+        inflight: usize,
+        size: u16,
+    },
 }
 
 /// Serves FUSE requests from chains: shared by the vring thread and the pool workers.
@@ -67,15 +77,17 @@ pub struct Handler {
     server: Server<Fs>,
     session: Session,
     policy: Policy,
+    stats: Arc<Stats>,
 }
 
 impl Handler {
-    /// A handler serving `fs` under `policy`.
-    pub fn new(fs: Fs, policy: Policy) -> Self {
+    /// A handler serving `fs` under `policy`, counting what it serves in `stats`.
+    pub fn new(fs: Fs, policy: Policy, stats: Arc<Stats>) -> Self {
         Handler {
             server: Server::new(fs),
             session: Session::default(),
             policy,
+            stats,
         }
     }
 
@@ -85,10 +97,24 @@ impl Handler {
     }
 
     /// Decides what to do with a chain; cheap (reads the header and small bodies only, straight
-    /// from guest memory).
+    /// from guest memory). A READ costs at most the data its chain's writable part can hold.
     pub fn inspect(&self, chain: &Chain, queue: QueueKind) -> Verdict {
         let v = match ChainBytes::new(chain) {
-            Some(mut r) => request::inspect(&mut r, queue, &self.session, self.policy),
+            Some(mut r) => match request::inspect(&mut r, queue, &self.session, self.policy) {
+                Verdict::Serve {
+                    unique,
+                    opcode,
+                    cost,
+                } => Verdict::Serve {
+                    unique,
+                    opcode,
+                    cost: match cost {
+                        Cost::Read(_) => cost.within_room(writable_len(chain)),
+                        other => other,
+                    },
+                },
+                v => v,
+            },
             None => {
                 warn!("unreadable descriptor chain {}", chain.head_index());
                 seeded::bad_request("unreadable descriptor chain");
@@ -99,11 +125,25 @@ impl Handler {
         v
     }
 
-    /// Carries out a verdict; returns the number of bytes written to the chain.
+    /// Carries out a verdict; returns the number of bytes written to the chain. A served
+    /// request moves at most the bytes it was charged for ([`crate::budget`]), and the
+    /// statistics count what it really moved.
     pub fn serve(&self, chain: &Chain, verdict: Verdict) -> u32 {
         match verdict {
             Verdict::Drop => 0,
             Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
+            Verdict::Serve { cost, .. } => {
+                let (len, moved) =
+                    crate::budget::serving(cost.bytes(), || self.serve_request(chain, verdict));
+                self.stats.record(cost, moved);
+                len
+            }
+        }
+    }
+
+    fn serve_request(&self, chain: &Chain, verdict: Verdict) -> u32 {
+        match verdict {
+            Verdict::Drop | Verdict::Reject { .. } => 0,
             Verdict::Serve { unique, opcode, .. } => {
                 let mem = chain.memory();
                 let res = Reader::from_descriptor_chain(mem, chain.clone()).and_then(|r| {
@@ -140,6 +180,15 @@ impl Handler {
             }
         }
     }
+}
+
+/// Total length of a chain's device-writable descriptors (saturating; the chain is re-read from
+/// guest memory, so the serving path caps what it moves again).
+fn writable_len(chain: &Chain) -> u64 {
+    chain
+        .clone()
+        .writable()
+        .fold(0u64, |n, d| n.saturating_add(u64::from(d.len())))
 }
 
 /// The readable part of a chain, read in place from guest memory without the allocation the
@@ -287,6 +336,7 @@ fn reply_error(chain: &Chain, unique: u64, errno: i32) -> u32 {
 /// or always (without it): one acquisition of the ring's lock, which the vring thread and every
 /// worker contend for.
 pub fn complete(vring: &FsVring, head: u16, len: u32) {
+    vring.inflight().release(head);
     {
         let mut ring = vring.get_mut();
         match ring.add_used(head, len) {
@@ -306,7 +356,6 @@ pub fn complete(vring: &FsVring, head: u16, len: u32) {
 pub struct FsBackend {
     handler: Arc<Handler>,
     limiter: Arc<Limiter>,
-    stats: Arc<Stats>,
     drain_hooked: std::sync::Once,
     pool: Option<Pool>,
     mem: Mutex<GuestMem>,
@@ -321,7 +370,6 @@ impl FsBackend {
     pub fn new(
         handler: Arc<Handler>,
         limiter: Arc<Limiter>,
-        stats: Arc<Stats>,
         threads: usize,
         mem: GuestMem,
         fatal: Box<dyn Fn(Fatal) + Send + Sync>,
@@ -333,7 +381,6 @@ impl FsBackend {
         Ok(FsBackend {
             handler,
             limiter,
-            stats,
             drain_hooked: std::sync::Once::new(),
             pool,
             mem: Mutex::new(mem),
@@ -374,6 +421,22 @@ impl FsBackend {
                 size,
             });
         }
+        // A guest that re-publishes heads it has not got back could make the daemon hold
+        // chains without end: that is ring corruption, like a head out of range.
+        let inflight = vring.inflight();
+        if let Some(c) = chains.iter().find(|c| !inflight.claim(c.head_index())) {
+            return Err(Fatal::Reposted {
+                queue,
+                head: c.head_index(),
+            });
+        }
+        if inflight.count() > usize::from(size) {
+            return Err(Fatal::Exceeded {
+                queue,
+                inflight: inflight.count(),
+                size,
+            });
+        }
         Ok(chains)
     }
 
@@ -392,18 +455,31 @@ impl FsBackend {
         }
     }
 
-    /// When the request ring stops (GET_VRING_BASE), parked chains are served at once, so
-    /// none is lost or completed into a ring that was reset.
+    /// When the request ring stops (GET_VRING_BASE), every parked chain is finished before the
+    /// ring position is reported, so none is lost or completed into a ring that was reset. Those
+    /// the buckets can pay are served; the others get EIO and are not performed (a reset must
+    /// not be a way around the limits).
     fn hook_drain(&self, vring: &FsVring) {
         self.drain_hooked.call_once(|| {
             let (handler, limiter) = (self.handler.clone(), self.limiter.clone());
             vring.inflight().on_stop(Box::new(move || {
                 let parked = limiter.drain();
-                if !parked.is_empty() {
-                    log::info!("ring stop: serving {} parked request(s) now", parked.len());
+                let (paid, refused) = (parked.paid.len(), parked.refused.len());
+                if paid + refused > 0 {
+                    log::info!(
+                        "ring stop: serving {paid} parked request(s) the limits can pay, \
+                         failing {refused} with EIO"
+                    );
                 }
-                for p in &parked {
+                for p in &parked.paid {
                     let len = handler.serve(&p.chain, p.verdict);
+                    complete(&p.vring, p.chain.head_index(), len);
+                }
+                for p in &parked.refused {
+                    let len = match p.verdict {
+                        Verdict::Serve { unique, .. } => reply_error(&p.chain, unique, libc::EIO),
+                        _ => 0,
+                    };
                     complete(&p.vring, p.chain.head_index(), len);
                 }
             }));
@@ -434,9 +510,6 @@ impl FsBackend {
             let chains = self.pop_all(vring, queue)?;
             for chain in chains {
                 let verdict = self.handler.inspect(&chain, kind);
-                if let Verdict::Serve { cost, .. } = verdict {
-                    self.stats.record(cost);
-                }
                 match verdict {
                     Verdict::Serve { cost, .. } => {
                         if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {

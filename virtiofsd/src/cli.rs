@@ -28,9 +28,11 @@ Rate limits (token buckets, per daemon = per sandbox):
                        bucket and the combined one together, never one then the other.
   --fs-ops-size/-burst requests per second on the request queue (one op per request).
   Values: integers with an optional unit k/K/M/G (x1000) or Ki/Mi/Gi (x1024), e.g. 10M.
-  Charged before the work: READ by the size asked, WRITE by its payload. FORGET and INTERRUPT
-  (hiprio queue) are never throttled. A request larger than the burst is admitted as debt, never
-  refused. A throttled request waits off the vring thread, so other requests keep flowing.
+  Charged before the work: READ by the size asked (at most its buffers' room), WRITE by its
+  payload; READ/WRITE above 1 MiB (the negotiated max) get EINVAL. FORGET and INTERRUPT (hiprio
+  queue) are never throttled. A request larger than the burst is admitted as debt, never
+  refused. A throttled request waits off the vring thread, so other requests keep flowing; a
+  device reset fails (EIO) the waiting requests the buckets cannot pay.
   Reads served from the guest's page cache never reach the daemon and are not counted;
   writeback and mmap writes are.";
 

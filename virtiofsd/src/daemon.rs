@@ -165,8 +165,8 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     // Pending signals are delivered now, to the handler (before any serving thread exists).
     setup::hold_termination_signals(false);
 
-    let handler = Arc::new(Handler::new(fs, policy));
     let stats = Arc::new(Stats::default());
+    let handler = Arc::new(Handler::new(fs, policy, stats.clone()));
     let limiter = Limiter::new(cfg.limits, stats.clone())
         .map(Arc::new)
         .map_err(|e| format!("cannot create the throttle timer: {e}"))?;
@@ -185,15 +185,8 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         Box::new(move |_| cleanup.exit(1))
     };
     let threads = cfg.thread_pool_size;
-    let backend = FsBackend::new(
-        handler,
-        limiter.clone(),
-        stats,
-        threads,
-        mem.clone(),
-        on_fatal,
-    )
-    .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+    let backend = FsBackend::new(handler, limiter.clone(), threads, mem.clone(), on_fatal)
+        .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
     let backend = Arc::new(backend.with_tag(cfg.tag.as_deref()));
     let mut daemon = VhostUserDaemon::new("virtiofsd".into(), backend, mem)
         .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;

@@ -443,8 +443,14 @@ impl FileSystem for SharedFs {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.inner
-            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
+        // No more than the request was charged for, nor than its chain can hold.
+        let room = u32::try_from(w.available_bytes()).unwrap_or(u32::MAX);
+        let size = size.min(crate::budget::allowed()).min(room);
+        let n = self
+            .inner
+            .read(ctx, inode, handle, w, size, offset, lock_owner, flags)?;
+        crate::budget::moved(n);
+        Ok(n)
     }
 
     fn write(
@@ -460,13 +466,17 @@ impl FileSystem for SharedFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
+        // The guest changed the request after it was charged.
+        if size > crate::budget::allowed() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         // Handled here whether or not KILLPRIV_V2 was negotiated, and taken off the request:
         // the library's own handling drops and restores CAP_FSETID around every flagged write
         // (capget/capset calls), even when the file has neither bit.
         if fuse_flags & WRITE_KILL_PRIV != 0 {
             self.kill_suidgid(ctx, inode, handle)?;
         }
-        self.inner.write(
+        let n = self.inner.write(
             ctx,
             inode,
             handle,
@@ -477,7 +487,9 @@ impl FileSystem for SharedFs {
             delayed_write,
             flags,
             fuse_flags & !WRITE_KILL_PRIV,
-        )
+        )?;
+        crate::budget::moved(n);
+        Ok(n)
     }
 
     fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {

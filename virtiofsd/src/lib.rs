@@ -3,11 +3,12 @@
 //! Layers, outside in: [`cli`] (flags → validated [`cli::Config`]), [`daemon`] (socket, vhost-user
 //! daemon, signals, exit), [`backend`] (vrings: pop, inspect, serve, complete) with [`vring`]
 //! (in-flight accounting so a ring stop never loses a request) and [`pool`] (worker threads),
-//! [`request`] (the hostile-input wall: names, offsets, session order) and [`fs`] (the passthrough
-//! filesystem, with [`xattr`]).
+//! [`request`] (the hostile-input wall: names, offsets, sizes, session order), [`budget`] (what
+//! the request being served may move) and [`fs`] (the passthrough filesystem, with [`xattr`]).
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod caps;
 pub mod cli;
 pub mod daemon;

@@ -11,12 +11,14 @@
 //! the passthrough filesystem, in every sandbox mode.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::abi::fuse_abi::{
-    CopyFileRangeIn, CreateIn, FallocateIn, InHeader, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
+    CreateIn, FallocateIn, FsOptions, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
     ReadIn, Rename2In, RenameIn, SetxattrIn, WriteIn,
 };
+use fuse_backend_rs::api::server::MAX_REQ_PAGES;
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
@@ -76,6 +78,8 @@ mod op {
     pub const LSEEK: u32 = Opcode::Lseek as u32;
     pub const COPY_FILE_RANGE: u32 = 47;
     pub const SETXATTR: u32 = Opcode::Setxattr as u32;
+    pub const READDIR: u32 = Opcode::Readdir as u32;
+    pub const READDIRPLUS: u32 = Opcode::Readdirplus as u32;
 }
 
 /// Which virtio-fs queue a request arrived on.
@@ -87,10 +91,13 @@ pub enum QueueKind {
     Request,
 }
 
-/// What a request will move, charged by the rate limiter before it is served.
+/// What a request will move, charged by the rate limiter before it is served. Every opcode that
+/// moves file data is charged by its bytes: READ and WRITE (COPY_FILE_RANGE is refused with
+/// ENOSYS until it has a cost here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cost {
-    /// READ of this many bytes (the size asked for).
+    /// READ of this many bytes: the size asked for, at most the chain's writable room for data
+    /// (see [`Cost::within_room`]).
     Read(u32),
     /// WRITE carrying this many payload bytes.
     Write(u32),
@@ -98,6 +105,28 @@ pub enum Cost {
     Other,
     /// Hiprio traffic: never charged.
     Free,
+}
+
+impl Cost {
+    /// The cost of a request whose chain has `writable` device-writable bytes: a READ can move
+    /// no more than what fits after the reply header, so it is charged (and served) by that.
+    pub fn within_room(self, writable: u64) -> Cost {
+        match self {
+            Cost::Read(n) => {
+                let room = writable.saturating_sub(size_of::<OutHeader>() as u64);
+                Cost::Read(n.min(u32::try_from(room).unwrap_or(u32::MAX)))
+            }
+            other => other,
+        }
+    }
+
+    /// The bytes this request may move (0 for requests that move no file data).
+    pub fn bytes(self) -> u32 {
+        match self {
+            Cost::Read(n) | Cost::Write(n) => n,
+            Cost::Other | Cost::Free => 0,
+        }
+    }
 }
 
 /// The decision about one request.
@@ -119,13 +148,54 @@ pub enum Verdict {
     Drop,
 }
 
-/// FUSE session state shared by every queue of one device: INIT must come first, once.
+/// FUSE session state shared by every queue of one device: INIT must come first, once; it
+/// negotiates the largest READ and WRITE the session may send.
 #[derive(Debug, Default)]
 pub struct Session {
     initialized: AtomicBool,
+    max_read: AtomicU32,
+    max_write: AtomicU32,
 }
 
+/// The guest kernel's READ limit when INIT did not negotiate MAX_PAGES
+/// (`FUSE_DEFAULT_MAX_PAGES_PER_REQ`).
+const DEFAULT_MAX_PAGES: u32 = 32;
+/// The library's `max_write` reply without BIG_WRITES or MAX_PAGES.
+const SMALL_MAX_WRITE: u32 = 4096;
+
 impl Session {
+    /// The largest READ and WRITE payloads INIT negotiated with these guest flags, as the
+    /// library replies: `max_pages` ([`MAX_REQ_PAGES`], 1 MiB with 4 KiB pages) × page size with
+    /// MAX_PAGES, else the kernel's default 32 pages for READ and 4 KiB (1 MiB with BIG_WRITES)
+    /// for WRITE. Never more than 1 MiB with 4 KiB pages.
+    pub fn negotiated_max(guest_flags: u32) -> (u32, u32) {
+        let page = fuse_backend_rs::transport::pagesize() as u32;
+        let flags = FsOptions::from_bits_truncate(u64::from(guest_flags));
+        let full = u32::from(MAX_REQ_PAGES) * page;
+        if flags.contains(FsOptions::MAX_PAGES) {
+            (full, full)
+        } else if flags.contains(FsOptions::BIG_WRITES) {
+            (DEFAULT_MAX_PAGES * page, full)
+        } else {
+            (DEFAULT_MAX_PAGES * page, SMALL_MAX_WRITE)
+        }
+    }
+
+    /// The largest READ size and WRITE payload accepted in this session (0 before INIT).
+    pub fn max_io(&self) -> (u32, u32) {
+        (
+            self.max_read.load(Ordering::Acquire),
+            self.max_write.load(Ordering::Acquire),
+        )
+    }
+
+    fn start(&self, guest_flags: u32) {
+        let (r, w) = Session::negotiated_max(guest_flags);
+        self.max_read.store(r, Ordering::Release);
+        self.max_write.store(w, Ordering::Release);
+        self.initialized.store(true, Ordering::Release);
+    }
+
     /// Forgets INIT, e.g. after DESTROY or when the frontend stops the rings (guest reboot).
     pub fn reset(&self) {
         self.initialized.store(false, Ordering::Release);
@@ -206,7 +276,10 @@ pub fn inspect(
     match (h.opcode, session.is_initialized()) {
         (op::INIT, true) => return reject(libc::EIO),
         (op::INIT, false) => {
-            session.initialized.store(true, Ordering::Release);
+            // An unreadable INIT body gets the library's error reply; the session then allows
+            // only the smallest sizes.
+            let flags = read_fixed::<InitIn>(r, body_len).map_or(0, |i| i.flags);
+            session.start(flags);
             return serve(&h, Cost::Other);
         }
         (_, false) => return reject(libc::EIO),
@@ -227,7 +300,7 @@ pub fn inspect(
         return reject(libc::EROFS);
     }
 
-    match check_body(r, &h, body_len, policy) {
+    match check_body(r, &h, body_len, policy, session.max_io()) {
         Ok(cost) => serve(&h, cost),
         Err(errno) => reject(errno),
     }
@@ -266,12 +339,14 @@ pub fn mutates(opcode: u32) -> bool {
     .contains(&opcode)
 }
 
-/// Checks the body of opcodes with names or offsets; returns the request's cost.
+/// Checks the body of opcodes with names, offsets or sizes; returns the request's cost. A READ
+/// or WRITE larger than the session's negotiated maximum (`max_io`) gets EINVAL.
 fn check_body<R: Source>(
     r: &mut R,
     h: &InHeader,
     body_len: usize,
     policy: Policy,
+    (max_read, max_write): (u32, u32),
 ) -> Result<Cost, i32> {
     let names = |r: &mut R, fixed: usize, count: usize, dots_ok: bool| {
         if !policy.check_names {
@@ -306,15 +381,25 @@ fn check_body<R: Source>(
         op::READ => {
             let rd: ReadIn = read_fixed(r, body_len)?;
             check_range(rd.offset, u64::from(rd.size))?;
+            if rd.size > max_read {
+                return Err(libc::EINVAL);
+            }
             return Ok(Cost::Read(rd.size));
         }
         op::WRITE => {
             let wr: WriteIn = read_fixed(r, body_len)?;
             check_range(wr.offset, u64::from(wr.size))?;
-            if body_len - size_of::<WriteIn>() < wr.size as usize {
+            if body_len - size_of::<WriteIn>() < wr.size as usize || wr.size > max_write {
                 return Err(libc::EINVAL);
             }
             return Ok(Cost::Write(wr.size));
+        }
+        // The library allocates the size a directory read asks for: no more than a READ may.
+        op::READDIR | op::READDIRPLUS => {
+            let rd: ReadIn = read_fixed(r, body_len)?;
+            if rd.size > max_read {
+                return Err(libc::EINVAL);
+            }
         }
         op::FALLOCATE => {
             let fa: FallocateIn = read_fixed(r, body_len)?;
@@ -324,11 +409,9 @@ fn check_body<R: Source>(
             let ls: LseekIn = read_fixed(r, body_len)?;
             check_range(ls.offset, 0)?;
         }
-        op::COPY_FILE_RANGE => {
-            let cp: CopyFileRangeIn = read_fixed(r, body_len)?;
-            check_range(cp.offset_in, cp.len)?;
-            check_range(cp.offset_out, cp.len)?;
-        }
+        // It moves file data, so it may be served only once it is charged by its bytes (and
+        // capped like READ and WRITE). The library does not serve it either.
+        op::COPY_FILE_RANGE => return Err(libc::ENOSYS),
         // Linux's limits, before the library copies the body: a value above XATTR_SIZE_MAX is
         // E2BIG, a name above XATTR_NAME_MAX is ERANGE.
         op::SETXATTR => {
@@ -423,6 +506,15 @@ fn check_symlink(buf: &[u8]) -> Result<(), i32> {
 mod tests {
     use super::*;
 
+    impl Source for &[u8] {
+        fn available_bytes(&self) -> usize {
+            self.len()
+        }
+        fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+            std::io::Read::read_exact(self, buf)
+        }
+    }
+
     #[test]
     fn components() {
         assert_eq!(check_component(b"a", false), Ok(()));
@@ -488,7 +580,13 @@ mod tests {
             opcode: op::SETXATTR,
             ..Default::default()
         };
-        check_body(&mut Body(&body), &h, body.len(), Policy::default())
+        check_body(
+            &mut Body(&body),
+            &h,
+            body.len(),
+            Policy::default(),
+            (1 << 20, 1 << 20),
+        )
     }
 
     #[test]
@@ -505,9 +603,78 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            check_body(&mut Body(&[0; 4]), &h, 4, Policy::default()),
+            check_body(
+                &mut Body(&[0; 4]),
+                &h,
+                4,
+                Policy::default(),
+                (1 << 20, 1 << 20)
+            ),
             Err(libc::EINVAL)
         );
+    }
+
+    /// A READ or WRITE above the session's maximum, a READDIR buffer above the READ maximum,
+    /// and COPY_FILE_RANGE (no cost yet) are refused; within the limits the cost is what moves.
+    #[test]
+    fn sizes_are_capped() {
+        let init = Session::default();
+        init.start(FsOptions::MAX_PAGES.bits() as u32);
+        let page = fuse_backend_rs::transport::pagesize() as u32;
+        assert_eq!(init.max_io(), (256 * page, 256 * page));
+        assert_eq!(Session::negotiated_max(0), (32 * page, 4096));
+        let bw = FsOptions::BIG_WRITES.bits() as u32;
+        assert_eq!(Session::negotiated_max(bw), (32 * page, 256 * page));
+        let run = |opcode: u32, body: &[u8]| {
+            let mut req = Vec::new();
+            let h = InHeader {
+                len: (size_of::<InHeader>() + body.len()) as u32,
+                opcode,
+                unique: 9,
+                nodeid: 1,
+                ..Default::default()
+            };
+            req.extend_from_slice(h.as_slice());
+            req.extend_from_slice(body);
+            let mut r: &[u8] = &req;
+            inspect(&mut r, QueueKind::Request, &init, Policy::default())
+        };
+        let rd = |size: u32| {
+            let mut b = ReadIn {
+                size,
+                ..Default::default()
+            }
+            .as_slice()
+            .to_vec();
+            b.truncate(size_of::<ReadIn>());
+            b
+        };
+        let cost = |v: Verdict| match v {
+            Verdict::Serve { cost, .. } => Ok(cost),
+            Verdict::Reject { errno, .. } => Err(errno),
+            Verdict::Drop => Err(0),
+        };
+        let max = 256 * page;
+        assert_eq!(cost(run(op::READ, &rd(max))), Ok(Cost::Read(max)));
+        assert_eq!(cost(run(op::READ, &rd(max + 1))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::READ, &rd(u32::MAX))), Err(libc::EINVAL));
+        let mut wr = WriteIn {
+            size: max + 1,
+            ..Default::default()
+        }
+        .as_slice()
+        .to_vec();
+        wr.resize(size_of::<WriteIn>() + max as usize + 1, 0);
+        assert_eq!(cost(run(op::WRITE, &wr)), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::COPY_FILE_RANGE, &[0; 56])), Err(libc::ENOSYS));
+        assert_eq!(cost(run(op::READDIR, &rd(4096))), Ok(Cost::Other));
+        assert_eq!(cost(run(op::READDIRPLUS, &rd(max + 1))), Err(libc::EINVAL));
+        assert_eq!(cost(run(op::READDIR, &rd(u32::MAX))), Err(libc::EINVAL));
+        // The cost of a READ is bounded by its chain's room after the reply header.
+        assert_eq!(Cost::Read(max).within_room(16 + 4096), Cost::Read(4096));
+        assert_eq!(Cost::Read(100).within_room(1 << 40), Cost::Read(100));
+        assert_eq!(Cost::Read(100).within_room(3), Cost::Read(0));
+        assert_eq!(Cost::Write(100).within_room(0), Cost::Write(100));
     }
 
     #[test]

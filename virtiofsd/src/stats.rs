@@ -53,7 +53,7 @@ pub struct Requests {
     pub metadata: u64,
 }
 
-/// Bytes asked for by READs and carried by WRITEs.
+/// File bytes READs and WRITEs moved (served, not asked for).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Bytes {
     pub read: u64,
@@ -89,16 +89,17 @@ fn bucket_top(i: usize) -> u64 {
 }
 
 impl Stats {
-    /// Counts one request on the request queue.
-    pub fn record(&self, cost: Cost) {
+    /// Counts one request served on the request queue, of the kind `cost` says, that moved
+    /// `bytes` bytes of file data (what was served, not what was asked for).
+    pub fn record(&self, cost: Cost, bytes: u64) {
         match cost {
-            Cost::Read(n) => {
+            Cost::Read(_) => {
                 self.requests[0].fetch_add(1, Relaxed);
-                self.bytes[0].fetch_add(n.into(), Relaxed);
+                self.bytes[0].fetch_add(bytes, Relaxed);
             }
-            Cost::Write(n) => {
+            Cost::Write(_) => {
                 self.requests[1].fetch_add(1, Relaxed);
-                self.bytes[1].fetch_add(n.into(), Relaxed);
+                self.bytes[1].fetch_add(bytes, Relaxed);
             }
             Cost::Other => {
                 self.requests[2].fetch_add(1, Relaxed);
@@ -182,11 +183,11 @@ mod tests {
     #[test]
     fn counts_requests_bytes_and_p99() {
         let s = Stats::default();
-        s.record(Cost::Read(4096));
-        s.record(Cost::Write(10));
-        s.record(Cost::Write(20));
-        s.record(Cost::Other);
-        s.record(Cost::Free);
+        s.record(Cost::Read(8192), 4096); // a short read: what moved counts
+        s.record(Cost::Write(10), 10);
+        s.record(Cost::Write(20), 20);
+        s.record(Cost::Other, 0);
+        s.record(Cost::Free, 0);
         for _ in 0..99 {
             s.record_wait(Duration::from_millis(1));
         }

@@ -5,7 +5,9 @@
 //! never charged. A request that cannot run now is parked (with its chain) in the
 //! [`ratelimit::Throttle`], per class, and a timerfd in the backend's epoll loop fires at the
 //! exact instant the next parked request can run. Nothing sleeps on the vring thread, so
-//! requests of other classes keep flowing.
+//! requests of other classes keep flowing. When the ring stops, a parked request is served only
+//! if the buckets can pay it (going at most one burst further into debt); the others fail with
+//! EIO without being performed, so a device reset is no way around the limits.
 
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ratelimit::{Bucket, Class, Clock, Cost, Limit, MonotonicClock, Throttle};
+use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::backend::Chain;
@@ -114,10 +116,10 @@ impl Limiter {
     pub fn new(limits: Limits, stats: Arc<Stats>) -> io::Result<Self> {
         let clock = MonotonicClock;
         let now = clock.now();
-        let mut th = Throttle::new(now);
-        for (b, l) in limits.buckets() {
-            th.set_limit(b, l, now);
-        }
+        let th = limits
+            .buckets()
+            .into_iter()
+            .fold(Throttle::new(now), |th, (b, l)| th.with_limit(b, l, now));
         let timer = TimerFd::new().map_err(io::Error::from)?;
         // Non-blocking: a timer re-armed after epoll saw it fire must not block the read.
         // SAFETY: fcntl on a descriptor we own.
@@ -205,7 +207,8 @@ impl Limiter {
     }
 
     /// Replaces the limits at once: parked requests are re-judged under them (the timer fires
-    /// now), and a new or resized bucket starts full.
+    /// now). No change creates tokens: a changed bucket keeps its level (capped at the new
+    /// burst) and its debt, and a bucket added where none was starts empty.
     pub fn set_limits(&self, limits: Limits) {
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
@@ -230,13 +233,17 @@ impl Limiter {
         Bucket::ALL.map(|b| (b, st.0.limit(b), st.0.level(b, now)))
     }
 
-    /// Every parked chain, whatever the tokens (the ring is stopping).
-    pub fn drain(&self) -> Vec<Parked> {
+    /// Every parked chain, because the ring is stopping: those the buckets can pay with at most
+    /// one burst more debt are charged and come back `paid` (serve them); the rest come back
+    /// `refused`, charged nothing (fail them without performing them).
+    pub fn drain(&self) -> Drained<Parked> {
         let mut st = self.state.lock().unwrap();
         let (th, timer) = &mut *st;
         let _ = timer.clear();
-        let out = th.drain_all();
-        self.record_waits(&out, self.clock.now());
+        let now = self.clock.now();
+        let out = th.drain(now);
+        self.record_waits(&out.paid, now);
+        self.record_waits(&out.refused, now);
         out
     }
 
@@ -287,6 +294,13 @@ mod tests {
         assert_eq!(cost.get(Bucket::Bw), 0);
         assert_eq!(cost.get(Bucket::Ops), 1);
         assert!(charge(request::Cost::Free).is_none());
+    }
+
+    /// The README's memory bound counts on a parked request being a small fixed record (its
+    /// payload stays in guest memory).
+    #[test]
+    fn a_parked_request_is_a_small_record() {
+        assert!(std::mem::size_of::<Parked>() <= 96);
     }
 
     #[test]

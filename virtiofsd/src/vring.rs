@@ -9,13 +9,15 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use vhost_user_backend::{VringRwLock, VringStateGuard, VringStateMutGuard, VringT};
 use virtio_queue::Error as VirtQueError;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::backend::MAX_QUEUE_SIZE;
 
 /// Guest memory as the daemon maps it (no dirty bitmap: no migration).
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
@@ -25,16 +27,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Requests popped from a ring and not yet completed, and what to do when the ring stops.
 /// The count is an atomic (touched twice per request); the lock and condvar serve only a stop
-/// waiting for it to reach zero.
-#[derive(Default)]
+/// waiting for it to reach zero. Which heads are in flight is a bit set (4 KiB per ring), so a
+/// head the guest publishes again while it is in flight is caught before it is served twice.
 pub struct Inflight {
     count: AtomicUsize,
+    heads: Box<[AtomicU64]>,
     lock: Mutex<()>,
     idle: Condvar,
     on_stop: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight {
+            count: AtomicUsize::new(0),
+            heads: (0..MAX_QUEUE_SIZE.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            lock: Mutex::default(),
+            idle: Condvar::default(),
+            on_stop: Mutex::default(),
+        }
+    }
+}
+
 impl Inflight {
+    /// Marks descriptor head `head` in flight; false if it already was (the guest published a
+    /// chain it has not got back) or is out of range.
+    pub fn claim(&self, head: u16) -> bool {
+        let Some(word) = self.heads.get(usize::from(head) / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (head % 64);
+        word.fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    /// Marks `head` no longer in flight. Called before the chain is put in the used ring, so
+    /// the guest can never see it returned while it is still marked.
+    pub fn release(&self, head: u16) {
+        if let Some(word) = self.heads.get(usize::from(head) / 64) {
+            word.fetch_and(!(1u64 << (head % 64)), Ordering::AcqRel);
+        }
+    }
+
     /// Counts `n` newly popped requests.
     pub fn add(&self, n: usize) {
         self.count.fetch_add(n, Ordering::AcqRel);
@@ -79,6 +114,10 @@ impl Inflight {
                 "ring stop: {} request(s) still in flight after {DRAIN_TIMEOUT:?}",
                 self.count()
             );
+            // The restarted ring may reuse every head.
+            for w in self.heads.iter() {
+                w.store(0, Ordering::Release);
+            }
         }
     }
 }

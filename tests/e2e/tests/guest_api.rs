@@ -103,8 +103,8 @@ exit $st";
     let _ = (changed, removed);
 
     // fio's clock runs behind the host's by its start-up (≈0.5 s under TCG), so the windows
-    // are placed by the data: the first window below 6 MB/s holds the change, the next one the
-    // resized bucket's single burst; from the second window after the change the limit holds
+    // are placed by the data: the first window below 6 MB/s holds the change, the next one may
+    // still hold the bucket's level from before it; from the second window after the change the limit holds
     // until the rate rises again (the window just before the rise may hold the removal).
     let first_low = windows
         .iter()

@@ -194,22 +194,7 @@ impl Frontend {
             base = layout.end();
             let mut q = SplitQueue::new(&mem, i as u16, layout, event_idx)?;
             q.set_suppress_kicks(opts.suppress_kicks);
-            let size = opts.queue_size;
-            vu("SET_VRING_NUM", vu_fe.set_vring_num(i, size))?;
-            vu("SET_VRING_BASE", vu_fe.set_vring_base(i, 0))?;
-            let cfg = VringConfigData {
-                queue_max_size: size,
-                queue_size: size,
-                flags: 0,
-                desc_table_addr: mem.host_addr(layout.desc),
-                used_ring_addr: mem.host_addr(layout.used),
-                avail_ring_addr: mem.host_addr(layout.avail),
-                log_addr: None,
-            };
-            vu("SET_VRING_ADDR", vu_fe.set_vring_addr(i, &cfg))?;
-            vu("SET_VRING_CALL", vu_fe.set_vring_call(i, q.call_fd()))?;
-            vu("SET_VRING_KICK", vu_fe.set_vring_kick(i, q.kick_fd()))?;
-            vu("SET_VRING_ENABLE", vu_fe.set_vring_enable(i, true))?;
+            start_ring(&mut vu_fe, &mem, &q)?;
             queues.push(q);
         }
         let pool = BufferPool::new(base, mem.size() as u64);
@@ -476,9 +461,67 @@ impl Frontend {
         Ok(())
     }
 
+    /// Stop queue `q` and start it over, as QEMU does for a guest's device reset or reboot:
+    /// GET_VRING_BASE (the daemon must finish every chain it took before it answers), then
+    /// collect what it returned, zero the ring and set it up again from index 0. Returns the
+    /// avail index the daemon reported and how many chains it never returned (0 unless the
+    /// daemon loses requests). Completions are kept for `wait`/`wait_any`.
+    pub fn restart_queue(&mut self, q: usize) -> Result<(u16, usize)> {
+        self.check_queue(q)?;
+        // GET_VRING_BASE has its own reply; don't also ask for an ack.
+        self.vu.set_hdr_flags(VhostUserHeaderFlag::empty());
+        let r = self.vu.get_vring_base(q);
+        if self
+            .protocol_features
+            .contains(VhostUserProtocolFeatures::REPLY_ACK)
+        {
+            self.vu.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+        let base = vu("GET_VRING_BASE", r)?;
+        while let Some(u) = self.queues[q].poll_used(&self.mem)? {
+            let abandoned = self.abandoned.remove(&u.token);
+            let c = self.complete(u);
+            if !abandoned {
+                self.done.push_back(c);
+            }
+        }
+        let lost = self.queues[q].restart(&self.mem)?;
+        let n = lost.len();
+        for d in lost {
+            for b in d.bufs {
+                self.pool.free(b);
+            }
+        }
+        start_ring(&mut self.vu, &self.mem, &self.queues[q])?;
+        Ok((base as u16, n))
+    }
+
     /// Kick queue `q` unconditionally.
     pub fn kick(&self, q: usize) -> Result<()> {
         self.check_queue(q)?;
         self.queues[q].kick_now()
     }
+}
+
+/// SET_VRING_NUM/BASE(0)/ADDR/CALL/KICK and ENABLE for queue `q`.
+fn start_ring(vu_fe: &mut VuFrontend, mem: &GuestMem, q: &SplitQueue) -> Result<()> {
+    let i = q.index() as usize;
+    let layout = q.layout();
+    let size = q.size();
+    vu("SET_VRING_NUM", vu_fe.set_vring_num(i, size))?;
+    vu("SET_VRING_BASE", vu_fe.set_vring_base(i, 0))?;
+    let cfg = VringConfigData {
+        queue_max_size: size,
+        queue_size: size,
+        flags: 0,
+        desc_table_addr: mem.host_addr(layout.desc),
+        used_ring_addr: mem.host_addr(layout.used),
+        avail_ring_addr: mem.host_addr(layout.avail),
+        log_addr: None,
+    };
+    vu("SET_VRING_ADDR", vu_fe.set_vring_addr(i, &cfg))?;
+    vu("SET_VRING_CALL", vu_fe.set_vring_call(i, q.call_fd()))?;
+    vu("SET_VRING_KICK", vu_fe.set_vring_kick(i, q.kick_fd()))?;
+    vu("SET_VRING_ENABLE", vu_fe.set_vring_enable(i, true))?;
+    Ok(())
 }

@@ -624,6 +624,20 @@ impl SplitQueue {
         mem.store_u16(self.layout.avail_flags_addr(), flags, Ordering::Release)
     }
 
+    /// Start the ring over after the device stopped it (GET_VRING_BASE), as a driver does on
+    /// a device reset: rings zeroed, every descriptor free, indices at 0. Token serials go on
+    /// (tokens stay unique). Returns the data of chains the device never returned.
+    pub fn restart(&mut self, mem: &GuestMem) -> Result<Vec<ChainData>> {
+        let layout = self.layout;
+        mem.fill(layout.desc, (layout.end() - layout.desc) as usize, 0)?;
+        let lost = self.take_inflight();
+        self.free_ids = (0..layout.size).rev().collect();
+        self.next_avail = 0;
+        self.last_kicked = 0;
+        self.last_used = 0;
+        Ok(lost)
+    }
+
     /// Forget an in-flight chain without waiting (its descriptors stay reserved, its
     /// data is returned so buffers can be freed). Used when the queue is abandoned.
     pub fn take_inflight(&mut self) -> Vec<ChainData> {
