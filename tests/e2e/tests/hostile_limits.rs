@@ -29,8 +29,6 @@ const W: usize = 256 * 1024;
 const MIB: usize = 1 << 20;
 const READ: u32 = 15;
 const WRITE: u32 = 16;
-const GETXATTR: u32 = 22;
-const LISTXATTR: u32 = 23;
 
 fn start(s: &Scratch, args: &[&str]) -> Daemon {
     let share = format!("--shared-dir={}", s.share.display());
