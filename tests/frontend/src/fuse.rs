@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use fuse_backend_rs::abi::fuse_abi::{
     Attr, AttrOut, BatchForgetIn, CreateIn, Dirent, Direntplus, EntryOut, FlushIn, ForgetIn,
     ForgetOne, FsOptions, FsyncIn, GetattrIn, GetxattrIn, GetxattrOut, InHeader, InitIn, InitOut,
-    Kstatfs, LinkIn, MkdirIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, Rename2In,
+    Kstatfs, LinkIn, MkdirIn, MknodIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, Rename2In,
     RenameIn, SetattrIn, SetattrValid, SetxattrIn, StatfsOut, WriteIn, WriteOut, ROOT_ID,
 };
 use vm_memory::ByteValued;
@@ -857,6 +857,27 @@ impl FuseSession {
     /// READLINK (up to 4 KiB).
     pub fn readlink(&mut self, nodeid: u64) -> Result<Vec<u8>> {
         self.request(Opcode::Readlink as u32, nodeid, &[], 4096)
+    }
+
+    /// Submit a MKNOD of `name` in `parent` without waiting; the reply body is an [`EntryOut`].
+    pub fn submit_mknod(&mut self, parent: u64, name: &[u8], mode: u32) -> Result<Pending> {
+        let m = MknodIn {
+            mode,
+            rdev: 0,
+            umask: 0,
+            padding: 0,
+        };
+        self.submit(
+            Opcode::Mknod as u32,
+            parent,
+            &[m.as_slice(), &cstr(name)],
+            size_of::<EntryOut>(),
+        )
+    }
+
+    /// Submit an UNLINK without waiting.
+    pub fn submit_unlink(&mut self, parent: u64, name: &[u8]) -> Result<Pending> {
+        self.submit(Opcode::Unlink as u32, parent, &[&cstr(name)], 0)
     }
 
     /// UNLINK.
