@@ -13,8 +13,9 @@ use std::time::Duration;
 pub use fuse_backend_rs::abi::fuse_abi::{
     Attr, AttrOut, BatchForgetIn, CreateIn, Dirent, Direntplus, EntryOut, FlushIn, ForgetIn,
     ForgetOne, FsOptions, FsyncIn, GetattrIn, GetxattrIn, GetxattrOut, InHeader, InitIn, InitOut,
-    Kstatfs, LinkIn, MkdirIn, MknodIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, Rename2In,
-    RenameIn, SetattrIn, SetattrValid, SetxattrIn, StatfsOut, WriteIn, WriteOut, ROOT_ID,
+    Kstatfs, LinkIn, MkdirIn, MknodIn, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn,
+    Rename2In, RenameIn, SetattrIn, SetattrValid, SetxattrIn, StatfsOut, WriteIn, WriteOut,
+    ROOT_ID,
 };
 use vm_memory::ByteValued;
 

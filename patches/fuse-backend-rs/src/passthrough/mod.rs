@@ -774,9 +774,12 @@ impl<S: BitmapSlice + Send + Sync> PassthroughFs<S> {
                 {
                     if new == 0 {
                         // We just removed the last refcount for this inode.
-                        // The allocated inode number should be kept in the map when use_host_ino
-                        // is false or host inode(don't use the virtual 56bit inode) is bigger than MAX_HOST_INO.
-                        let keep_mapping = !self.cfg.use_host_ino || data.id.ino > MAX_HOST_INO;
+                        // PATCHED (patches/README.md): the identity->nodeid mapping is kept only
+                        // where a virtual inode number must stay stable (use_host_ino with a host
+                        // inode above MAX_HOST_INO). Without use_host_ino, nodeids come from a
+                        // counter that never repeats and the guest sees the host's st_ino, so a
+                        // forgotten inode needs no mapping: keeping it grew without bound.
+                        let keep_mapping = self.cfg.use_host_ino && data.id.ino > MAX_HOST_INO;
                         inodes.remove(&inode, keep_mapping);
                     }
                     break;
