@@ -109,7 +109,7 @@ fn churn(mode: &str, alive: usize, rounds: usize) -> (u64, u64) {
 }
 
 /// RSS growth allowed per thousand cycles after the first round: a few hundred bytes of
-/// allocator noise, far below the ~25–70 bytes per file the kept mappings cost.
+/// allocator noise, far below the 65–195 bytes per file the kept mappings cost (measured).
 const KIB_PER_1000_CYCLES: u64 = 4;
 
 fn assert_flat(mode: &str, alive: usize, rounds: usize) {
