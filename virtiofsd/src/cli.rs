@@ -5,6 +5,8 @@
 //! repeated flag is not an error: the last one wins, because Kata appends
 //! `virtio_fs_extra_args` after its own.
 
+pub mod pod_args;
+
 use std::os::unix::io::RawFd;
 use std::path::PathBuf;
 
@@ -12,10 +14,10 @@ use clap::{Parser, ValueEnum};
 use ratelimit::Limit;
 
 use crate::caps::{parse_modcaps, CapChange};
-use crate::pod_args::BOUNDARY;
 pub use crate::sandbox::SandboxMode;
 pub use crate::seccomp::SeccompAction;
 use crate::throttle::Limits;
+use pod_args::BOUNDARY;
 
 /// How the rate-limit flags behave; shown after `--help`.
 const LIMITS_HELP: &str = "\
@@ -412,7 +414,7 @@ impl Cli {
                     "{BOUNDARY} takes no value: put it last in virtio_fs_extra_args"
                 ));
             }
-            crate::pod_args::apply(&mut self, &tokens)?;
+            pod_args::apply(&mut self, &tokens)?;
         }
         if let Some(flag) = unsupported_flag_used() {
             return usage(format!("--{flag} is not supported by this virtiofsd"));

@@ -14,7 +14,6 @@ pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod mounts;
-pub mod pod_args;
 pub mod pool;
 pub mod request;
 pub mod sandbox;
