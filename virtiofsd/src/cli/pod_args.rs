@@ -82,9 +82,7 @@ fn explain(token: &str) -> &'static str {
     let found = if let Some(long) = token.strip_prefix("--") {
         let name = long.split('=').next().unwrap_or(long);
         cmd.get_arguments().find(|a| {
-            a.get_long() == Some(name)
-                || a.get_all_aliases()
-                    .is_some_and(|v| v.contains(&name) && a.get_id() != "unsupported")
+            a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|v| v.contains(&name))
         })
     } else if let Some(short) = token.strip_prefix('-').and_then(|s| s.chars().next()) {
         cmd.get_arguments().find(|a| a.get_short() == Some(short))
@@ -194,17 +192,12 @@ fn tighten(p: Pair<'_>) -> Result<(), UsageError> {
     let stem = p.stem;
     if let Some(size) = p.pod_size {
         let token = format!("--fs-{stem}-size={size}");
-        if op_size != 0 && size == 0 {
-            return Err(refuse(
-                &token,
-                &format!("it would remove the operator's limit --fs-{stem}-size={op_size}"),
-            ));
-        }
-        if op_size != 0 && size > op_size {
-            return Err(refuse(
-                &token,
-                &format!("it is above the operator's --fs-{stem}-size={op_size}"),
-            ));
+        if op_size != 0 && (size == 0 || size > op_size) {
+            let why = match size {
+                0 => format!("it would remove the operator's limit --fs-{stem}-size={op_size}"),
+                _ => format!("it is above the operator's --fs-{stem}-size={op_size}"),
+            };
+            return Err(refuse(&token, &why));
         }
         if size != 0 {
             *p.size = Some(size);
