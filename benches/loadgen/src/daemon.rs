@@ -1,56 +1,22 @@
 //! Starting a vhost-user-fs daemon for a measurement or a test: pinned to a CPU if asked,
-//! stderr to a file, killed (SIGKILL) when the handle is dropped.
+//! stderr to a file, killed (SIGKILL) when the handle is dropped. The spawner is the tests'
+//! own ([`vufs_testkit::Launch`]); this adds the measurement's conventions.
 
 use std::fs;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
 
-/// Pin the calling process to `cpu` (for `pre_exec`).
-fn pin(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
+pub use vufs_testkit::{pin_command, pin_self};
 
-/// Pin this process (all threads created afterwards) to `cpu`.
-pub fn pin_self(cpu: usize) -> std::io::Result<()> {
-    pin(cpu)
-}
-
-/// Add a CPU pin to a command about to be spawned.
-pub fn pin_command(cmd: &mut Command, cpu: Option<usize>) {
-    if let Some(c) = cpu {
-        // SAFETY: sched_setaffinity is async-signal-safe; nothing is allocated in the child.
-        unsafe {
-            cmd.pre_exec(move || pin(c));
-        }
-    }
-}
-
-/// A running daemon; SIGKILLed and reaped on drop.
-#[derive(Debug)]
-pub struct Daemon {
-    child: Child,
-    /// Its vhost-user socket.
-    pub socket: PathBuf,
-    /// Where its stderr goes.
-    pub log: PathBuf,
-    /// When it was spawned.
-    pub started: Instant,
-}
+/// A running daemon (a [`vufs_testkit::Daemon`] with its stderr in a file); SIGKILLed and
+/// reaped on drop.
+pub struct Daemon(vufs_testkit::Daemon);
 
 impl Daemon {
-    /// Spawn `bin --socket-path=SOCKET --shared-dir=SHARED ARGS...` on `cpu`.
+    /// Spawn `bin --socket-path=SOCKET --shared-dir=SHARED ARGS...` on `cpu`, stderr to `log`,
+    /// after removing a stale socket and pid file a previous run left behind.
     pub fn start(
         bin: &Path,
         socket: &Path,
@@ -63,100 +29,42 @@ impl Daemon {
         let mut pidfile = socket.as_os_str().to_owned();
         pidfile.push(".pid");
         let _ = fs::remove_file(&pidfile);
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--socket-path={}", socket.display()))
-            .arg(format!("--shared-dir={}", shared.display()))
+        vufs_testkit::Launch::new(bin)
+            .socket_path(socket)
+            .args([format!("--shared-dir={}", shared.display())])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(log)?);
-        pin_command(&mut cmd, cpu);
-        let started = Instant::now();
-        let child = cmd.spawn()?;
-        Ok(Daemon {
-            child,
-            socket: socket.to_owned(),
-            log: log.to_owned(),
-            started,
-        })
-    }
-
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last `n` lines of its stderr.
-    pub fn log_tail(&self, n: usize) -> String {
-        let s = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    fn check_alive(&mut self) -> std::io::Result<()> {
-        if let Some(st) = self.child.try_wait()? {
-            return Err(std::io::Error::other(format!(
-                "daemon exited ({st}) before its socket was ready: {}",
-                self.log_tail(5)
-            )));
-        }
-        Ok(())
-    }
-
-    /// Wait until the socket file exists (polling every millisecond); time since spawn.
-    pub fn wait_socket_file(&mut self, timeout: Duration) -> std::io::Result<Duration> {
-        loop {
-            if fs::metadata(&self.socket).is_ok_and(|m| m.file_type().is_socket()) {
-                return Ok(self.started.elapsed());
-            }
-            self.check_alive()?;
-            if self.started.elapsed() > timeout {
-                return Err(std::io::Error::other(format!(
-                    "socket {} not there after {timeout:?}",
-                    self.socket.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Wait until a connection to the socket succeeds (then close it: most daemons serve one
-    /// frontend and exit when it leaves, so this is for a start-up probe only); time since
-    /// spawn.
-    pub fn probe_ready(&mut self, timeout: Duration) -> std::io::Result<Duration> {
-        loop {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return Ok(self.started.elapsed());
-            }
-            self.check_alive()?;
-            if self.started.elapsed() > timeout {
-                return Err(std::io::Error::other("daemon not accepting connections"));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+            .cpu(cpu)
+            .stderr_to(log)
+            .spawn()
+            .map(Daemon)
     }
 
     /// Wait for it to exit by itself (at most `timeout`); SIGKILL it otherwise.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let st = self.0.wait_exit(timeout);
+        if st.is_none() {
+            self.0.kill();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
+        st
+    }
+}
+
+impl Deref for Daemon {
+    type Target = vufs_testkit::Daemon;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = fs::remove_file(&self.socket);
+        self.0.kill();
+        let _ = fs::remove_file(&self.0.socket);
     }
 }

@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use runtime_integration::supervisor::{liveness, Liveness};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub use vufs_testkit::workspace_root;
 
-/// Builds (if needed) and returns the real daemon: the end-to-end tests' own helper.
+/// Builds (if needed) and returns the real daemon.
 pub fn daemon_bin() -> PathBuf {
-    e2e::daemon_bin(e2e::Build::Normal)
+    vufs_testkit::daemon_bin(vufs_testkit::Build::Normal)
 }
 
 /// The CLI binary.

@@ -10,9 +10,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use e2e::{Daemon, Scratch};
 use vufs_frontend::fuse::{parse_obj, Opcode, WriteIn, WriteOut};
 use vufs_frontend::{ConnectOptions, FuseSession, ROOT_ID};
+use vufs_testkit::{Daemon, Scratch};
 
 const ROUNDS: usize = 7;
 

@@ -4,64 +4,18 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use serde_json::Value;
 use vufs_frontend::{FuseSession, ROOT_ID};
-
-fn api_path(s: &Scratch) -> PathBuf {
-    s.dir.path().join("vhost.sock.api")
-}
-
-fn start(s: &Scratch, args: &[&str]) -> Daemon {
-    let share = format!("--shared-dir={}", s.share.display());
-    let mut all = vec![share.as_str(), "--api-socket=auto"];
-    all.extend_from_slice(args);
-    let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &all, &[]);
-    d.wait_for_stderr(
-        "Waiting for vhost-user socket connection",
-        Duration::from_secs(10),
-    )
-    .expect("daemon ready");
-    d
-}
-
-/// Sends one raw HTTP request; returns (status, body).
-fn http(path: &Path, method: &str, url: &str, body: &str) -> (u16, String) {
-    let mut c = UnixStream::connect(path).expect("connect to the API");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        c,
-        "{method} {url} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    (status, body)
-}
-
-fn json(path: &Path, method: &str, url: &str, body: &str) -> (u16, Value) {
-    let (st, b) = http(path, method, url, body);
-    (
-        st,
-        serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}")),
-    )
-}
+use vufs_testkit::api::{http, json};
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 #[test]
 fn endpoints_and_bad_input() {
     let s = Scratch::new();
-    let _d = start(&s, &["--fs-bw-size=10M", "--fs-bw-burst=20M"]);
-    let api = api_path(&s);
+    let _d = s.start_with_api(&["--fs-bw-size=10M", "--fs-bw-burst=20M"]);
+    let api = s.api_socket();
     let mode = std::fs::metadata(&api).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "API socket mode");
 
@@ -159,8 +113,8 @@ fn endpoints_and_bad_input() {
 #[test]
 fn a_stuck_client_blocks_neither_the_data_path_nor_other_clients() {
     let s = Scratch::new();
-    let d = start(&s, &[]);
-    let api = api_path(&s);
+    let d = s.start_with_api(&[]);
+    let api = s.api_socket();
     // One client sends half a request and stalls; another sends nothing at all.
     let mut stuck = UnixStream::connect(&api).unwrap();
     stuck
@@ -208,9 +162,9 @@ fn a_stuck_client_blocks_neither_the_data_path_nor_other_clients() {
 #[test]
 fn a_trickling_client_is_cut_at_the_deadline() {
     let s = Scratch::new();
-    let _d = start(&s, &[]);
+    let _d = s.start_with_api(&[]);
     let t = Instant::now();
-    let mut c = UnixStream::connect(api_path(&s)).unwrap();
+    let mut c = UnixStream::connect(s.api_socket()).unwrap();
     c.write_all(b"GET /api/v1/stats HTTP/1.1\r\nX-Slow: ")
         .unwrap();
     // Between bytes, wait for the reply for a second (the trickle's pace).
@@ -245,8 +199,8 @@ fn a_trickling_client_is_cut_at_the_deadline() {
 #[test]
 fn a_chunked_request_gets_501() {
     let s = Scratch::new();
-    let _d = start(&s, &["--fs-bw-size=10M"]);
-    let api = api_path(&s);
+    let _d = s.start_with_api(&["--fs-bw-size=10M"]);
+    let api = s.api_socket();
     let body = r#"{"bw":{"size":2000000}}"#;
     for te in ["chunked", "gzip, chunked"] {
         let mut c = UnixStream::connect(&api).unwrap();
@@ -270,8 +224,8 @@ fn a_chunked_request_gets_501() {
 fn a_live_change_reaches_parked_requests() {
     let s = Scratch::new();
     // 100 kB/s: a 1 MiB write parks for ~10 s.
-    let _d = start(&s, &["--fs-bw-size=100k", "--fs-bw-burst=100k"]);
-    let api = api_path(&s);
+    let _d = s.start_with_api(&["--fs-bw-size=100k", "--fs-bw-burst=100k"]);
+    let api = s.api_socket();
     let mut fs = FuseSession::connect(s.socket()).unwrap();
     fs.init().unwrap();
     let (e, o) = fs
@@ -313,8 +267,8 @@ fn a_live_change_reaches_parked_requests() {
 #[test]
 fn stats_match_the_workload() {
     let s = Scratch::new();
-    let _d = start(&s, &[]);
-    let api = api_path(&s);
+    let _d = s.start_with_api(&[]);
+    let api = s.api_socket();
     let mut fs = FuseSession::connect(s.socket()).unwrap();
     fs.init().unwrap();
     let (e, o) = fs
@@ -354,7 +308,7 @@ fn auto_path_with_an_inherited_fd() {
         &args,
         &[],
     );
-    let api = api_path(&s);
+    let api = s.api_socket();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !api.exists() {
         assert!(

@@ -6,7 +6,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 fn run(args: &[&str]) -> Output {
     let mut cmd = Command::new(daemon_bin(Build::Normal));

@@ -18,35 +18,13 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{FuseSession, ROOT_ID};
+use vufs_testkit::{daemon_bin, Build, Daemon, Launch, Scratch};
 
-const READY: &str = "Waiting for vhost-user socket connection";
 const PROC_SUPER_MAGIC: libc::__fsword_t = 0x9fa0;
-
-/// Waits until the daemon logged that it accepts (it is then confined).
-fn wait_ready(d: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.stderr().contains(READY) {
-        assert!(d.alive(), "daemon exited:\n{}", d.stderr());
-        assert!(Instant::now() < deadline, "not ready:\n{}", d.stderr());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The confined process: the sandbox's child (the daemon's only child), else the daemon.
-fn confined_pid(d: &Daemon) -> u32 {
-    let children = format!("/proc/{0}/task/{0}/children", d.pid());
-    let c = std::fs::read_to_string(children).unwrap_or_default();
-    c.split_whitespace()
-        .next()
-        .map_or(d.pid(), |p| p.parse().unwrap())
-}
 
 /// (device, inode) of every entry of the share, the root included.
 fn share_ids(share: &Path) -> HashSet<(u64, u64)> {
@@ -243,8 +221,8 @@ fn descriptors_hold_nothing_of_the_host(mode: &str) {
     let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &args, &[]);
     // SAFETY: our own descriptor, opened above.
     unsafe { libc::close(leaked) };
-    wait_ready(&mut d);
-    let pid = confined_pid(&d);
+    d.wait_ready();
+    let pid = d.serving_pid();
 
     // Before any request: the share root, the sandbox's procfs, sockets and kernel objects.
     let before = classify(pid, &s.share);
@@ -314,28 +292,14 @@ fn chroot_sandbox_holds_nothing_of_the_host() {
     descriptors_hold_nothing_of_the_host("chroot");
 }
 
-/// Spawns the daemon without waiting for anything; it dies with the test.
-fn spawn(build: Build, args: &[String], env: &[(&str, &str)]) -> Child {
-    spawn_in(build, args, env, Path::new("."))
-}
-
-/// [`spawn`] in working directory `cwd`.
-fn spawn_in(build: Build, args: &[String], env: &[(&str, &str)], cwd: &Path) -> Child {
-    let mut cmd = Command::new(daemon_bin(build));
-    cmd.args(args)
+/// Spawns the daemon in working directory `cwd` without waiting for anything.
+fn spawn_in(build: Build, args: &[String], env: &[(&str, &str)], cwd: &Path) -> Daemon {
+    Launch::new(daemon_bin(build))
+        .args(args)
+        .envs(env)
         .current_dir(cwd)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().unwrap()
+        .spawn()
+        .unwrap()
 }
 
 /// One start: both sockets are watched with a tight loop on lstat, and connected to the
@@ -349,7 +313,7 @@ fn first_contact(build: Build, mode: &str, socket: &Path, env: &[(&str, &str)]) 
         format!("--api-socket={}", api.display()),
         format!("--sandbox={mode}"),
     ];
-    let mut child = spawn(build, &args, env);
+    let mut child = spawn_in(build, &args, env, Path::new("."));
     let mut problems = Vec::new();
     let (mut vhost, mut vhost_seen, mut api_seen) = (None, false, false);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -373,7 +337,7 @@ fn first_contact(build: Build, mode: &str, socket: &Path, env: &[(&str, &str)]) 
                 }
             }
         }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+        if Instant::now() > deadline || child.try_status().is_some() {
             problems.push("no sockets (the daemon exited or took over 10 s)".into());
             break;
         }
@@ -381,26 +345,26 @@ fn first_contact(build: Build, mode: &str, socket: &Path, env: &[(&str, &str)]) 
     // The frontend goes away (or, when none could connect, SIGTERM): the daemon exits 0 and
     // its parent removes what it created.
     if vhost.take().is_none() {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.signal(libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.try_status() {
             break Some(st);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            child.kill();
             break None;
         }
         std::thread::sleep(Duration::from_millis(2));
     };
     if st.and_then(|s| s.code()) != Some(0) {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        child.kill();
+        child.wait_exit(Duration::ZERO);
+        let err = child.stderr();
         problems.push(format!("exit {st:?} after the disconnect:\n{err}"));
     }
-    let _ = child.wait();
+    child.kill();
     for p in [socket.to_path_buf(), api] {
         if p.exists() {
             problems.push(format!("{} left behind", p.display()));
@@ -485,12 +449,12 @@ fn relative_socket_paths_are_removed_at_exit() {
         let sock = s.dir.path().join("rel.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() || !s.dir.path().join("rel.sock.api").exists() {
-            assert!(child.try_wait().unwrap().is_none(), "{mode}: exited early");
+            assert!(child.try_status().is_none(), "{mode}: exited early");
             assert!(Instant::now() < deadline, "{mode}: no sockets");
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(UnixStream::connect(&sock).unwrap());
-        assert_eq!(child.wait().unwrap().code(), Some(0), "{mode}");
+        assert_eq!(child.wait().code(), Some(0), "{mode}");
         for f in ["rel.sock", "rel.sock.api", "rel.sock.pid"] {
             assert!(!s.dir.path().join(f).exists(), "{mode}: {f} left behind");
         }

@@ -1,27 +1,18 @@
 //! Live limit changes seen from a real guest, and statistics that match what it did.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::GuestRun;
 use serde_json::Value;
+use vufs_testkit::api::json;
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
+/// One API request that must succeed; its JSON body.
 fn http(path: &Path, method: &str, url: &str, body: &str) -> Value {
-    let mut c = UnixStream::connect(path).expect("connect to the API");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        c,
-        "{method} {url} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{method} {url}: {resp}");
-    serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap()
+    let (st, v) = json(path, method, url, body);
+    assert_eq!(st, 200, "{method} {url}: {v}");
+    v
 }
 
 /// fio writes 64 KiB blocks under 10 MB/s; the limit goes to 2 MB/s through the API, then is
@@ -40,7 +31,7 @@ fn guest_live_limit_change_and_stats() {
         "--fs-bw-burst=1M",
     ];
     let d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &args, &[]);
-    let api = s.dir.path().join("vhost.sock.api");
+    let api = s.api_socket();
     let script = "guest-signal start
 fio --name=w --rw=write --bs=64k --direct=1 --ioengine=psync --size=512M --fallocate=none \
     --time_based --runtime=13 --filename=w.dat --write_bw_log=/tmp/w --log_avg_msec=500 \

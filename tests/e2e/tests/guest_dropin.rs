@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::{fio, GuestOutput, GuestRun, Vm};
 use serde_json::Value;
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 /// Kata's mount tag.
 const TAG: &str = "kataShared";

@@ -12,8 +12,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::GuestRun;
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 /// (file, mode set on the host, mode expected after the guest's job).
 const CASES: [(&str, u32, u32); 7] = [

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::{fio, GuestRun};
 use serde_json::Value;
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 /// Starts our daemon on `s` with `args` (Kata's Go-style flags are covered elsewhere).
 fn daemon(s: &Scratch, args: &[&str]) -> Daemon {

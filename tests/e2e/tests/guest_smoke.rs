@@ -1,7 +1,7 @@
 //! A real guest mounts a share served by our daemon and does I/O through it.
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use guest_vm::GuestRun;
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 #[test]
 fn guest_smoke_write_read_through_the_share() {

@@ -2,41 +2,13 @@
 //! with a forbidden call, faults (disconnect and SIGTERM mid-I/O), and rootless use.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{FuseSession, ROOT_ID};
-
-const READY: &str = "Waiting for vhost-user socket connection";
-
-fn start(s: &Scratch, build: Build, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-    let share = format!("--shared-dir={}", s.share.display());
-    let mut all = vec![share.as_str()];
-    all.extend_from_slice(args);
-    Daemon::start(&daemon_bin(build), &s.socket(), &all, env)
-}
-
-/// Waits until the daemon logged that it accepts (it is then confined).
-fn wait_ready(d: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.stderr().contains(READY) {
-        assert!(d.alive(), "daemon exited:\n{}", d.stderr());
-        assert!(Instant::now() < deadline, "not ready:\n{}", d.stderr());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The process that serves: the namespace sandbox forks, the child serves.
-fn serving_pid(d: &Daemon) -> u32 {
-    let children = format!("/proc/{0}/task/{0}/children", d.pid());
-    let c = std::fs::read_to_string(children).unwrap_or_default();
-    c.split_whitespace()
-        .next()
-        .map_or(d.pid(), |p| p.parse().unwrap())
-}
+use vufs_testkit::{daemon_bin, Build, Daemon, Launch, Scratch};
 
 fn status_field(pid: u32, field: &str) -> String {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -59,9 +31,9 @@ fn capabilities_and_seccomp_in_every_sandbox() {
     for mode in ["namespace", "chroot", "none"] {
         let s = Scratch::new();
         let sandbox = format!("--sandbox={mode}");
-        let mut d = start(&s, Build::Normal, &[&sandbox, "--seccomp=kill"], &[]);
-        wait_ready(&mut d);
-        let pid = serving_pid(&d);
+        let mut d = s.start(Build::Normal, &[&sandbox, "--seccomp=kill"], &[]);
+        d.wait_ready();
+        let pid = d.serving_pid();
         if mode == "namespace" {
             assert_ne!(
                 pid,
@@ -95,13 +67,12 @@ fn capabilities_and_seccomp_in_every_sandbox() {
     }
     // --modcaps changes the kept set.
     let s = Scratch::new();
-    let mut d = start(
-        &s,
+    let mut d = s.start(
         Build::Normal,
         &["--sandbox=none", "--modcaps=+sys_admin:-mknod"],
         &[],
     );
-    wait_ready(&mut d);
+    d.wait_ready();
     let mut bits: Vec<u32> = KEPT.iter().copied().filter(|b| *b != 27).collect();
     bits.extend([2, 21]);
     assert_eq!(status_field(d.pid(), "CapEff"), caps_mask(&bits));
@@ -118,7 +89,7 @@ fn seccomp_actions_on_a_forbidden_call() {
     ] {
         let s = Scratch::new();
         let seccomp = format!("--seccomp={action}");
-        let mut d = start(&s, Build::Seeded, &["--sandbox=none", &seccomp], &hook);
+        let mut d = s.start(Build::Seeded, &["--sandbox=none", &seccomp], &hook);
         if dies {
             let st = d
                 .wait_exit(Duration::from_secs(10))
@@ -135,7 +106,7 @@ fn seccomp_actions_on_a_forbidden_call() {
                 d.stderr()
             );
         } else {
-            wait_ready(&mut d);
+            d.wait_ready();
             assert!(
                 d.stderr().contains("still running"),
                 "{action}: {}",
@@ -184,7 +155,7 @@ fn frontend_disconnect_mid_io_exits_cleanly() {
     for mode in ["namespace", "none"] {
         let s = Scratch::new();
         let sandbox = format!("--sandbox={mode}");
-        let mut d = start(&s, Build::Normal, &[&sandbox, "--thread-pool-size=4"], &[]);
+        let mut d = s.start(Build::Normal, &[&sandbox, "--thread-pool-size=4"], &[]);
         let mut fs = FuseSession::connect(s.socket()).unwrap();
         fs.init().unwrap();
         let (e, o) = fs
@@ -206,8 +177,7 @@ fn frontend_disconnect_mid_io_exits_cleanly() {
 #[test]
 fn sigterm_mid_write_exits_cleanly_and_keeps_acknowledged_data() {
     let s = Scratch::new();
-    let mut d = start(
-        &s,
+    let mut d = s.start(
         Build::Normal,
         &["--sandbox=namespace", "--seccomp=kill"],
         &[],
@@ -248,27 +218,13 @@ fn sigterm_mid_write_exits_cleanly_and_keeps_acknowledged_data() {
     }
 }
 
-/// Runs the daemon as `nobody` and returns its output.
-fn as_nobody(args: &[String]) -> std::process::Child {
-    let mut cmd = Command::new(daemon_bin(Build::Normal));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: setgroups/setgid/setuid/prctl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().unwrap()
+/// Starts the daemon as `nobody` with `args`.
+fn as_nobody(args: &[String]) -> Daemon {
+    Launch::new(daemon_bin(Build::Normal))
+        .user(65534, 65534)
+        .args(args)
+        .spawn()
+        .unwrap()
 }
 
 fn chown_nobody(p: &Path) {
@@ -284,11 +240,10 @@ fn rootless_sandbox_none_serves_an_owned_directory() {
     let sock = format!("--socket-path={}", s.socket().display());
 
     // The default sandbox needs root: a clear message, no socket.
-    let out = as_nobody(&[share.clone(), sock.clone()])
-        .wait_with_output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let mut d = as_nobody(&[share.clone(), sock.clone()]);
+    let status = d.wait();
+    let err = d.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("needs root") && err.contains("--sandbox=none"),
         "{err}"
@@ -298,10 +253,7 @@ fn rootless_sandbox_none_serves_an_owned_directory() {
     let mut child = as_nobody(&[share, sock, "--sandbox=none".into()]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s.socket().exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "rootless daemon exited"
-        );
+        assert!(child.try_status().is_none(), "rootless daemon exited");
         assert!(Instant::now() < deadline, "no socket");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -322,7 +274,7 @@ fn rootless_sandbox_none_serves_an_owned_directory() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.try_status() {
             break st;
         }
         assert!(Instant::now() < deadline, "rootless daemon did not exit");

@@ -7,18 +7,16 @@
 //! "Guest reset"): over any window T a bucket admits at most `burst + size·T + one request`, and
 //! `2·burst + size·T + one request` across ring stops.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
-use serde_json::Value;
 use vufs_frontend::fuse::{parse_obj, WriteOut, OUT_HEADER_LEN};
 use vufs_frontend::{
     encode_request, parse_reply, ConnectOptions, Desc, FuseSession, REQUEST_QUEUE, ROOT_ID,
 };
+use vufs_testkit::api::json;
+use vufs_testkit::{Daemon, Scratch};
 
 /// 1 MB/s with a 1 MB burst: the limit of every rate test.
 const SIZE: u64 = 1_000_000;
@@ -31,39 +29,8 @@ const READ: u32 = 15;
 const WRITE: u32 = 16;
 
 fn start(s: &Scratch, args: &[&str]) -> Daemon {
-    let share = format!("--shared-dir={}", s.share.display());
     // No sandbox: the process we start is the daemon itself, so its RSS is the daemon's.
-    let mut all = vec![share.as_str(), "--api-socket=auto", "--sandbox=none"];
-    all.extend_from_slice(args);
-    let mut d = Daemon::start(&daemon_bin(Build::Normal), &s.socket(), &all, &[]);
-    d.wait_for_stderr(
-        "Waiting for vhost-user socket connection",
-        Duration::from_secs(10),
-    )
-    .expect("daemon ready");
-    d
-}
-
-fn api(s: &Scratch) -> PathBuf {
-    s.dir.path().join("vhost.sock.api")
-}
-
-/// One HTTP request on the API socket; (status, JSON body).
-fn json(path: &Path, method: &str, url: &str, body: &str) -> (u16, Value) {
-    let mut c = UnixStream::connect(path).expect("connect to the API");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        c,
-        "{method} {url} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    (status, v)
+    s.start_with_api(&[&["--sandbox=none"], args].concat())
 }
 
 fn patch(path: &Path, body: &str) {
@@ -213,7 +180,7 @@ fn reset_loop(extra: &[&str]) {
 fn patch_every_50ms_hands_out_no_burst() {
     let s = Scratch::new();
     let _d = start(&s, &LIMIT);
-    let path = api(&s);
+    let path = s.api_socket();
     let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
     fs.frontend().set_timeout(Duration::from_millis(5));
     let data = vec![0x5au8; W];
@@ -258,7 +225,7 @@ fn patch_every_50ms_hands_out_no_burst() {
 fn a_limit_removed_and_added_back_starts_empty() {
     let s = Scratch::new();
     let _d = start(&s, &LIMIT);
-    let path = api(&s);
+    let path = s.api_socket();
     let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
     let data = vec![0x5au8; 64 * 1024];
     let (mut passed, mut off) = (0u64, 0u64);
@@ -368,7 +335,7 @@ fn a_read_is_served_and_charged_by_the_room_its_chain_has() {
     std::fs::write(s.share.join("big"), &content).unwrap();
     // 1 kB/s: the level moves by under 100 bytes while the test looks at it.
     let _d = start(&s, &["--fs-bw-size=1000", "--fs-bw-burst=1000000"]);
-    let path = api(&s);
+    let path = s.api_socket();
     let mut fs = FuseSession::connect(s.socket()).unwrap();
     fs.init().unwrap();
     let e = fs.lookup(ROOT_ID, b"big").unwrap();
@@ -595,6 +562,6 @@ fn a_request_rewritten_while_parked_moves_only_what_was_charged() {
     let body = parse_reply(&c, unique).unwrap().into_result().unwrap();
     assert_eq!(body.len(), 4096, "moved more than it was charged for");
     assert_eq!(body, content[..4096]);
-    let (_, stats) = json(&api(&s), "GET", "/api/v1/stats", "");
+    let (_, stats) = json(&s.api_socket(), "GET", "/api/v1/stats", "");
     assert_eq!(stats["bytes"]["read"], (MIB + 4096) as u64, "{stats}");
 }

@@ -20,8 +20,8 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{ConnectOptions, FuseSession, ROOT_ID};
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 /// The seeded bug: a daemon that ignores the boundary (upstream's "last flag wins").
 const TRUST_POD_ARGS: (&str, &str) = ("VIRTIOFSD_SEEDED_BUG_TRUST_POD_ARGS", "1");
@@ -234,7 +234,7 @@ fn without_the_boundary_the_same_pod_arguments_get_through_seeded() {
             let mut d = launch(style, Build::Seeded, &s, &pod, &[TRUST_POD_ARGS]);
             // Started: the ready line, or (with logging off) still running after it.
             let started = d
-                .wait_for_stderr(e2e::READY_LINE, Duration::from_secs(3))
+                .wait_for_stderr(vufs_testkit::READY_LINE, Duration::from_secs(3))
                 .or_else(|e| if d.alive() { Ok(()) } else { Err(e) });
             assert!(
                 started.is_ok(),

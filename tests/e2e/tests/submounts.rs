@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{FuseSession, ROOT_ID};
+use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
 const FUSE_ATTR_SUBMOUNT: u32 = 1;
 

@@ -1,56 +1,28 @@
-//! Shared by the generator's tests: our daemon (target/debug/virtiofsd, built with
-//! `cargo build -p virtiofsd` when missing) in a scratch directory, killed on drop, and a
+//! Shared by the generator's tests: our daemon in a scratch directory, killed on drop, and a
 //! hard timeout around everything that talks to it.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use vufs_loadgen::daemon::Daemon;
+use vufs_testkit::Scratch;
 
 /// Hard limit for one generator run in a test.
 pub const HARD_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// target/<profile> of this test binary (…/target/debug/deps/test-hash → …/target/debug).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_owned()
-}
-
-/// Our daemon's debug binary: `$VUFS_DAEMON_BIN`, else `target/debug/virtiofsd` of the
-/// target directory these tests were built in (built on first use if missing).
+/// Our daemon: `$VUFS_DAEMON_BIN`, else the workspace's, built on first use (the end-to-end
+/// tests' own helper).
 pub fn daemon_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("VUFS_DAEMON_BIN") {
-            return PathBuf::from(p);
-        }
-        let dir = profile_dir();
-        let bin = dir.join("virtiofsd");
-        if !bin.is_file() {
-            let target = dir.parent().expect("target dir");
-            let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["build", "-p", "virtiofsd"])
-                .env("CARGO_TARGET_DIR", target)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("running cargo build -p virtiofsd");
-            assert!(st.success(), "cargo build -p virtiofsd failed");
-        }
-        assert!(bin.is_file(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    match std::env::var_os("VUFS_DAEMON_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => vufs_testkit::daemon_bin(vufs_testkit::Build::Normal),
+    }
 }
 
-/// A daemon serving `share/` of its own temporary directory (killed when dropped).
+/// A daemon serving `share/` of its own scratch directory (killed when dropped).
 pub struct Env {
     pub daemon: Daemon,
     pub share: PathBuf,
@@ -60,24 +32,26 @@ pub struct Env {
 impl Env {
     /// Start our daemon (`--sandbox=none --cache=auto` plus `args`).
     pub fn start(args: &[&str]) -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let share = dir.path().join("share");
-        std::fs::create_dir(&share).expect("share dir");
+        let s = Scratch::empty();
         let mut a: Vec<String> = vec!["--sandbox=none".into(), "--cache=auto".into()];
         a.extend(args.iter().map(|s| s.to_string()));
         let mut daemon = Daemon::start(
             &daemon_bin(),
-            &dir.path().join("vfsd.sock"),
-            &share,
+            &s.socket(),
+            &s.share,
             &a,
             None,
-            &dir.path().join("daemon.log"),
+            &s.dir.path().join("daemon.log"),
         )
         .expect("spawn daemon");
         daemon
             .wait_socket_file(Duration::from_secs(20))
             .expect("daemon socket");
-        Env { daemon, share, dir }
+        Env {
+            daemon,
+            share: s.share,
+            dir: s.dir,
+        }
     }
 }
 

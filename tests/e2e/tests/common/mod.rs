@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use e2e::{daemon_bin, Build, Daemon, Scratch};
 use vufs_frontend::{ConnectOptions, FuseSession, ROOT_ID};
+pub use vufs_testkit::{Build, Daemon, Scratch};
 
 /// Default reply timeout in these tests.
 pub const T: Duration = Duration::from_secs(5);
@@ -35,10 +35,7 @@ impl Env {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Env {
-        let share = format!("--shared-dir={}", s.share.display());
-        let mut all = vec![share.as_str()];
-        all.extend_from_slice(args);
-        let d = Daemon::start(&daemon_bin(build), &s.socket(), &all, env);
+        let d = s.start(build, args, env);
         Env { d, mount, s }
     }
 
