@@ -1,10 +1,7 @@
-//! VMM arguments that attach the daemon's socket as a virtio-fs device with tag `kataShared`.
-//!
-//! vhost-user needs guest RAM the daemon can map, so each VMM also gets a shared memory
-//! backend of the VM's size:
-//! * QEMU: `-object memory-backend-memfd,id=mem,size=<M>M,share=on -numa node,memdev=mem
-//!   -chardev socket,id=<id>,path=<sock> -device vhost-user-fs-pci,chardev=<id>,tag=kataShared,queue-size=<N>`
-//! * Cloud Hypervisor: `--memory size=<M>M,shared=on --fs tag=kataShared,socket=<sock>,num_queues=1,queue_size=<N>`
+//! VMM arguments that attach the daemon's socket as a virtio-fs device with tag `kataShared`,
+//! with the shared memory backend of the VM's size vhost-user needs. The argument strings are
+//! the `vmm-args` crate's (shared with the guest test harness); this module picks the VMM,
+//! the tag and chardev id, and completes a user's VMM command.
 
 use std::path::{Path, PathBuf};
 
@@ -63,34 +60,22 @@ pub fn device_args(vmm: Vmm, spec: &DeviceSpec) -> Vec<String> {
 /// Only the shared memory backend arguments.
 pub fn memory_args(vmm: Vmm, memory_mib: u64) -> Vec<String> {
     match vmm {
-        Vmm::Qemu => vec![
-            "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={memory_mib}M,share=on"),
-            "-numa".into(),
-            "node,memdev=mem".into(),
-        ],
-        Vmm::CloudHypervisor => vec!["--memory".into(), format!("size={memory_mib}M,shared=on")],
+        Vmm::Qemu => vmm_args::qemu::shared_memory(memory_mib),
+        Vmm::CloudHypervisor => vmm_args::clh::shared_memory(memory_mib),
     }
 }
 
 /// Only the virtio-fs device arguments.
 pub fn fs_args(vmm: Vmm, socket: &Path, queue_size: u32) -> Vec<String> {
     match vmm {
-        Vmm::Qemu => vec![
-            "-chardev".into(),
-            format!("socket,id={QEMU_CHARDEV_ID},path={}", socket.display()),
-            "-device".into(),
-            format!(
-                "vhost-user-fs-pci,chardev={QEMU_CHARDEV_ID},tag={TAG},queue-size={queue_size}"
-            ),
-        ],
-        Vmm::CloudHypervisor => vec![
-            "--fs".into(),
-            format!(
-                "tag={TAG},socket={},num_queues=1,queue_size={queue_size}",
-                socket.display()
-            ),
-        ],
+        Vmm::Qemu => vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
+            chardev_id: QEMU_CHARDEV_ID,
+            socket,
+            tag: TAG,
+            queue_size,
+            chardev_opts: "",
+        }),
+        Vmm::CloudHypervisor => vmm_args::clh::fs_device(socket, TAG, queue_size),
     }
 }
 

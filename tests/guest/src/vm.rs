@@ -566,12 +566,7 @@ impl GuestRun {
             _ => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
         };
         cmd.args(["-smp", &self.smp.to_string(), "-m", &format!("{mem}M")]);
-        cmd.args([
-            "-object",
-            &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
-            "-numa",
-            "node,memdev=mem",
-        ]);
+        cmd.args(vmm_args::qemu::shared_memory(mem));
         let mut devs: Vec<ExtraFs> = Vec::new();
         if let Some(s) = &self.socket {
             devs.push(ExtraFs {
@@ -581,19 +576,13 @@ impl GuestRun {
         }
         devs.extend(self.extra_fs.iter().cloned());
         for (i, d) in devs.iter().enumerate() {
-            let mut chardev = format!("socket,id=vufs{i},path={}", d.socket.display());
-            if i == 0 && !self.chardev_opts.is_empty() {
-                chardev.push(',');
-                chardev.push_str(&self.chardev_opts);
-            }
-            cmd.args(["-chardev", &chardev]);
-            cmd.args([
-                "-device",
-                &format!(
-                    "vhost-user-fs-pci,queue-size={},chardev=vufs{i},tag={}",
-                    self.queue_size, d.tag
-                ),
-            ]);
+            cmd.args(vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
+                chardev_id: &format!("vufs{i}"),
+                socket: &d.socket,
+                tag: &d.tag,
+                queue_size: self.queue_size.into(),
+                chardev_opts: if i == 0 { &self.chardev_opts } else { "" },
+            }));
         }
         let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init");
         for a in &self.append {
