@@ -2,6 +2,12 @@
 //! vhost-user socket (no VM): every reply is checked, and so is the host side of the share.
 
 mod common;
+#[path = "protocol/host.rs"]
+mod host;
+#[path = "protocol/init.rs"]
+mod init;
+#[path = "protocol/submounts.rs"]
+mod submounts;
 
 use std::collections::HashMap;
 use std::mem::size_of;
@@ -9,6 +15,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use common::{bytes, cstr, pattern, Build, Env, MountGuard, Scratch};
+use host::*;
+use init::*;
+use submounts::*;
 use vufs_frontend::fuse::{
     parse_obj, EntryOut, FsOptions, InitIn, InitOut, Opcode, WriteOut, INIT_MINOR,
 };
@@ -18,71 +27,6 @@ const MIB: usize = 1 << 20;
 const FUSE_ATTR_SUBMOUNT: u32 = 1;
 const SETXATTR_EXT: u64 = 1 << 29;
 const RDWR: u32 = libc::O_RDWR as u32;
-
-/// The INIT flags a Linux 6.1 virtio-fs mount offers (fs/fuse/inode.c, `auto_submounts` on).
-fn linux_6_1_flags() -> u64 {
-    let o = FsOptions::ASYNC_READ
-        | FsOptions::POSIX_LOCKS
-        | FsOptions::ATOMIC_O_TRUNC
-        | FsOptions::EXPORT_SUPPORT
-        | FsOptions::BIG_WRITES
-        | FsOptions::DONT_MASK
-        | FsOptions::SPLICE_WRITE
-        | FsOptions::SPLICE_MOVE
-        | FsOptions::SPLICE_READ
-        | FsOptions::FLOCK_LOCKS
-        | FsOptions::HAS_IOCTL_DIR
-        | FsOptions::AUTO_INVAL_DATA
-        | FsOptions::DO_READDIRPLUS
-        | FsOptions::READDIRPLUS_AUTO
-        | FsOptions::ASYNC_DIO
-        | FsOptions::WRITEBACK_CACHE
-        | FsOptions::ZERO_MESSAGE_OPEN
-        | FsOptions::PARALLEL_DIROPS
-        | FsOptions::HANDLE_KILLPRIV
-        | FsOptions::POSIX_ACL
-        | FsOptions::ABORT_ERROR
-        | FsOptions::MAX_PAGES
-        | FsOptions::CACHE_SYMLINKS
-        | FsOptions::ZERO_MESSAGE_OPENDIR
-        | FsOptions::EXPLICIT_INVAL_DATA
-        | FsOptions::HANDLE_KILLPRIV_V2
-        | FsOptions::INIT_EXT
-        | FsOptions::SUBMOUNTS;
-    // FUSE_SETXATTR_EXT (bit 29, unnamed in FsOptions); flags2: FUSE_SECURITY_CTX.
-    o.bits() | SETXATTR_EXT | (1 << 32)
-}
-
-/// INIT as Linux 6.1 sends it (minor 37, `fuse_init_in` with the INIT_EXT tail).
-fn init_like_linux(fs: &mut FuseSession) -> InitOut {
-    let flags = linux_6_1_flags();
-    let init = InitIn {
-        major: 7,
-        minor: 37,
-        max_readahead: 128 * 1024,
-        flags: flags as u32,
-    };
-    let mut ext = [0u32; 12];
-    ext[0] = (flags >> 32) as u32;
-    let body = fs
-        .request(
-            Opcode::Init as u32,
-            0,
-            &[&bytes(&init), &bytes(&ext)],
-            size_of::<InitOut>(),
-        )
-        .expect("INIT");
-    assert_eq!(body.len(), size_of::<InitOut>(), "full fuse_init_out");
-    parse_obj(&body).unwrap()
-}
-
-fn init_flags(o: &InitOut) -> FsOptions {
-    FsOptions::from_bits_truncate(u64::from(o.flags) | (u64::from(o.flags2) << 32))
-}
-
-fn host_ino(env: &Env, rel: &str) -> u64 {
-    std::fs::symlink_metadata(env.host(rel)).unwrap().ino()
-}
 
 #[test]
 fn init_reply_as_a_linux_guest_sees_it() {
@@ -393,18 +337,6 @@ fn xattrs_without_the_flag_are_enosys() {
     assert_eq!(xattr_get(&env.host("x"), "user.k"), None);
 }
 
-fn xattr_get(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the length passed.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| {
-        buf.truncate(r as usize);
-        buf
-    })
-}
-
 #[test]
 fn statfs_matches_the_host() {
     let env = Env::start(Build::Normal, &[], &[]);
@@ -662,13 +594,6 @@ fn readonly_refuses_every_change() {
     assert_eq!(before.compare(&env.snapshot()), Ok(()));
 }
 
-fn readdirplus_offered(args: &[&str]) -> bool {
-    let env = Env::start(Build::Normal, args, &[]);
-    let mut fs = env.connect_with(ConnectOptions::default());
-    let o = fs.init().unwrap();
-    init_flags(&o).contains(FsOptions::DO_READDIRPLUS)
-}
-
 #[test]
 fn readdirplus_follows_cache_and_flag() {
     assert!(readdirplus_offered(&[]), "default must offer READDIRPLUS");
@@ -717,58 +642,6 @@ fn tag_is_in_the_config_space() {
 
 /// VHOST_USER_PROTOCOL_F_CONFIG.
 const PROTOCOL_F_CONFIG: u64 = 1 << 9;
-
-/// A share with a tmpfs mounted at `mnt` (holding `inner`), and a plain directory `plain`.
-fn submount_env(args: &[&str]) -> Env {
-    let s = Scratch::new();
-    let m = MountGuard::tmpfs(&s.share.join("mnt"));
-    std::fs::write(s.share.join("mnt/inner"), b"on tmpfs").unwrap();
-    std::fs::create_dir(s.share.join("plain")).unwrap();
-    Env::launch(s, Some(m), Build::Normal, args, &[])
-}
-
-fn submount_flags(args: &[&str], offer: bool) -> (FsOptions, u32, u32, Vec<(Vec<u8>, u32)>) {
-    let env = submount_env(args);
-    let mut fs = env.connect_with(ConnectOptions::default());
-    let mut flags = FsOptions::ASYNC_READ
-        | FsOptions::BIG_WRITES
-        | FsOptions::DO_READDIRPLUS
-        | FsOptions::MAX_PAGES;
-    if offer {
-        flags |= FsOptions::SUBMOUNTS;
-    }
-    let o = fs
-        .init_with(InitIn {
-            major: 7,
-            minor: INIT_MINOR,
-            max_readahead: 128 * 1024,
-            flags: flags.bits() as u32,
-        })
-        .unwrap();
-    let mnt = fs.lookup(ROOT_ID, b"mnt").unwrap();
-    let plain = fs.lookup(ROOT_ID, b"plain").unwrap();
-    // Inside the submount, entries are not submounts themselves.
-    let inner = fs.lookup(mnt.nodeid, b"inner").unwrap();
-    assert_eq!(inner.attr.flags & FUSE_ATTR_SUBMOUNT, 0);
-    let od = fs.opendir(ROOT_ID).unwrap();
-    let plus = fs.readdirplus(ROOT_ID, od.fh, 0, 16384).unwrap();
-    let ents = plus
-        .iter()
-        .map(|p| (p.dirent.name.clone(), p.entry.attr.flags))
-        .collect();
-    assert_eq!(
-        mnt.attr.ino,
-        std::fs::metadata(env.host("mnt")).unwrap().ino()
-    );
-    (init_flags(&o), mnt.attr.flags, plain.attr.flags, ents)
-}
-
-fn flags_of(ents: &[(Vec<u8>, u32)], name: &[u8]) -> u32 {
-    ents.iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{} not in READDIRPLUS", String::from_utf8_lossy(name)))
-        .1
-}
 
 #[test]
 fn submounts_are_announced() {
