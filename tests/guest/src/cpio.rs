@@ -200,6 +200,23 @@ mod tests {
         p
     }
 
+    /// Runs `cmd` with `input` on its stdin; asserts it succeeded (with its stderr).
+    fn feed(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     #[test]
     fn archive_is_aligned_and_has_trailer() {
         let a = sample();
@@ -212,19 +229,11 @@ mod tests {
     #[test]
     fn system_cpio_lists_archive() {
         let a = sample();
-        let mut child = Command::new(cpio_tool())
-            .args(["-t", "-v", "--quiet"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&a).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = feed(
+            Command::new(cpio_tool())
+                .args(["-t", "-v", "--quiet"])
+                .stdout(Stdio::piped()),
+            &a,
         );
         let listing = String::from_utf8_lossy(&out.stdout);
         let names: Vec<&str> = listing
@@ -248,21 +257,13 @@ mod tests {
     fn system_cpio_extracts_contents() {
         let a = sample();
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(cpio_tool())
-            .args(["-i", "-d", "--quiet", "--no-absolute-filenames"])
-            .arg("--nonmatching")
-            .arg("dev/console")
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(&a).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        feed(
+            Command::new(cpio_tool())
+                .args(["-i", "-d", "--quiet", "--no-absolute-filenames"])
+                .arg("--nonmatching")
+                .arg("dev/console")
+                .current_dir(dir.path()),
+            &a,
         );
         assert_eq!(
             std::fs::read(dir.path().join("etc/hello.txt")).unwrap(),

@@ -35,7 +35,7 @@ mod vm;
 pub use error::{Error, Result};
 pub use initramfs::{find_kernel, Initramfs, InitramfsBuilder, Kernel};
 pub use results::JobRun;
-pub use vm::{probe_kvm, wait_for_socket, Accel, GuestOutput, GuestRun, Vm};
+pub use vm::{probe_kvm, Accel, GuestOutput, GuestRun, Vm};
 
 /// A process-wide lock for tests that boot guests: TCG guests on a 2-core
 /// machine should not run concurrently (cargo runs a binary's tests in

@@ -106,31 +106,6 @@ pub fn probe_kvm(kernel: &Path) -> bool {
     })
 }
 
-/// Waits until `path` exists and accepts a connection (a daemon's vhost-user
-/// socket), or fails after `timeout`.
-///
-/// Note: connecting consumes the daemon's single accept for daemons that
-/// serve one frontend only; this only checks existence and socket type.
-pub fn wait_for_socket(path: impl AsRef<Path>, timeout: Duration) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let path = path.as_ref();
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(m) = fs::metadata(path) {
-            if m.file_type().is_socket() {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Setup(format!(
-                "socket {} did not appear within {timeout:?}",
-                path.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// What a finished guest run produced.
 #[derive(Debug, Clone)]
 pub struct GuestOutput {

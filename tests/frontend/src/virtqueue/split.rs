@@ -226,16 +226,7 @@ impl SplitQueue {
         self.serial += 1;
         let serial = self.serial;
         self.inflight[head as usize] = Some(InFlight { serial, ids, data });
-        let slot = self.next_avail % self.layout.size;
-        mem.store_u16(self.layout.avail_ring_addr(slot), head, Ordering::Relaxed)?;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        // Descriptors and ring entry before the index.
-        fence(Ordering::Release);
-        mem.store_u16(
-            self.layout.avail_idx_addr(),
-            self.next_avail,
-            Ordering::Release,
-        )?;
+        self.put_avail(mem, head)?;
         Ok(Token {
             queue: self.index,
             head,
@@ -445,6 +436,12 @@ impl SplitQueue {
     /// Put an arbitrary `head` value (e.g. ≥ queue size) in the next avail slot and
     /// bump `avail.idx` by one, without any in-flight bookkeeping. No kick.
     pub fn poke_avail_head(&mut self, mem: &GuestMem, head: u16) -> Result<()> {
+        self.put_avail(mem, head)
+    }
+
+    /// Puts `head` in the next avail slot, then (descriptors and ring entry first) bumps
+    /// `avail.idx`.
+    fn put_avail(&mut self, mem: &GuestMem, head: u16) -> Result<()> {
         let slot = self.next_avail % self.layout.size;
         mem.store_u16(self.layout.avail_ring_addr(slot), head, Ordering::Relaxed)?;
         self.next_avail = self.next_avail.wrapping_add(1);

@@ -109,15 +109,6 @@ impl Vm {
         }
     }
 
-    /// Waits until the guest has mounted the share (returns the time since
-    /// QEMU started). Fails if the mount failed or QEMU exited.
-    pub fn wait_for_mount(&mut self, timeout: Duration) -> Result<Duration> {
-        self.wait_until("the guest mount", timeout, |vm| {
-            vm.poll_mount();
-            vm.mount_seen
-        })
-    }
-
     /// Waits until the job ran `guest-signal NAME` (in any boot).
     pub fn wait_for_signal(&mut self, name: &str, timeout: Duration) -> Result<()> {
         let marker = format!("===GUEST-VM-SIGNAL {name}===");

@@ -12,12 +12,6 @@ use crate::shell_quote;
 
 use super::{probe_kvm, qemu_binary, Accel, GuestOutput, Vm};
 
-#[derive(Debug, Clone)]
-struct ExtraFs {
-    socket: PathBuf,
-    tag: String,
-}
-
 /// Builder for one guest run. Defaults: auto-detected kernel, cached base
 /// initramfs, 1 GiB shared memfd RAM, 2 vCPUs, TCG (or `$GUEST_ACCEL`), tag
 /// `kataShared` mounted at `/mnt`, queue size 1024, 180 s timeout.
@@ -30,7 +24,6 @@ pub struct GuestRun {
     socket: Option<PathBuf>,
     tag: String,
     queue_size: u16,
-    extra_fs: Vec<ExtraFs>,
     mount: bool,
     mount_point: String,
     mount_options: String,
@@ -40,9 +33,7 @@ pub struct GuestRun {
     script: String,
     files: Vec<(String, Vec<u8>, u32)>,
     append: Vec<String>,
-    qemu_args: Vec<String>,
     chardev_opts: String,
-    machine: Option<String>,
     accel: Option<Accel>,
     timeout: Duration,
     no_reboot: bool,
@@ -67,7 +58,6 @@ impl GuestRun {
             socket: None,
             tag: "kataShared".into(),
             queue_size: 1024,
-            extra_fs: Vec::new(),
             mount: true,
             mount_point: "/mnt".into(),
             mount_options: String::new(),
@@ -77,9 +67,7 @@ impl GuestRun {
             script: "true\n".into(),
             files: Vec::new(),
             append: Vec::new(),
-            qemu_args: Vec::new(),
             chardev_opts: String::new(),
-            machine: None,
             accel: None,
             timeout: Duration::from_secs(180),
             no_reboot: true,
@@ -135,16 +123,6 @@ impl GuestRun {
     /// Extra options appended to the main `-chardev socket,...` (e.g. `reconnect=1`).
     pub fn chardev_opts(mut self, opts: impl Into<String>) -> Self {
         self.chardev_opts = opts.into();
-        self
-    }
-
-    /// Adds another vhost-user-fs device (not mounted by /init; mount it in
-    /// the job with `mount -t virtiofs TAG DIR`).
-    pub fn extra_device(mut self, socket: impl Into<PathBuf>, tag: impl Into<String>) -> Self {
-        self.extra_fs.push(ExtraFs {
-            socket: socket.into(),
-            tag: tag.into(),
-        });
         self
     }
 
@@ -208,18 +186,6 @@ impl GuestRun {
     /// Appends to the kernel command line.
     pub fn append(mut self, args: impl Into<String>) -> Self {
         self.append.push(args.into());
-        self
-    }
-
-    /// Appends a raw QEMU argument.
-    pub fn qemu_arg(mut self, arg: impl Into<String>) -> Self {
-        self.qemu_args.push(arg.into());
-        self
-    }
-
-    /// `-machine` type (default: QEMU's default `pc`).
-    pub fn machine(mut self, machine: impl Into<String>) -> Self {
-        self.machine = Some(machine.into());
         self
     }
 
@@ -302,7 +268,7 @@ impl GuestRun {
         if let Some(s) = &self.socket {
             if !s.exists() {
                 return Err(Error::Setup(format!(
-                    "vhost-user socket {} does not exist (start the daemon first; see wait_for_socket)",
+                    "vhost-user socket {} does not exist (start the daemon first)",
                     s.display()
                 )));
             }
@@ -389,30 +355,19 @@ impl GuestRun {
         if self.no_reboot {
             cmd.arg("-no-reboot");
         }
-        if let Some(m) = &self.machine {
-            cmd.args(["-machine", m]);
-        }
         match accel {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             _ => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
         };
         cmd.args(["-smp", &self.smp.to_string(), "-m", &format!("{mem}M")]);
         cmd.args(vmm_args::qemu::shared_memory(mem));
-        let mut devs: Vec<ExtraFs> = Vec::new();
-        if let Some(s) = &self.socket {
-            devs.push(ExtraFs {
-                socket: s.clone(),
-                tag: self.tag.clone(),
-            });
-        }
-        devs.extend(self.extra_fs.iter().cloned());
-        for (i, d) in devs.iter().enumerate() {
+        if let Some(socket) = &self.socket {
             cmd.args(vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
-                chardev_id: &format!("vufs{i}"),
-                socket: &d.socket,
-                tag: &d.tag,
+                chardev_id: "vufs0",
+                socket,
+                tag: &self.tag,
                 queue_size: self.queue_size.into(),
-                chardev_opts: if i == 0 { &self.chardev_opts } else { "" },
+                chardev_opts: &self.chardev_opts,
             }));
         }
         let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init");
@@ -433,7 +388,6 @@ impl GuestRun {
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp.display()),
         ]);
-        cmd.args(&self.qemu_args);
         let stderr = fs::File::create(&stderr_path)
             .map_err(Error::io(format!("creating {}", stderr_path.display())))?;
         cmd.stdin(Stdio::null())
