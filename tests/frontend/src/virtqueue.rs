@@ -1,4 +1,4 @@
-//! A split virtqueue driver (the guest side) over [`GuestMem`].
+//! A split virtqueue driver (the guest side) over [`GuestMem`](crate::memory::GuestMem).
 //!
 //! Layout (virtio 1.x, split ring), all little-endian:
 //! - descriptor table: `size` × 16 bytes (`addr u64, len u32, flags u16, next u16`)
