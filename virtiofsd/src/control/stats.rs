@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::request::Cost;
+use crate::fuse::request::Cost;
 
 const SUB: u32 = 8; // steps per octave
 const BUCKETS: usize = 64 * SUB as usize;
