@@ -14,7 +14,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::cli::{Config, Listen};
+use crate::config::{Config, Listen};
 use crate::confine::{caps, sandbox, seccomp};
 use crate::control::api;
 use crate::control::stats::Stats;

@@ -7,6 +7,7 @@
 //! the request being served may move) and [`fuse::fs`] (the passthrough filesystem, with [`fuse::xattr`]).
 
 pub mod cli;
+pub mod config;
 pub mod confine;
 pub mod control;
 pub mod daemon;

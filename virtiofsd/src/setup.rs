@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use log::{info, warn};
 use vhost::vhost_user::Listener;
 
-use crate::cli::{Listen, LogLevel};
+use crate::config::{Listen, LogLevel};
 
 /// Where syslog listens on Linux.
 const SYSLOG_SOCKET: &str = "/dev/log";

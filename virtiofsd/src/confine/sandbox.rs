@@ -24,16 +24,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Process isolation mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SandboxMode {
-    /// Namespaces + pivot_root into the shared directory (default; needs root).
-    Namespace,
-    /// New pid and mount namespaces + chroot into the shared directory (needs root).
-    Chroot,
-    /// No sandbox.
-    None,
-}
+use crate::config::SandboxMode;
 
 fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
     if rc == 0 {

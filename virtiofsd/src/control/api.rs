@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use ratelimit::{Bucket, Limit};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Limits;
 use crate::control::stats::Stats;
-use crate::device::throttle::{Limiter, Limits};
+use crate::device::throttle::Limiter;
 
 /// Time for the whole request to arrive, and for the reply to be written.
 const TIMEOUT: Duration = Duration::from_secs(5);

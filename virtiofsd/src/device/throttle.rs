@@ -18,56 +18,11 @@ use std::time::Instant;
 use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::config::Limits;
 use crate::control::stats::Stats;
 use crate::device::backend::Chain;
 use crate::device::vring::FsVring;
 use crate::fuse::request::{self, Verdict};
-
-/// The configured limits (size 0: unlimited).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// READ + WRITE bytes per second.
-    pub bw: Limit,
-    /// READ bytes per second.
-    pub read_bw: Limit,
-    /// WRITE bytes per second.
-    pub write_bw: Limit,
-    /// Requests per second on the request queue.
-    pub ops: Limit,
-}
-
-impl Limits {
-    /// The bucket each field configures.
-    pub fn buckets(&self) -> [(Bucket, Limit); 4] {
-        [
-            (Bucket::Bw, self.bw),
-            (Bucket::ReadBw, self.read_bw),
-            (Bucket::WriteBw, self.write_bw),
-            (Bucket::Ops, self.ops),
-        ]
-    }
-
-    /// Whether no limit is set.
-    pub fn is_unlimited(&self) -> bool {
-        self.buckets().iter().all(|(_, l)| l.is_unlimited())
-    }
-}
-
-impl std::fmt::Display for Limits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_unlimited() {
-            return write!(f, "none");
-        }
-        let mut first = true;
-        for (b, l) in self.buckets().iter().filter(|(_, l)| !l.is_unlimited()) {
-            let unit = if *b == Bucket::Ops { "req" } else { "B" };
-            let sep = if first { "" } else { ", " };
-            write!(f, "{sep}{b} {} {unit}/s (burst {} {unit})", l.size, l.burst)?;
-            first = false;
-        }
-        Ok(())
-    }
-}
 
 /// A chain waiting for tokens, with what is needed to finish it later.
 pub struct Parked {

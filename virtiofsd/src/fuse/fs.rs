@@ -20,7 +20,7 @@ use fuse_backend_rs::api::filesystem::{
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughFs};
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
-use crate::cli::{CacheMode, Config, InodeFileHandles};
+use crate::config::{CacheMode, Config, InodeFileHandles, SandboxMode};
 use crate::fuse::mounts::MountPoints;
 use crate::fuse::xattr::Xattrs;
 
@@ -96,7 +96,7 @@ pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> 
 /// the sandbox no longer has.
 pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
     let mode = cfg.inode_file_handles;
-    if cfg.sandbox != crate::confine::sandbox::SandboxMode::None {
+    if cfg.sandbox != SandboxMode::None {
         return match mode {
             InodeFileHandles::Mandatory => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
