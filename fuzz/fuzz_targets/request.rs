@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueOwnedT};
-use virtiofsd::device::backend::Handler;
+use virtiofsd::fuse::handler::Handler;
 use virtiofsd::fuse::request::{Policy, QueueKind};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 

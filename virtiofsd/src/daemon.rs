@@ -18,8 +18,9 @@ use crate::config::{Config, Listen};
 use crate::confine::{caps, sandbox, seccomp};
 use crate::control::api;
 use crate::control::stats::Stats;
-use crate::device::backend::{FsBackend, Handler, TIMER_EVENT};
+use crate::device::backend::{FsBackend, TIMER_EVENT};
 use crate::device::throttle::Limiter;
+use crate::fuse::handler::Handler;
 use crate::fuse::request::Policy;
 use crate::setup::{self, PidFile};
 

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod chain;
 pub mod pool;
 pub mod throttle;
 pub mod vring;

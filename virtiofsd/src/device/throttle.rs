@@ -20,7 +20,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::config::Limits;
 use crate::control::stats::Stats;
-use crate::device::backend::Chain;
+use crate::device::chain::Chain;
 use crate::device::vring::FsVring;
 use crate::fuse::request::{self, Verdict};
 

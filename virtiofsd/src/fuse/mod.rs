@@ -1,6 +1,7 @@
 //! The FUSE layer: the hostile-input wall, the passthrough filesystem, its xattrs and mounts.
 
 pub mod fs;
+pub mod handler;
 pub mod mounts;
 pub mod request;
 pub mod xattr;

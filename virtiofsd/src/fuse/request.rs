@@ -24,7 +24,7 @@ use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
 
 /// The readable bytes of a request, front to back: the library's `Reader`, or the
-/// allocation-free `backend::ChainBytes` the vring thread inspects with.
+/// allocation-free `handler::ChainBytes` the vring thread inspects with.
 pub trait Source {
     /// Readable bytes left.
     fn available_bytes(&self) -> usize;
