@@ -47,7 +47,8 @@ fn world() -> &'static World {
         ])
         .unwrap();
         let cfg = cli.into_config().unwrap();
-        let mut fs = virtiofsd::fuse::fs::open(&cfg, true, &cfg.shared_dir).unwrap();
+        let share = virtiofsd::setup::share_options(&cfg);
+        let mut fs = virtiofsd::fuse::fs::open(&share, true, &cfg.shared_dir).unwrap();
         fs.import().unwrap();
         let mem = GuestMemoryAtomic::new(
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap(),

@@ -15,7 +15,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::config::{Config, Listen};
-use crate::confine::{caps, sandbox, seccomp};
+use crate::confine::{caps, sandbox, seccomp, signals};
 use crate::control::api;
 use crate::control::stats::Stats;
 use crate::device::backend::{FsBackend, TIMER_EVENT};
@@ -92,7 +92,7 @@ pub fn run(cfg: Config) -> i32 {
         Listen::Path { .. } => None,
     });
     // Released once the handlers exist (after the sandbox's fork, in both processes).
-    setup::hold_termination_signals(true);
+    signals::hold_termination_signals(true);
     setup::logging(cfg.log_level, cfg.syslog);
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
@@ -142,10 +142,11 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     // Isolation, before any thread exists: a sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
     let listener_fd = listener.as_raw_fd();
+    let share = setup::share_options(cfg);
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        |root| crate::fuse::fs::open(cfg, policy.check_names, root),
+        |root| crate::fuse::fs::open(&share, policy.check_names, root),
         sandbox::Sides {
             // The confined child: the parent outside holds the host's directories and removes.
             child: || cleanup.release(),
@@ -159,13 +160,13 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let fs = fs
         .and_then(|mut fs| fs.import().map(|()| fs))
         .map_err(|e| format!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display()))?;
-    let file_handles = crate::fuse::fs::use_file_handles(cfg).unwrap_or(false);
+    let file_handles = crate::fuse::options::use_file_handles(&share).unwrap_or(false);
     caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
     spawn_signal_handler(cleanup.clone())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Pending signals are delivered now, to the handler (before any serving thread exists).
-    setup::hold_termination_signals(false);
+    signals::hold_termination_signals(false);
 
     let stats = Arc::new(Stats::default());
     let handler = Arc::new(Handler::new(fs, policy, stats.clone()));

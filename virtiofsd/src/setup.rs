@@ -12,9 +12,26 @@ use std::path::{Path, PathBuf};
 use log::{info, warn};
 use vhost::vhost_user::Listener;
 
-use crate::config::{Listen, LogLevel};
+use crate::config::{Config, Listen, LogLevel, SandboxMode};
+use crate::fuse::options::ShareOptions;
 
 /// Where syslog listens on Linux.
+/// The filesystem's settings from the daemon's configuration.
+pub fn share_options(cfg: &Config) -> ShareOptions {
+    ShareOptions {
+        cache: cfg.cache,
+        readdirplus: cfg.readdirplus,
+        writeback: cfg.writeback,
+        allow_direct_io: cfg.allow_direct_io,
+        xattr: cfg.xattr,
+        readonly: cfg.readonly,
+        killpriv_v2: cfg.killpriv_v2,
+        announce_submounts: cfg.announce_submounts,
+        inode_file_handles: cfg.inode_file_handles,
+        sandboxed: cfg.sandbox != SandboxMode::None,
+    }
+}
+
 const SYSLOG_SOCKET: &str = "/dev/log";
 
 fn level_filter(level: LogLevel) -> log::LevelFilter {
@@ -323,29 +340,5 @@ pub fn rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-/// Holds (blocks, so they stay pending) or releases SIGTERM, SIGINT and SIGHUP in this thread.
-///
-/// They are held from start-up until the handler that turns them into a clean exit exists.
-/// Otherwise a signal during start-up kills the daemon without removing its socket, or, sent
-/// to the sandboxed child (pid 1 of its pid namespace, which the kernel protects from signals
-/// it has no handler for), is dropped and the daemon never exits. Threads inherit the mask:
-/// release it before starting the threads that must see these signals.
-pub fn hold_termination_signals(hold: bool) {
-    // SAFETY: sigemptyset/sigaddset initialise the set; pthread_sigmask only reads it.
-    unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(set.as_mut_ptr(), sig);
-        }
-        let how = if hold {
-            libc::SIG_BLOCK
-        } else {
-            libc::SIG_UNBLOCK
-        };
-        libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut());
     }
 }

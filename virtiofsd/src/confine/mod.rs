@@ -3,3 +3,4 @@
 pub mod caps;
 pub mod sandbox;
 pub mod seccomp;
+pub mod signals;

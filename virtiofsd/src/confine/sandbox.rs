@@ -25,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::config::SandboxMode;
+use crate::confine::signals;
 
 fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
     if rc == 0 {
@@ -171,9 +172,9 @@ fn wait_child(child: libc::pid_t) -> i32 {
             log::warn!("cannot forward signal {sig} to the sandboxed daemon: {e}");
         }
     }
-    // Held since start-up (see setup::hold_termination_signals): forward what arrived. The
+    // Held since start-up (see signals::hold_termination_signals): forward what arrived. The
     // child still holds them until its own handler exists, so none is lost.
-    crate::setup::hold_termination_signals(false);
+    signals::hold_termination_signals(false);
     let mut status = 0;
     loop {
         // SAFETY: waitpid writes the status of our own child.

@@ -3,5 +3,6 @@
 pub mod fs;
 pub mod handler;
 pub mod mounts;
+pub mod options;
 pub mod request;
 pub mod xattr;
