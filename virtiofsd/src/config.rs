@@ -10,26 +10,47 @@ use ratelimit::{Bucket, Limit};
 /// A validated daemon configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the vhost-user connection comes from (`--socket-path` or `--fd`).
     pub listen: Listen,
+    /// The exported directory, canonical (`--shared-dir`).
     pub shared_dir: PathBuf,
+    /// The tag advertised in the device config space (`--tag`).
     pub tag: Option<String>,
+    /// Caching policy (`--cache`).
     pub cache: CacheMode,
+    /// READDIRPLUS offered (not `--no-readdirplus`).
     pub readdirplus: bool,
+    /// The guest's writeback cache (`--writeback`).
     pub writeback: bool,
+    /// O_DIRECT from guest applications honoured (`--allow-direct-io`).
     pub allow_direct_io: bool,
+    /// Extended attributes (`--xattr`).
     pub xattr: bool,
+    /// Every change refused with EROFS (`--readonly`).
     pub readonly: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2 offered (`--killpriv-v2`).
     pub killpriv_v2: bool,
+    /// Mount points shown to the guest as submounts (`--announce-submounts`).
     pub announce_submounts: bool,
+    /// When inodes are referenced by file handles (`--inode-file-handles`).
     pub inode_file_handles: InodeFileHandles,
+    /// `RLIMIT_NOFILE` to set (`--rlimit-nofile`; None: the default, 0: unchanged).
     pub rlimit_nofile: Option<u64>,
+    /// Worker threads (`--thread-pool-size`; 0: serve on the vring thread).
     pub thread_pool_size: usize,
+    /// Log verbosity (`--log-level`).
     pub log_level: LogLevel,
+    /// Log to syslog when it exists (`--syslog`).
     pub syslog: bool,
+    /// The rate limits at start-up (`--fs-*`).
     pub limits: Limits,
+    /// Process isolation (`--sandbox`).
     pub sandbox: SandboxMode,
+    /// Action on a system call outside the allowlist (`--seccomp`).
     pub seccomp: SeccompAction,
+    /// Changes to the kept capabilities (`--modcaps`).
     pub modcaps: Vec<CapChange>,
+    /// The control socket's path (`--api-socket`, `auto` resolved).
     pub api_socket: Option<PathBuf>,
 }
 
@@ -38,7 +59,9 @@ pub struct Config {
 pub enum Listen {
     /// Create a socket at this path (optionally owned by a group).
     Path {
+        /// The socket's path.
         path: PathBuf,
+        /// The group that owns it (`--socket-group`).
         group: Option<String>,
     },
     /// Accept on this inherited, listening socket.
@@ -118,11 +141,17 @@ pub enum InodeFileHandles {
 /// Log verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
+    /// Errors.
     Error,
+    /// Warnings and above.
     Warn,
+    /// Informational messages and above (default).
     Info,
+    /// Debugging detail and above.
     Debug,
+    /// Everything.
     Trace,
+    /// No logging.
     Off,
 }
 
@@ -153,6 +182,8 @@ pub enum SeccompAction {
 /// One `--modcaps` change: `+name` adds, `-name` removes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CapChange {
+    /// Added (`+`) or removed (`-`).
     pub add: bool,
+    /// The capability's name, lower case, without `cap_`.
     pub name: String,
 }

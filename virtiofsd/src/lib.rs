@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! A vhost-user virtio-fs backend with per-sandbox I/O rate limits.
 //!
 //! Layers, outside in: [`cli`] (flags → validated [`cli::Config`]), [`daemon`] (socket, vhost-user

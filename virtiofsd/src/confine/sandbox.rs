@@ -72,7 +72,9 @@ pub fn needs_root(mode: SandboxMode) -> bool {
 /// only the parent needs; the parent outside runs `parent_exited(status)` once the child has
 /// exited (removing what must go), then exits with that status.
 pub struct Sides<C: FnOnce(), E: FnOnce(i32)> {
+    /// Runs in the confined child, first.
     pub child: C,
+    /// Runs in the parent once the child has exited, with its status.
     pub parent_exited: E,
 }
 

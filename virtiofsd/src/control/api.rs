@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use ratelimit::{Bucket, Limit};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
 use crate::control::stats::Stats;
-use crate::device::throttle::Limiter;
+use crate::device::throttle::{Limiter, Limits};
 
 /// Time for the whole request to arrive, and for the reply to be written.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +40,9 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// What the API serves.
 pub struct Api {
+    /// The limits it shows and changes.
     pub limiter: Arc<Limiter>,
+    /// The counters it reports.
     pub stats: Arc<Stats>,
 }
 

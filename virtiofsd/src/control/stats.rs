@@ -39,32 +39,44 @@ impl Default for Stats {
 /// A point-in-time copy, as `/api/v1/stats` returns it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Snapshot {
+    /// Seconds since the daemon started.
     pub uptime_seconds: f64,
+    /// Requests served, by kind.
     pub requests: Requests,
+    /// File bytes moved.
     pub bytes: Bytes,
+    /// Requests that waited for tokens.
     pub throttled: Throttled,
 }
 
 /// Requests served on the request queue, by kind.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Requests {
+    /// READs.
     pub read: u64,
+    /// WRITEs.
     pub write: u64,
+    /// Every other request on the request queue.
     pub metadata: u64,
 }
 
 /// File bytes READs and WRITEs moved (served, not asked for).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Bytes {
+    /// Bytes READs moved.
     pub read: u64,
+    /// Bytes WRITEs moved.
     pub write: u64,
 }
 
 /// Requests that waited for tokens, and how long.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Throttled {
+    /// Requests that waited.
     pub requests: u64,
+    /// Their total wait.
     pub wait_seconds_total: f64,
+    /// The 99th percentile of one wait.
     pub wait_seconds_p99: f64,
 }
 

@@ -42,20 +42,37 @@ pub enum Fatal {
     /// The avail index moved further than the queue size, or the ring is unreadable.
     #[error("virtqueue {queue} is corrupt: {err}")]
     Ring {
+        /// The queue's index.
         queue: u16,
+        /// What the queue library found.
         err: virtio_queue::Error,
     },
     /// A head index outside the descriptor table.
     #[error("virtqueue {queue} is corrupt: head index {head} >= queue size {size}")]
-    Head { queue: u16, head: u16, size: u16 },
+    Head {
+        /// The queue's index.
+        queue: u16,
+        /// The head index published.
+        head: u16,
+        /// The queue's size.
+        size: u16,
+    },
     /// A head published again while its chain is still in flight.
     #[error("virtqueue {queue} is corrupt: head {head} published again while still in flight")]
-    Reposted { queue: u16, head: u16 },
+    Reposted {
+        /// The queue's index.
+        queue: u16,
+        /// The head index published again.
+        head: u16,
+    },
     /// More chains in flight than the ring has entries (QEMU: "Virtqueue size exceeded").
     #[error("virtqueue {queue} is corrupt: {inflight} chains in flight, queue size {size}")]
     Exceeded {
+        /// The queue's index.
         queue: u16,
+        /// Chains popped and not completed.
         inflight: usize,
+        /// The queue's size.
         size: u16,
     },
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::config::Limits;
+pub use crate::config::Limits;
 use crate::control::stats::Stats;
 use crate::device::chain::Chain;
 use crate::device::vring::FsVring;
@@ -26,8 +26,11 @@ use crate::fuse::request::{self, Verdict};
 
 /// A chain waiting for tokens, with what is needed to finish it later.
 pub struct Parked {
+    /// The chain, still in flight.
     pub chain: Chain,
+    /// What inspection decided (always `Serve`).
     pub verdict: Verdict,
+    /// The ring it completes into.
     pub vring: FsVring,
     /// When it was parked.
     pub since: Instant,

@@ -134,14 +134,20 @@ impl Cost {
 pub enum Verdict {
     /// Hand the request to the filesystem server.
     Serve {
+        /// The request's id, echoed in the reply.
         unique: u64,
+        /// The FUSE opcode.
         opcode: u32,
+        /// What the limits charge for it.
         cost: Cost,
     },
     /// Answer with this errno without touching the filesystem.
     Reject {
+        /// The request's id, echoed in the reply.
         unique: u64,
+        /// The FUSE opcode.
         opcode: u32,
+        /// The error replied.
         errno: i32,
     },
     /// No reply is possible or expected (FORGET, INTERRUPT, an unreadable header).
