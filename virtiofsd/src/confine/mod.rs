@@ -1,4 +1,4 @@
-//! Confinement: the sandbox, capabilities and seccomp.
+//! Confinement: the sandbox, capabilities, seccomp, and the signal mask the sandbox's fork needs.
 
 pub mod caps;
 pub mod sandbox;

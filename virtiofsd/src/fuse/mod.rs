@@ -1,4 +1,5 @@
-//! The FUSE layer: the hostile-input wall, the passthrough filesystem, its xattrs and mounts.
+//! The FUSE layer: the request wall (`request`), the handler that serves one chain, and the
+//! filesystem (`fs`, configured by `options`, with `xattr` and `mounts`).
 
 pub mod fs;
 pub mod handler;
