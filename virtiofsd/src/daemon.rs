@@ -3,10 +3,9 @@
 //! Exit status: 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use log::{error, info};
 use vhost::vhost_user::Error as VuError;
@@ -22,61 +21,7 @@ use crate::device::backend::{FsBackend, TIMER_EVENT};
 use crate::device::throttle::Limiter;
 use crate::fuse::handler::Handler;
 use crate::fuse::request::Policy;
-use crate::setup::{self, PidFile};
-
-/// What the daemon holds of the host's filesystem to clean up: the files we created (socket,
-/// pid lock, API socket), each as (directory fd, name) so removal works whatever the root,
-/// and the pid lock itself. Only the process outside the sandbox keeps it: the confined child
-/// lets go of it ([`Cleanup::release`]), so it holds no descriptor of a host directory, and
-/// the parent removes the files once the child has exited.
-#[derive(Default)]
-struct Cleanup {
-    held: Mutex<Held>,
-}
-
-/// The descriptors [`Cleanup`] holds.
-#[derive(Default)]
-struct Held {
-    /// (directory, name) of each file to remove.
-    files: Vec<(std::fs::File, std::ffi::CString)>,
-    /// Kept open: the lock lasts as long as the descriptor.
-    _lock: Option<PidFile>,
-}
-
-impl Cleanup {
-    fn new(paths: &[PathBuf], pid_file: Option<PidFile>) -> Cleanup {
-        let files = paths
-            .iter()
-            .filter_map(|p| {
-                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-                let dir = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))).ok()?;
-                let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
-                Some((dir, name))
-            })
-            .collect();
-        Cleanup {
-            held: Mutex::new(Held {
-                files,
-                _lock: pid_file,
-            }),
-        }
-    }
-
-    /// Closes every descriptor held (the confined child: the parent outside cleans up).
-    fn release(&self) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        *held = Default::default();
-    }
-
-    fn exit(&self, code: i32) -> ! {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for (dir, name) in &held.files {
-            // SAFETY: unlinkat on a directory fd we own and a valid C string.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
-        }
-        std::process::exit(code)
-    }
-}
+use crate::setup::{self, Cleanup, PidFile};
 
 /// Seeded bug for the hostile-input tests: builds with the `seeded-bugs` feature turn name
 /// validation off when this variable is set. Release builds cannot.
@@ -163,7 +108,8 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let file_handles = crate::fuse::options::use_file_handles(&share).unwrap_or(false);
     caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
-    spawn_signal_handler(cleanup.clone())
+    let on_signal = cleanup.clone();
+    signals::exit_on_termination(move || on_signal.exit(0))
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Pending signals are delivered now, to the handler (before any serving thread exists).
     signals::hold_termination_signals(false);
@@ -215,18 +161,4 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         }
         Err(e) => Err(format!("vhost-user connection failed: {e}")),
     }
-}
-
-fn spawn_signal_handler(cleanup: Arc<Cleanup>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                info!("signal {sig}: exiting");
-                cleanup.exit(0);
-            }
-        })?;
-    Ok(())
 }

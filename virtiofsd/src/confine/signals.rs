@@ -24,3 +24,19 @@ pub fn hold_termination_signals(hold: bool) {
         libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut());
     }
 }
+
+/// Starts the thread that turns SIGTERM or SIGINT into `exit` (a clean exit: the daemon's
+/// files removed). Release [`hold_termination_signals`] after this, before serving threads.
+pub fn exit_on_termination(exit: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: exiting");
+                exit();
+            }
+        })?;
+    Ok(())
+}
