@@ -1,18 +1,25 @@
 #![deny(missing_docs)]
 //! A vhost-user virtio-fs backend with per-sandbox I/O rate limits.
 //!
-//! One folder per layer; a module imports only modules drawn below it (no import cycle between
-//! files: `tests/layers.rs` checks it).
+//! One folder per concern (`device/` vhost-user, `fuse/` FUSE, `confine/` isolation, `control/`
+//! the API), one file per module. Each line below imports only lines below it, so there is no
+//! import cycle between files (`tests/layers.rs` fails on one):
 //!
 //! ```text
-//! main → cli (flags, -o compat, cli::pod_args) ........... → config (plain data, at the bottom)
-//! daemon (start-up order) → setup, confine/, control/, device/, fuse/
-//!   setup     logging, pid lock, sockets, rlimit, ShareOptions from Config
-//!   confine/  sandbox → signals; caps; seccomp
-//!   control/  api → stats, device::throttle
-//!   device/   backend → pool (generic), throttle → chain → vring;  backend → fuse::handler
-//!   fuse/     handler → fs → options, xattr, mounts;  handler → request → xattr
-//!             fs, handler → device::budget;  handler → device::chain;  handler, throttle → stats
+//! main ─→ cli (flags, -o compat, pod_args) ─→ confine::caps, config;  main ─→ daemon
+//! daemon         the start-up order: setup, sandbox, caps, seccomp, API, backend, serve
+//! control::api   ─→ stats, device::throttle, setup
+//! device::backend  ─→ pool (generic over its job), throttle, chain, vring, fuse::{handler, request}
+//! device::throttle ─→ chain, vring, control::stats, fuse::request, config
+//! fuse::handler  ─→ fs, request, device::chain, device::budget, control::stats
+//! control::stats ─→ fuse::request
+//! setup          ─→ fuse::options, config       (logging, pid lock, sockets, Cleanup)
+//! fuse::fs       ─→ options, xattr, mounts, device::budget, config
+//! fuse::request  ─→ xattr                       (the hostile-input wall)
+//! device::chain  ─→ vring                       (a popped chain and its completion)
+//! confine::sandbox ─→ signals, config;  confine::{caps, seccomp} ─→ config
+//! leaves: device::{pool, vring, budget}, fuse::{options ─→ config, xattr, mounts}, signals
+//! config         plain data, imports nothing
 //! ```
 //!
 //! One request: the guest kicks the request queue, vhost-user-backend's epoll thread calls
