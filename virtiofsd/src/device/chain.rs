@@ -1,7 +1,7 @@
 //! One descriptor chain popped from a ring, and its completion.
 //!
-//! Below the backend, the worker pool, the limiter and the FUSE handler: each of them holds or
-//! finishes chains, none of them needs the others for that.
+//! Below the backend, the limiter and the FUSE handler: each of them holds, serves or finishes
+//! chains, and none needs the others for that.
 
 use log::error;
 use vhost_user_backend::VringT;
