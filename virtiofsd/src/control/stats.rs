@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use limits_api::wire::{Bytes, Requests, StatsView, Throttled};
 
-use crate::request::Cost;
+use crate::fuse::request::Cost;
 
 const SUB: u32 = 8; // steps per octave
 const BUCKETS: usize = 64 * SUB as usize;

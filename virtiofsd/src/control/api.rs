@@ -31,8 +31,8 @@ use limits_api::wire::{
 use ratelimit::{Bucket, Limit};
 use serde::Serialize;
 
-use crate::stats::Stats;
-use crate::throttle::{Limiter, Limits};
+use crate::control::stats::Stats;
+use crate::device::throttle::{Limiter, Limits};
 
 /// Time for the whole request to arrive, and for the reply to be written.
 const TIMEOUT: Duration = Duration::from_secs(5);
