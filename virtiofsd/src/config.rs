@@ -105,7 +105,7 @@ impl std::fmt::Display for Limits {
         }
         let mut first = true;
         for (b, l) in self.buckets().iter().filter(|(_, l)| !l.is_unlimited()) {
-            let unit = if *b == Bucket::Ops { "req" } else { "B" };
+            let unit = limits_api::Unit::of(*b).symbol();
             let sep = if first { "" } else { ", " };
             write!(f, "{sep}{b} {} {unit}/s (burst {} {unit})", l.size, l.burst)?;
             first = false;

@@ -132,7 +132,7 @@ impl Limiter {
             vring: vring.clone(),
             since: now,
         };
-        th.park(item, class, cost, now);
+        th.park(item, class, cost);
         arm(th, timer, now);
         None
     }
