@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::annotations::RateLimits;
 use crate::error::{Error, Result};
+use crate::limits::RateLimits;
 
 /// Kata's shipped daemon path (kata-deploy installs under `/opt/kata`).
 pub const DEFAULT_DAEMON: &str = "/opt/kata/libexec/virtiofsd";

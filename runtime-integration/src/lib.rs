@@ -3,8 +3,9 @@
 //!
 //! Seams (each usable and testable alone):
 //! * [`config`]: the virtio-fs keys of a `[hypervisor.<name>]` section ([`VirtioFsConfig`]).
-//! * [`annotations`]: pod annotations applied to a configuration, with the rule that a pod
-//!   may only *tighten* the operator's rate limits.
+//! * [`limits`]: the `--fs-*` rate-limit flags and the rule that a pod may only *tighten* the
+//!   operator's limits.
+//! * [`annotations`]: pod annotations applied to a configuration (using [`limits`]).
 //! * [`command`]: the daemon's argv in Kata's Go-runtime or runtime-rs style.
 //! * [`supervisor`]: spawn, readiness, exit notice, stop, stale state.
 //! * [`statedir`]: the state directory's checks (owner, mode) and link-safe file access.
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 mod error;
+pub mod limits;
 pub mod metrics;
 pub mod statedir;
 pub mod supervisor;
