@@ -2,8 +2,8 @@
 //! operator's limits read from an argument list (last flag wins, as the daemon's parser), a
 //! pod's `--fs-*` flags, and the rule that a pod may only *tighten* the operator's limits.
 //!
-//! Both [`crate::config`] (checking `virtio_fs_extra_args`) and [`crate::annotations`]
-//! (checking a pod's `virtio_fs_extra_args`) use it; it uses neither.
+//! The configuration (checking the operator's `virtio_fs_extra_args`) and the annotations
+//! (checking a pod's) use it; it uses neither.
 
 use serde::Serialize;
 
