@@ -216,7 +216,7 @@ impl VirtioFsConfig {
                     Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
                     _ => e.path().to_string(),
                 };
-                keys.err(&key, e.into_inner().to_string().trim_end().to_string())
+                keys.err(&key, e.into_inner().message().to_string())
             })?;
         let mut c = VirtioFsConfig::defaults(source, hypervisor);
 
