@@ -24,8 +24,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use limits_api::wire::{
+    BucketUpdate, BucketView, ErrorBody, RateLimitUpdate, RateLimitView, JSON_CONTENT_TYPE,
+    METRICS_CONTENT_TYPE, METRICS_PATH, RATELIMIT_PATH, STATS_PATH,
+};
 use ratelimit::{Bucket, Limit};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::stats::Stats;
 use crate::throttle::{Limiter, Limits};
@@ -152,8 +156,14 @@ fn read_error(what: &str, e: io::Error) -> Response {
 }
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response {
-    let body = serde_json::json!({ "error": msg.to_string() }).to_string();
-    (status, "application/json", body)
+    let body = ErrorBody {
+        error: msg.to_string(),
+    };
+    (
+        status,
+        JSON_CONTENT_TYPE,
+        serde_json::to_string(&body).unwrap_or_default(),
+    )
 }
 
 /// Reads headers (bounded) and a Content-Length body (bounded), all by `deadline`.
@@ -221,15 +231,15 @@ fn read_request(conn: &mut UnixStream, deadline: Instant) -> Result<Request, Res
 fn json<T: Serialize>(v: &T) -> Response {
     (
         200,
-        "application/json",
+        JSON_CONTENT_TYPE,
         serde_json::to_string(v).unwrap_or_default(),
     )
 }
 
 fn route(api: &Api, req: &Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/api/v1/ratelimit") => json(&view(&api.limiter)),
-        ("PUT", "/api/v1/ratelimit") | ("PATCH", "/api/v1/ratelimit") => {
+        ("GET", RATELIMIT_PATH) => json(&view(&api.limiter)),
+        ("PUT", RATELIMIT_PATH) | ("PATCH", RATELIMIT_PATH) => {
             match parse_update(&req.body, req.method == "PUT", api.limiter.limits()) {
                 Ok(limits) => {
                     api.limiter.set_limits(limits);
@@ -238,43 +248,22 @@ fn route(api: &Api, req: &Request) -> Response {
                 Err(e) => error(400, e),
             }
         }
-        ("GET", "/api/v1/stats") => json(&api.stats.snapshot()),
-        ("GET", "/metrics") => (
-            200,
-            "text/plain; version=0.0.4",
-            metrics(&api.stats, &api.limiter),
-        ),
-        (_, "/api/v1/ratelimit" | "/api/v1/stats" | "/metrics") => {
+        ("GET", STATS_PATH) => json(&api.stats.snapshot()),
+        ("GET", METRICS_PATH) => (200, METRICS_CONTENT_TYPE, metrics(&api.stats, &api.limiter)),
+        (_, RATELIMIT_PATH | STATS_PATH | METRICS_PATH) => {
             error(405, format!("{} not allowed on {}", req.method, req.path))
         }
         _ => error(404, format!("no such endpoint: {}", req.path)),
     }
 }
 
-/// One bucket as the API shows it.
-#[derive(Debug, Serialize)]
-struct BucketView {
-    size: u64,
-    burst: u64,
-    level: Option<i64>,
-}
-
-/// Every bucket, by name.
-#[derive(Debug, Serialize)]
-struct LimitsView {
-    bw: BucketView,
-    read_bw: BucketView,
-    write_bw: BucketView,
-    ops: BucketView,
-}
-
-fn view(limiter: &Limiter) -> LimitsView {
+fn view(limiter: &Limiter) -> RateLimitView {
     let [bw, read_bw, write_bw, ops] = limiter.levels().map(|(_, l, level)| BucketView {
         size: l.size,
         burst: l.burst,
         level,
     });
-    LimitsView {
+    RateLimitView {
         bw,
         read_bw,
         write_bw,
@@ -282,27 +271,10 @@ fn view(limiter: &Limiter) -> LimitsView {
     }
 }
 
-/// A PUT/PATCH body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Update {
-    bw: Option<BucketUpdate>,
-    read_bw: Option<BucketUpdate>,
-    write_bw: Option<BucketUpdate>,
-    ops: Option<BucketUpdate>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BucketUpdate {
-    size: Option<u64>,
-    burst: Option<u64>,
-}
-
 /// The limits after a PUT (`whole`) or PATCH, or an error naming the field.
 fn parse_update(body: &[u8], whole: bool, current: Limits) -> Result<Limits, String> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let u: Update = serde_path_to_error::deserialize(de).map_err(|e| {
+    let u: RateLimitUpdate = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         match path.as_str() {
             "." | "" => e.inner().to_string(),

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use limits_api::wire::{Bytes, Requests, StatsView, Throttled};
 
 use crate::request::Cost;
 
@@ -34,38 +34,6 @@ impl Default for Stats {
             waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
-}
-
-/// A point-in-time copy, as `/api/v1/stats` returns it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Snapshot {
-    pub uptime_seconds: f64,
-    pub requests: Requests,
-    pub bytes: Bytes,
-    pub throttled: Throttled,
-}
-
-/// Requests served on the request queue, by kind.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Requests {
-    pub read: u64,
-    pub write: u64,
-    pub metadata: u64,
-}
-
-/// File bytes READs and WRITEs moved (served, not asked for).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Bytes {
-    pub read: u64,
-    pub write: u64,
-}
-
-/// Requests that waited for tokens, and how long.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Throttled {
-    pub requests: u64,
-    pub wait_seconds_total: f64,
-    pub wait_seconds_p99: f64,
 }
 
 /// Histogram bucket of a wait in microseconds: octave × 8 + the next three bits.
@@ -136,8 +104,8 @@ impl Stats {
     }
 
     /// A copy of every counter.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    pub fn snapshot(&self) -> StatsView {
+        StatsView {
             uptime_seconds: self.start.elapsed().as_secs_f64(),
             requests: Requests {
                 read: self.requests[0].load(Relaxed),
