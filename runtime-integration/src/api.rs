@@ -22,8 +22,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use limits_api::wire::{
+    BucketUpdate, RateLimitUpdate, METRICS_PATH, RATELIMIT_PATH, STATS_PATH,
+};
 
 use crate::error::{Error, Result};
 
@@ -31,14 +34,6 @@ use crate::error::{Error, Result};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest accepted response (head and body).
 pub const DEFAULT_MAX_RESPONSE: usize = 4 << 20;
-/// Path of the rate-limit resource.
-pub const RATELIMIT_PATH: &str = "/api/v1/ratelimit";
-/// Path of the statistics resource.
-pub const STATS_PATH: &str = "/api/v1/stats";
-/// Path of the Prometheus metrics.
-pub const METRICS_PATH: &str = "/metrics";
-/// The four buckets, in the API's order.
-pub const BUCKETS: [&str; 4] = ["bw", "read_bw", "write_bw", "ops"];
 
 /// A decoded HTTP response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,52 +53,6 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One bucket of a rate-limit change: `size` (0 removes the limit) and optional `burst`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketUpdate {
-    /// Sustained rate (bytes or requests per second); 0 = unlimited.
-    pub size: u64,
-    /// Bucket capacity; absent: kept (PATCH) or equal to the size (PUT).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u64>,
-}
-
-/// A rate-limit change: the buckets given (absent buckets are left alone by PATCH and become
-/// unlimited with PUT).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimitUpdate {
-    /// `bw`: all data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bw: Option<BucketUpdate>,
-    /// `read_bw`: read data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_bw: Option<BucketUpdate>,
-    /// `write_bw`: written data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub write_bw: Option<BucketUpdate>,
-    /// `ops`: requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ops: Option<BucketUpdate>,
-}
-
-impl RateLimitUpdate {
-    /// Whether no bucket is given.
-    pub fn is_empty(&self) -> bool {
-        self.bw.is_none() && self.read_bw.is_none() && self.write_bw.is_none() && self.ops.is_none()
-    }
-
-    /// The bucket named `name` (one of [`BUCKETS`]).
-    pub fn bucket_mut(&mut self, name: &str) -> Option<&mut Option<BucketUpdate>> {
-        Some(match name {
-            "bw" => &mut self.bw,
-            "read_bw" => &mut self.read_bw,
-            "write_bw" => &mut self.write_bw,
-            "ops" => &mut self.ops,
-            _ => return None,
-        })
     }
 }
 
@@ -471,11 +420,11 @@ mod tests {
         let (_d, p, rx) = fake(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n5\r\n\":2}\n\r\n0\r\n\r\n");
         let u = RateLimitUpdate {
             bw: Some(BucketUpdate {
-                size: 2_000_000,
+                size: Some(2_000_000),
                 burst: None,
             }),
             ops: Some(BucketUpdate {
-                size: 0,
+                size: Some(0),
                 burst: Some(5),
             }),
             ..Default::default()

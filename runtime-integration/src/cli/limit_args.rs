@@ -1,55 +1,76 @@
-//! The `limits` subcommand's flags: the daemon's own `--fs-*` flags and units, turned into a
-//! PATCH of the buckets given.
+//! The `limits` subcommand's flags: the daemon's own `--fs-*` flags and units (built from the
+//! shared table, [`limits_api::FLAGS`]), turned into a PATCH of the buckets given.
 
-use clap::Args;
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use limits_api::{Field, RateLimits, Unit, FLAGS};
+use ratelimit::Bucket;
 
-use crate::api::{BucketUpdate, RateLimitUpdate, BUCKETS};
+use crate::api::{BucketUpdate, RateLimitUpdate};
 use crate::error::{Error, Result};
 
 fn quantity(s: &str) -> std::result::Result<u64, String> {
     ratelimit::parse_quantity(s).map_err(|e| e.to_string())
 }
 
-/// The `limits` flags: the daemon's own rate-limit flags and units.
-#[derive(Debug, Default, Args)]
+/// The `limits` flags given: one value per `--fs-*` flag of [`FLAGS`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LimitArgs {
-    /// Total bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_bw_size: Option<u64>,
-    /// Total bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_bw_burst: Option<u64>,
-    /// Read bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_read_bw_size: Option<u64>,
-    /// Read bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_read_bw_burst: Option<u64>,
-    /// Write bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_write_bw_size: Option<u64>,
-    /// Write bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_write_bw_burst: Option<u64>,
-    /// Requests/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_ops_size: Option<u64>,
-    /// Request burst.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_ops_burst: Option<u64>,
+    /// The values given (absent: not given).
+    pub limits: RateLimits,
+}
+
+/// The `--help` line of a flag.
+fn help(bucket: Bucket, field: Field) -> String {
+    let what = match bucket {
+        Bucket::Bw => "Total bandwidth",
+        Bucket::ReadBw => "Read bandwidth",
+        Bucket::WriteBw => "Write bandwidth",
+        Bucket::Ops => "Request",
+    };
+    match (Unit::of(bucket), field) {
+        (Unit::Bytes, Field::Size) => format!("{what}, bytes/s (0 removes the limit)"),
+        (Unit::Bytes, Field::Burst) => format!("{what} burst, bytes"),
+        (Unit::Requests, Field::Size) => "Requests/s (0 removes the limit)".into(),
+        (Unit::Requests, Field::Burst) => format!("{what} burst"),
+    }
+}
+
+impl Args for LimitArgs {
+    fn augment_args(cmd: Command) -> Command {
+        FLAGS.iter().fold(cmd, |cmd, f| {
+            cmd.arg(
+                Arg::new(f.long())
+                    .long(f.long())
+                    .value_name("Q")
+                    .value_parser(quantity)
+                    .help(help(f.bucket, f.field)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for LimitArgs {
+    fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let mut limits = RateLimits::default();
+        for f in &FLAGS {
+            if let Some(v) = m.get_one::<u64>(f.long()) {
+                limits.set(f, *v);
+            }
+        }
+        Ok(LimitArgs { limits })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }
 
 impl LimitArgs {
-    /// `(bucket, size, burst)` for each of [`BUCKETS`].
-    fn buckets(&self) -> [(&'static str, Option<u64>, Option<u64>); 4] {
-        [
-            (BUCKETS[0], self.fs_bw_size, self.fs_bw_burst),
-            (BUCKETS[1], self.fs_read_bw_size, self.fs_read_bw_burst),
-            (BUCKETS[2], self.fs_write_bw_size, self.fs_write_bw_burst),
-            (BUCKETS[3], self.fs_ops_size, self.fs_ops_burst),
-        ]
-    }
-
     /// The PATCH body. A burst without a size takes the bucket's size from `current` (the
     /// daemon's GET answer), which is only fetched when needed.
     pub fn update(
@@ -59,27 +80,30 @@ impl LimitArgs {
         let mut u = RateLimitUpdate::default();
         let mut current = Some(current);
         let mut fetched: Option<serde_json::Value> = None;
-        for (name, size, burst) in self.buckets() {
-            let size = match (size, burst) {
+        for (bucket, given) in self.limits.buckets() {
+            let name = bucket.name();
+            let stem = limits_api::flags::stem(bucket);
+            let size = match (given.size, given.burst) {
                 (None, None) => continue,
                 (Some(s), _) => s,
                 (None, Some(_)) => {
                     if fetched.is_none() {
                         fetched = Some((current.take().expect("fetched once"))()?);
                     }
-                    let flag = format!("--fs-{}-burst", name.replace('_', "-"));
                     match fetched.as_ref().and_then(|v| v[name]["size"].as_u64()) {
                         Some(s) if s > 0 => s,
                         _ => {
                             return Err(Error::NotSupported(format!(
-                                "{flag} on an unlimited bucket: give --fs-{}-size too",
-                                name.replace('_', "-")
-                            )))
+                            "--fs-{stem}-burst on an unlimited bucket: give --fs-{stem}-size too"
+                        )))
                         }
                     }
                 }
             };
-            *u.bucket_mut(name).expect("known bucket") = Some(BucketUpdate { size, burst });
+            *u.get_mut(bucket) = Some(BucketUpdate {
+                size: Some(size),
+                burst: given.burst,
+            });
         }
         Ok(u)
     }
@@ -128,7 +152,7 @@ mod tests {
         assert_eq!(
             u.bw,
             Some(BucketUpdate {
-                size: 7,
+                size: Some(7),
                 burst: Some(1000)
             })
         );
