@@ -180,7 +180,7 @@ pub mod metrics {
     pub const RATELIMIT_BURST: &str = "virtiofsd_ratelimit_burst";
     /// Gauge, label `bucket`: tokens now, negative in debt (absent for an unlimited bucket).
     pub const RATELIMIT_LEVEL: &str = "virtiofsd_ratelimit_level";
-    /// Every family, in the order `/metrics` gives them.
+    /// Every family (`/metrics` gives them sorted by name).
     pub const ALL: [&str; 6] = [
         REQUESTS_TOTAL,
         BYTES_TOTAL,

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use ratelimit::Limit;
 
-use crate::caps::{parse_modcaps, CapChange};
-pub use crate::sandbox::SandboxMode;
-pub use crate::seccomp::SeccompAction;
-use crate::throttle::Limits;
+use crate::confine::caps::{parse_modcaps, CapChange};
+pub use crate::confine::sandbox::SandboxMode;
+pub use crate::confine::seccomp::SeccompAction;
+use crate::device::throttle::Limits;
 use pod_args::BOUNDARY;
 
 /// How the rate-limit flags behave; shown after `--help`.

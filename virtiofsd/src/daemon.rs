@@ -14,13 +14,14 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::backend::{FsBackend, Handler, TIMER_EVENT};
 use crate::cli::{Config, Listen};
-use crate::request::Policy;
+use crate::confine::{caps, sandbox, seccomp};
+use crate::control::api;
+use crate::control::stats::Stats;
+use crate::device::backend::{FsBackend, Handler, TIMER_EVENT};
+use crate::device::throttle::Limiter;
+use crate::fuse::request::Policy;
 use crate::setup::{self, PidFile};
-use crate::stats::Stats;
-use crate::throttle::Limiter;
-use crate::{api, caps, sandbox, seccomp};
 
 /// What the daemon holds of the host's filesystem to clean up: the files we created (socket,
 /// pid lock, API socket), each as (directory fd, name) so removal works whatever the root,
@@ -143,7 +144,7 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        |root| crate::fs::open(cfg, policy.check_names, root),
+        |root| crate::fuse::fs::open(cfg, policy.check_names, root),
         sandbox::Sides {
             // The confined child: the parent outside holds the host's directories and removes.
             child: || cleanup.release(),
@@ -157,7 +158,7 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let fs = fs
         .and_then(|mut fs| fs.import().map(|()| fs))
         .map_err(|e| format!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display()))?;
-    let file_handles = crate::fs::use_file_handles(cfg).unwrap_or(false);
+    let file_handles = crate::fuse::fs::use_file_handles(cfg).unwrap_or(false);
     caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
     spawn_signal_handler(cleanup.clone())

@@ -1,25 +1,15 @@
 //! A vhost-user virtio-fs backend with per-sandbox I/O rate limits.
 //!
 //! Layers, outside in: [`cli`] (flags → validated [`cli::Config`]), [`daemon`] (socket, vhost-user
-//! daemon, signals, exit), [`backend`] (vrings: pop, inspect, serve, complete) with [`vring`]
-//! (in-flight accounting so a ring stop never loses a request) and [`pool`] (worker threads),
-//! [`request`] (the hostile-input wall: names, offsets, sizes, session order), [`budget`] (what
-//! the request being served may move) and [`fs`] (the passthrough filesystem, with [`xattr`]).
+//! daemon, signals, exit), [`device::backend`] (vrings: pop, inspect, serve, complete) with [`device::vring`]
+//! (in-flight accounting so a ring stop never loses a request) and [`device::pool`] (worker threads),
+//! [`fuse::request`] (the hostile-input wall: names, offsets, sizes, session order), [`device::budget`] (what
+//! the request being served may move) and [`fuse::fs`] (the passthrough filesystem, with [`fuse::xattr`]).
 
-pub mod api;
-pub mod backend;
-pub mod budget;
-pub mod caps;
 pub mod cli;
+pub mod confine;
+pub mod control;
 pub mod daemon;
-pub mod fs;
-pub mod mounts;
-pub mod pool;
-pub mod request;
-pub mod sandbox;
-pub mod seccomp;
+pub mod device;
+pub mod fuse;
 pub mod setup;
-pub mod stats;
-pub mod throttle;
-pub mod vring;
-pub mod xattr;

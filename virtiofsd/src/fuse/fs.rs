@@ -1,7 +1,7 @@
 //! The filesystem the guest sees: fuse-backend-rs's passthrough over the shared directory,
 //! wrapped by [`SharedFs`] for what the library lacks: submount announcement, `--readonly`
 //! opens, switching READDIRPLUS off, extended attributes that act on the named inode
-//! ([`crate::xattr`]), and clearing SUID/SGID on a write that asks for it.
+//! ([`crate::fuse::xattr`]), and clearing SUID/SGID on a write that asks for it.
 
 use std::ffi::CStr;
 use std::io;
@@ -21,8 +21,8 @@ use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughF
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
 use crate::cli::{CacheMode, Config, InodeFileHandles};
-use crate::mounts::MountPoints;
-use crate::xattr::Xattrs;
+use crate::fuse::mounts::MountPoints;
+use crate::fuse::xattr::Xattrs;
 
 /// The filesystem type served to the guest.
 pub type Fs = SharedFs;
@@ -96,7 +96,7 @@ pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> 
 /// the sandbox no longer has.
 pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
     let mode = cfg.inode_file_handles;
-    if cfg.sandbox != crate::sandbox::SandboxMode::None {
+    if cfg.sandbox != crate::confine::sandbox::SandboxMode::None {
         return match mode {
             InodeFileHandles::Mandatory => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -445,11 +445,11 @@ impl FileSystem for SharedFs {
     ) -> io::Result<usize> {
         // No more than the request was charged for, nor than its chain can hold.
         let room = u32::try_from(w.available_bytes()).unwrap_or(u32::MAX);
-        let size = size.min(crate::budget::allowed()).min(room);
+        let size = size.min(crate::device::budget::allowed()).min(room);
         let n = self
             .inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)?;
-        crate::budget::moved(n);
+        crate::device::budget::moved(n);
         Ok(n)
     }
 
@@ -467,7 +467,7 @@ impl FileSystem for SharedFs {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         // The guest changed the request after it was charged.
-        if size > crate::budget::allowed() {
+        if size > crate::device::budget::allowed() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         // Handled here whether or not KILLPRIV_V2 was negotiated, and taken off the request:
@@ -488,7 +488,7 @@ impl FileSystem for SharedFs {
             flags,
             fuse_flags & !WRITE_KILL_PRIV,
         )?;
-        crate::budget::moved(n);
+        crate::device::budget::moved(n);
         Ok(n)
     }
 

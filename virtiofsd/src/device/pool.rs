@@ -9,9 +9,9 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use crate::backend::{complete, Chain, Handler};
-use crate::request::Verdict;
-use crate::vring::FsVring;
+use crate::device::backend::{complete, Chain, Handler};
+use crate::device::vring::FsVring;
+use crate::fuse::request::Verdict;
 
 struct Job {
     chain: Chain,

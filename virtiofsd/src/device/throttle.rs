@@ -18,10 +18,10 @@ use std::time::Instant;
 use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::backend::Chain;
-use crate::request::{self, Verdict};
-use crate::stats::Stats;
-use crate::vring::FsVring;
+use crate::control::stats::Stats;
+use crate::device::backend::Chain;
+use crate::device::vring::FsVring;
+use crate::fuse::request::{self, Verdict};
 
 /// The configured limits (size 0: unlimited).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -52,7 +52,7 @@ pub const NAME_MAX: usize = 255;
 /// Longest symlink target (Linux `PATH_MAX` without the NUL).
 pub const PATH_MAX: usize = 4095;
 
-use crate::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
+use crate::fuse::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 /// Opcode numbers as `u32` constants, for matching.
 mod op {

@@ -1,14 +1,16 @@
 //! Counters since start, for the API's `/api/v1/stats` and `/metrics`.
 //!
-//! Lock-free: a served request costs two relaxed atomic additions. Throttle waits go into a
-//! log-linear histogram (8 steps per power of two of microseconds, ≤ 9 % error) for the p99.
+//! Lock-free: a served request costs two relaxed atomic additions. A throttle wait is observed
+//! into the Prometheus histogram of `/metrics` (which also holds the count and total) and into
+//! a finer log-linear one (8 steps per power of two of microseconds, ≤ 9 % error) for the p99.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use limits_api::wire::{Bytes, Requests, StatsView, Throttled};
+use prometheus::Histogram;
 
-use crate::request::Cost;
+use crate::fuse::request::Cost;
 
 const SUB: u32 = 8; // steps per octave
 const BUCKETS: usize = 64 * SUB as usize;
@@ -18,8 +20,8 @@ pub struct Stats {
     start: Instant,
     requests: [AtomicU64; 3],
     bytes: [AtomicU64; 2],
-    throttled: AtomicU64,
-    wait_ns: AtomicU64,
+    /// Every wait, for `/metrics`, and their count and sum for both endpoints.
+    wait_histogram: Histogram,
     waits: Box<[AtomicU64]>,
 }
 
@@ -29,8 +31,7 @@ impl Default for Stats {
             start: Instant::now(),
             requests: Default::default(),
             bytes: Default::default(),
-            throttled: AtomicU64::new(0),
-            wait_ns: AtomicU64::new(0),
+            wait_histogram: crate::control::metrics::wait_histogram(),
             waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -78,9 +79,7 @@ impl Stats {
 
     /// Counts one request that waited `wait` for its tokens.
     pub fn record_wait(&self, wait: Duration) {
-        self.throttled.fetch_add(1, Relaxed);
-        self.wait_ns
-            .fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.wait_histogram.observe(wait.as_secs_f64());
         let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         self.waits[bucket(us).min(BUCKETS - 1)].fetch_add(1, Relaxed);
     }
@@ -103,6 +102,11 @@ impl Stats {
         Duration::ZERO
     }
 
+    /// The throttle waits, as `/metrics` encodes them.
+    pub fn wait_histogram(&self) -> &Histogram {
+        &self.wait_histogram
+    }
+
     /// A copy of every counter.
     pub fn snapshot(&self) -> StatsView {
         StatsView {
@@ -117,8 +121,8 @@ impl Stats {
                 write: self.bytes[1].load(Relaxed),
             },
             throttled: Throttled {
-                requests: self.throttled.load(Relaxed),
-                wait_seconds_total: self.wait_ns.load(Relaxed) as f64 / 1e9,
+                requests: self.wait_histogram.get_sample_count(),
+                wait_seconds_total: self.wait_histogram.get_sample_sum(),
                 wait_seconds_p99: self.wait_p99().as_secs_f64(),
             },
         }

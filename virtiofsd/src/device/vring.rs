@@ -17,7 +17,7 @@ use vhost_user_backend::{VringRwLock, VringStateGuard, VringStateMutGuard, Vring
 use virtio_queue::Error as VirtQueError;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::MAX_QUEUE_SIZE;
+use crate::device::backend::MAX_QUEUE_SIZE;
 
 /// Guest memory as the daemon maps it (no dirty bitmap: no migration).
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;

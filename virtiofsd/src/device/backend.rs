@@ -1,7 +1,7 @@
 //! The vhost-user-fs device: pops descriptor chains, serves them, completes them.
 //!
 //! Queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT), queue 1 carries every other request.
-//! A chain is inspected ([`crate::request`]) on the vring thread, then served there
+//! A chain is inspected ([`crate::fuse::request`]) on the vring thread, then served there
 //! (`--thread-pool-size=0`) or on the worker pool. Whatever the filesystem does with it, the
 //! guest gets a reply when one is due: decode errors and panics become EINVAL/EIO replies.
 //! Only a corrupt ring (head index out of range, avail index jumping past the queue size, a head
@@ -30,12 +30,12 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::fs::Fs;
-use crate::pool::Pool;
-use crate::request::{self, Cost, Policy, QueueKind, Session, Verdict};
-use crate::stats::Stats;
-use crate::throttle::Limiter;
-use crate::vring::{FsVring, GuestMem};
+use crate::control::stats::Stats;
+use crate::device::pool::Pool;
+use crate::device::throttle::Limiter;
+use crate::device::vring::{FsVring, GuestMem};
+use crate::fuse::fs::Fs;
+use crate::fuse::request::{self, Cost, Policy, QueueKind, Session, Verdict};
 
 /// One chain popped from a ring, with the memory it lives in.
 pub type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>;
@@ -126,15 +126,16 @@ impl Handler {
     }
 
     /// Carries out a verdict; returns the number of bytes written to the chain. A served
-    /// request moves at most the bytes it was charged for ([`crate::budget`]), and the
+    /// request moves at most the bytes it was charged for ([`crate::device::budget`]), and the
     /// statistics count what it really moved.
     pub fn serve(&self, chain: &Chain, verdict: Verdict) -> u32 {
         match verdict {
             Verdict::Drop => 0,
             Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
             Verdict::Serve { cost, .. } => {
-                let (len, moved) =
-                    crate::budget::serving(cost.bytes(), || self.serve_request(chain, verdict));
+                let (len, moved) = crate::device::budget::serving(cost.bytes(), || {
+                    self.serve_request(chain, verdict)
+                });
                 self.stats.record(cost, moved);
                 len
             }

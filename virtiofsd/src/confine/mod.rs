@@ -1,0 +1,5 @@
+//! Confinement: the sandbox, capabilities and seccomp.
+
+pub mod caps;
+pub mod sandbox;
+pub mod seccomp;
