@@ -150,23 +150,21 @@ fn arm(s: &UnixStream, deadline: Instant, cap: Duration, what: &str) -> io::Resu
     s.set_write_timeout(Some(left))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Decodes a `Transfer-Encoding: chunked` body.
+/// Decodes a `Transfer-Encoding: chunked` body (chunk sizes parsed by `httparse`).
 fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = find(data, b"\r\n").ok_or_else(|| bad("truncated chunk size"))?;
-        let line = std::str::from_utf8(&data[..eol]).map_err(|_| bad("bad chunk size"))?;
-        let hex = line.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(hex, 16).map_err(|_| bad("bad chunk size"))?;
-        data = &data[eol + 2..];
+        let (used, n) = match httparse::parse_chunk_size(data) {
+            Ok(httparse::Status::Complete(x)) => x,
+            Ok(httparse::Status::Partial) => return Err(bad("truncated chunk size")),
+            Err(_) => return Err(bad("bad chunk size")),
+        };
+        data = &data[used..];
+        let n = usize::try_from(n).map_err(|_| bad("bad chunk size"))?;
         if n == 0 {
             return Ok(out);
         }
@@ -178,35 +176,35 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Parses a complete HTTP/1.x response (the connection was read to its end).
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 64;
+
+/// Parses a complete HTTP/1.x response (the connection was read to its end); the head is
+/// parsed by `httparse`.
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
-    let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no complete response head"))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| bad("response head not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(format!("not an HTTP/1.x response: {status_line:?}")));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .filter(|c| (100..1000).contains(c))
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    for l in lines {
-        let (k, v) = l
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {l:?}")))?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
+    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Response::new(&mut hs);
+    let head_len = match head.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(bad("no complete response head")),
+        Err(e) => return Err(bad(format!("not an HTTP/1.x response: {e}"))),
+    };
+    let status = head.code.ok_or_else(|| bad("no status code"))?;
+    let headers = head
+        .headers
+        .iter()
+        .map(|h| {
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| bad(format!("header {} is not UTF-8", h.name)))?;
+            Ok((h.name.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let mut resp = Response {
         status,
         headers,
         body: Vec::new(),
     };
-    let rest = &raw[head_end + 4..];
+    let rest = &raw[head_len..];
     resp.body = if resp
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
@@ -360,6 +358,10 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
 

@@ -23,7 +23,7 @@ pub enum ReadyBy {
     LogLine,
     /// rs style: the socket was listening (in `/proc/net/unix`) before the line was read.
     Listening,
-    /// Go style: [`StartOptions::settle`] passed without an exit or the line (a daemon that
+    /// Go style: [`super::StartOptions::settle`] passed without an exit or the line (a daemon that
     /// does not log it, e.g. at `--log-level=warn`).
     Settled,
 }

@@ -97,7 +97,7 @@ pub struct SandboxPaths {
     pub dir: PathBuf,
     /// The vhost-user socket.
     pub socket: PathBuf,
-    /// The daemon's HTTP control socket (used when [`StartOptions::api_socket`] is set).
+    /// The daemon's HTTP control socket (used when [`super::StartOptions::api_socket`] is set).
     pub api_socket: PathBuf,
     /// The daemon log.
     pub log: PathBuf,
