@@ -13,11 +13,6 @@ use limits_api::tighten::{self, Loosening};
 use limits_api::Field;
 pub use limits_api::{Flag, LimitFlags, RateLimits, FLAGS};
 
-/// Whether `flag` (without `=value`) is one of the rate-limit flags.
-pub fn is_rate_limit_flag(flag: &str) -> bool {
-    Flag::find(flag).is_some()
-}
-
 /// One validated pod rate-limit flag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodFlag {
