@@ -1,6 +1,7 @@
 # Sourced by the scripts: installs the Debian packages and cargo tools the project needs,
 # only when something is missing.
-DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio libseccomp-dev libcap-ng-dev pkg-config)
+DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio libseccomp-dev libcap-ng-dev pkg-config
+    prometheus) # prometheus: promtool, which the metrics test runs on a live scrape
 
 install_deps() {
   local missing=()

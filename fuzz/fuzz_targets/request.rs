@@ -13,8 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueOwnedT};
-use virtiofsd::backend::Handler;
-use virtiofsd::request::{Policy, QueueKind};
+use virtiofsd::fuse::handler::Handler;
+use virtiofsd::fuse::request::{Policy, QueueKind};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 const MEM: usize = 1 << 20;
@@ -47,7 +47,8 @@ fn world() -> &'static World {
         ])
         .unwrap();
         let cfg = cli.into_config().unwrap();
-        let mut fs = virtiofsd::fs::open(&cfg, true, &cfg.shared_dir).unwrap();
+        let share = virtiofsd::setup::share_options(&cfg);
+        let mut fs = virtiofsd::fuse::fs::open(&share, true, &cfg.shared_dir).unwrap();
         fs.import().unwrap();
         let mem = GuestMemoryAtomic::new(
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap(),

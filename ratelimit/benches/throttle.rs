@@ -1,4 +1,4 @@
-//! Cost of the limiter on the request path: what one request pays in `Throttle::submit` when
+//! Cost of the limiter on the request path: what one request pays in `Throttle::try_admit` when
 //! no bucket is limited, when limits are set far above the offered rate (admitted at once,
 //! the "not binding" case the daemon benchmark measures end to end), when requests park and
 //! are released at their deadline, and the raw token bucket.
@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ratelimit::{Admission, Bucket, Class, Cost, Limit, Throttle, TokenBucket};
+use ratelimit::{Bucket, Class, Cost, Limit, Throttle, TokenBucket};
 
 fn read_cost(n: u64) -> Cost {
     Cost::new()
@@ -25,22 +25,15 @@ fn write_cost(n: u64) -> Cost {
         .with(Bucket::Ops, 1)
 }
 
-fn submit(c: &mut Criterion) {
-    let mut g = c.benchmark_group("submit");
+fn try_admit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("try_admit");
     g.throughput(Throughput::Elements(1));
 
     // No limits configured: the fast path every request takes on an unlimited sandbox.
     g.bench_function("unlimited", |b| {
         let t0 = Instant::now();
         let mut th: Throttle<u64> = Throttle::new(t0);
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            match th.submit(i, Class::Read, black_box(read_cost(4096)), t0) {
-                Admission::Admitted(x) => black_box(x),
-                Admission::Parked => unreachable!(),
-            }
-        })
+        b.iter(|| assert!(th.try_admit(Class::Read, black_box(read_cost(4096)), t0)))
     });
 
     // Limits far above the offered rate (100 GB/s, 100 M ops/s): always admitted, but every
@@ -60,10 +53,10 @@ fn submit(c: &mut Criterion) {
             } else {
                 write_cost(1 << 20)
             };
-            match th.submit(i, Class::Read, black_box(cost), now) {
-                Admission::Admitted(x) => black_box(x),
-                Admission::Parked => unreachable!("limit far above the rate"),
-            }
+            assert!(
+                th.try_admit(Class::Read, black_box(cost), now),
+                "limit far above the rate"
+            );
         })
     });
     g.finish();
@@ -74,7 +67,7 @@ fn park_release(c: &mut Criterion) {
     const N: u64 = 64;
     g.throughput(Throughput::Elements(N));
     // A binding limit: N requests park, then are released one deadline at a time (what the
-    // daemon's timer does): submit + next_deadline + release per request.
+    // daemon's timer does): try_admit (+ park) + next_deadline + release per request.
     g.bench_function("64_binding", |b| {
         b.iter_batched(
             || {
@@ -94,8 +87,10 @@ fn park_release(c: &mut Criterion) {
                     } else {
                         Class::Read
                     };
-                    if let Admission::Admitted(x) = th.submit(i, class, read_cost(1 << 20), t0) {
-                        released.push(x);
+                    if th.try_admit(class, read_cost(1 << 20), t0) {
+                        released.push(i);
+                    } else {
+                        th.park(i, class, read_cost(1 << 20));
                     }
                 }
                 let mut now = t0;
@@ -115,13 +110,16 @@ fn park_release(c: &mut Criterion) {
 fn bucket(c: &mut Criterion) {
     let mut g = c.benchmark_group("token_bucket");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("try_consume", |b| {
+    g.bench_function("admits_and_charge", |b| {
         let t0 = Instant::now();
         let mut tb = TokenBucket::new(Limit::new(1_000_000_000), t0);
         let mut now = t0;
         b.iter(|| {
             now += Duration::from_micros(5);
-            black_box(tb.try_consume(black_box(4096), now))
+            let n = black_box(4096);
+            if tb.admits(n, now) {
+                tb.charge(n, now);
+            }
         })
     });
     g.bench_function("time_until", |b| {
@@ -133,5 +131,5 @@ fn bucket(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, submit, park_release, bucket);
+criterion_group!(benches, try_admit, park_release, bucket);
 criterion_main!(benches);

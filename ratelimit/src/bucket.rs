@@ -175,23 +175,13 @@ impl TokenBucket {
     }
 
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op
-    /// when unlimited. Use [`TokenBucket::try_consume`] for the admission rule.
+    /// when unlimited. Check [`TokenBucket::admits`] first for the admission rule.
     pub fn charge(&mut self, n: u64, now: Instant) {
         if self.is_unlimited() {
             return;
         }
         self.advance(now);
         self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
-    }
-
-    /// Admits and charges a request of `n` units if [`TokenBucket::admits`]; returns whether it
-    /// did.
-    pub fn try_consume(&mut self, n: u64, now: Instant) -> bool {
-        let ok = self.admits(n, now);
-        if ok {
-            self.charge(n, now);
-        }
-        ok
     }
 }
 
@@ -206,6 +196,15 @@ mod tests {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * 1024;
 
+    /// Admits and charges `n` units if the bucket admits them, as a [`crate::Throttle`] does.
+    fn take(b: &mut TokenBucket, n: u64, now: Instant) -> bool {
+        let ok = b.admits(n, now);
+        if ok {
+            b.charge(n, now);
+        }
+        ok
+    }
+
     fn ns(n: u64) -> Duration {
         Duration::from_nanos(n)
     }
@@ -216,14 +215,14 @@ mod tests {
         let mut b = TokenBucket::new(Limit::with_burst(1000, 4000), t0);
         assert_eq!(b.level(t0), Some(4000));
         for _ in 0..4 {
-            assert!(b.try_consume(1000, t0));
+            assert!(take(&mut b, 1000, t0));
         }
-        assert!(!b.try_consume(1000, t0), "burst exhausted");
+        assert!(!take(&mut b, 1000, t0), "burst exhausted");
         assert_eq!(b.level(t0), Some(0));
         // 1000/s: one unit per ms, continuously.
         assert_eq!(b.time_until(1000, t0), Duration::from_secs(1));
         assert_eq!(b.level(t0 + Duration::from_micros(1500)), Some(1));
-        assert!(b.try_consume(1000, t0 + Duration::from_secs(1)));
+        assert!(take(&mut b, 1000, t0 + Duration::from_secs(1)));
         // The plateau: never above burst however long we wait.
         assert_eq!(b.level(t0 + Duration::from_secs(3600)), Some(4000));
     }
@@ -237,7 +236,7 @@ mod tests {
         let mut t = t0;
         for _ in 0..3003 {
             t += b.time_until(1, t);
-            assert!(b.try_consume(1, t));
+            assert!(take(&mut b, 1, t));
         }
         assert_eq!(t - t0, Duration::from_secs(1000));
     }
@@ -248,7 +247,7 @@ mod tests {
         let size = 10 * MIB;
         let mut b = TokenBucket::new(Limit::with_burst(size, 64 * KIB), t0);
         assert!(
-            b.try_consume(MIB, t0),
+            take(&mut b, MIB, t0),
             "over-burst request admitted when full"
         );
         assert_eq!(b.level(t0), Some(-((MIB - 64 * KIB) as i64)));
@@ -278,11 +277,11 @@ mod tests {
         let t0 = Instant::now();
         // size 1
         let mut b = TokenBucket::new(Limit::new(1), t0);
-        assert!(b.try_consume(1, t0));
+        assert!(take(&mut b, 1, t0));
         assert_eq!(b.time_until(1, t0), Duration::from_secs(1));
         // 10 GB/s: 10 units per ns
         let mut b = TokenBucket::new(Limit::new(10_000_000_000), t0);
-        assert!(b.try_consume(10_000_000_000, t0));
+        assert!(take(&mut b, 10_000_000_000, t0));
         assert_eq!(b.time_until(10, t0), ns(1));
         assert_eq!(b.time_until(11, t0), ns(2));
         assert_eq!(b.level(t0 + ns(1)), Some(10));
@@ -290,9 +289,9 @@ mod tests {
         let big = u64::MAX / 2;
         let mut b = TokenBucket::new(Limit::with_burst(u64::MAX, big), t0);
         assert_eq!(b.level(t0), Some(big as i64));
-        assert!(b.try_consume(u64::MAX, t0));
+        assert!(take(&mut b, u64::MAX, t0));
         assert!(b.level(t0).unwrap() < 0);
-        assert!(b.try_consume(u64::MAX, t0 + Duration::from_secs(2)));
+        assert!(take(&mut b, u64::MAX, t0 + Duration::from_secs(2)));
         assert_eq!(
             b.level(t0 + Duration::from_secs(1_000_000)),
             Some(big as i64)
@@ -310,12 +309,12 @@ mod tests {
     fn unlimited_and_zero_burst() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(Limit::UNLIMITED, t0);
-        assert!(b.try_consume(u64::MAX, t0));
+        assert!(take(&mut b, u64::MAX, t0));
         assert_eq!(b.level(t0), None);
         assert_eq!(b.time_until(u64::MAX, t0), Duration::ZERO);
         // burst 0: every request is pure debt, the next waits for it to be paid back.
         let mut b = TokenBucket::new(Limit::with_burst(100, 0), t0);
-        assert!(b.try_consume(50, t0));
+        assert!(take(&mut b, 50, t0));
         assert_eq!(b.time_until(1, t0), Duration::from_millis(500));
     }
 
@@ -347,7 +346,7 @@ mod tests {
         assert_eq!(b.level(t1 + Duration::from_millis(10)), Some(400));
         // Removed and added back: starts empty, whatever it held before.
         b.set_limit(Limit::UNLIMITED, t1);
-        assert!(b.try_consume(u64::MAX, t1));
+        assert!(take(&mut b, u64::MAX, t1));
         b.set_limit(Limit::with_burst(10_000, 100_000), t1);
         assert_eq!(b.level(t1), Some(0), "re-added: empty");
         assert!(!b.admits(1, t1));

@@ -45,21 +45,24 @@
 //!
 //! # Example
 //! ```
-//! use ratelimit::{Admission, Bucket, Class, Cost, FakeClock, Clock, Limit, Throttle};
+//! use ratelimit::{Bucket, Class, Clock, Cost, FakeClock, Limit, Throttle};
 //! use std::time::Duration;
 //!
 //! let clock = FakeClock::new();
 //! let mut th = Throttle::new(clock.now()).with_limit(Bucket::Bw, Limit::new(1_000_000), clock.now()); // 1 MB/s, 1 MB burst
 //! let read = |n| Cost::new().with(Bucket::ReadBw, n).with(Bucket::Bw, n).with(Bucket::Ops, 1);
-//! assert_eq!(th.submit("a", Class::Read, read(1_000_000), clock.now()), Admission::Admitted("a"));
-//! assert_eq!(th.submit("b", Class::Read, read(500_000), clock.now()), Admission::Parked);
+//! assert!(th.try_admit(Class::Read, read(1_000_000), clock.now())); // run it now
+//! assert!(!th.try_admit(Class::Read, read(500_000), clock.now())); // no tokens: park it
+//! th.park("b", Class::Read, read(500_000));
 //! let due = th.next_deadline(clock.now()).unwrap(); // arm a timer for this instant
 //! assert_eq!(due - clock.now(), Duration::from_millis(500));
 //! clock.set(due);
-//! assert_eq!(th.release(clock.now()), vec!["b"]);
+//! let mut out = Vec::new();
+//! th.release_into(clock.now(), &mut out);
+//! assert_eq!(out, vec!["b"]);
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod bucket;
 mod clock;
@@ -69,4 +72,4 @@ mod throttle;
 pub use bucket::{Limit, TokenBucket};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use parse::{parse_quantity, ParseError};
-pub use throttle::{Admission, Bucket, Class, Cost, Drained, Stats, Throttle};
+pub use throttle::{Bucket, Class, Cost, Drained, Throttle};

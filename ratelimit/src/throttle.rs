@@ -100,17 +100,6 @@ impl Cost {
     }
 }
 
-/// The outcome of [`Throttle::submit`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Admission<T> {
-    /// Admitted and charged: run it now.
-    Admitted(T),
-    /// Parked in its class queue; it will come out of [`Throttle::release`] (or
-    /// [`Throttle::drain`]). Arm a timer for [`Throttle::next_deadline`].
-    Parked,
-}
-
 /// What [`Throttle::drain`] hands back, each list in arrival order.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Drained<T> {
@@ -120,28 +109,12 @@ pub struct Drained<T> {
     pub refused: Vec<T>,
 }
 
-/// Counters kept by a [`Throttle`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Items admitted and charged: immediately, after waiting, or paid at a stop.
-    pub admitted: u64,
-    /// Items that had to wait (were parked).
-    pub throttled: u64,
-    /// Items [`Throttle::drain`] refused at a stop (charged nothing, not to be performed).
-    pub refused: u64,
-    /// Total time parked items waited before release.
-    pub total_wait: Duration,
-    /// Longest time one item waited before release.
-    pub max_wait: Duration,
-}
-
 #[derive(Debug)]
 struct Parked<T> {
     item: T,
     cost: Cost,
     /// Global arrival sequence number, across classes.
     seq: u64,
-    since: Instant,
 }
 
 /// A waiting class head as seen by newer items: what it needs and when it will be ready.
@@ -179,8 +152,8 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Heads are considered oldest first, so among heads competing for a bucket the older goes first.
 ///
 /// # Cost when unlimited
-/// If none of the buckets an item pays into is limited and nothing is parked, [`Throttle::submit`]
-/// returns `Admitted` after a few comparisons, without touching any queue or allocating.
+/// If none of the buckets an item pays into is limited and nothing is parked, [`Throttle::try_admit`]
+/// returns true after a few comparisons, without touching any queue or allocating.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
@@ -189,7 +162,6 @@ pub struct Throttle<T> {
     queues: [VecDeque<Parked<T>>; 3],
     parked: usize,
     next_seq: u64,
-    stats: Stats,
 }
 
 impl<T> Throttle<T> {
@@ -201,7 +173,6 @@ impl<T> Throttle<T> {
             queues: std::array::from_fn(|_| VecDeque::new()),
             parked: 0,
             next_seq: 0,
-            stats: Stats::default(),
         }
     }
 
@@ -216,7 +187,7 @@ impl<T> Throttle<T> {
     /// Changes the limit of one bucket live, by the rule of [`TokenBucket::set_limit`]: the
     /// bucket keeps its level (capped at the new burst) and any debt, a bucket that was
     /// unlimited starts empty, and no change creates tokens. Parked items are judged by the new
-    /// limits from the next [`Throttle::release`] on (call it, and re-arm the timer, after
+    /// limits from the next [`Throttle::release_into`] on (call it, and re-arm the timer, after
     /// changing limits).
     pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
         self.buckets[bucket.index()].set_limit(limit, now);
@@ -241,29 +212,9 @@ impl<T> Throttle<T> {
         self.buckets[bucket.index()].level(now)
     }
 
-    /// The bucket itself, read-only.
-    pub fn bucket(&self, bucket: Bucket) -> &TokenBucket {
-        &self.buckets[bucket.index()]
-    }
-
-    /// Whether no bucket is limited.
-    pub fn is_unlimited(&self) -> bool {
-        self.limited == 0
-    }
-
     /// Number of items parked, all classes together.
     pub fn parked(&self) -> usize {
         self.parked
-    }
-
-    /// Number of items parked in `class`.
-    pub fn parked_in(&self, class: Class) -> usize {
-        self.queues[class.index()].len()
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> Stats {
-        self.stats
     }
 
     /// The instant from which every bucket admits `cost`, if nothing else is charged.
@@ -303,7 +254,6 @@ impl<T> Throttle<T> {
         for b in Bucket::ALL {
             self.buckets[b.index()].charge(cost.get(b), now);
         }
-        self.stats.admitted += 1;
     }
 
     /// Classes with a non-empty queue, oldest head first.
@@ -327,10 +277,9 @@ impl<T> Throttle<T> {
     /// Admits (and charges) a request of `class` costing `cost` at `now` if its class queue is
     /// empty, every bucket admits it, and it leaves enough for the waiting heads of other
     /// classes (see the type docs). Otherwise it changes nothing and returns false: the caller
-    /// then [`Self::submit`]s the item, so an item is built only for requests that wait.
+    /// then [`Self::park`]s the item, so an item is built only for requests that wait.
     pub fn try_admit(&mut self, class: Class, cost: Cost, now: Instant) -> bool {
         if cost.mask() & self.limited == 0 && self.parked == 0 {
-            self.stats.admitted += 1;
             return true;
         }
         if !self.queues[class.index()].is_empty() {
@@ -350,29 +299,16 @@ impl<T> Throttle<T> {
         false
     }
 
-    /// Offers an item of `class` costing `cost`. It is admitted (and charged in every bucket of
-    /// `cost`) if [`Self::try_admit`] admits it; otherwise it is parked at the back of its class
-    /// queue.
-    pub fn submit(&mut self, item: T, class: Class, cost: Cost, now: Instant) -> Admission<T> {
-        if self.try_admit(class, cost, now) {
-            return Admission::Admitted(item);
-        }
-        self.park(item, class, cost, now);
-        Admission::Parked
-    }
-
     /// Parks `item` at the back of its class queue, whatever the tokens (after
     /// [`Self::try_admit`] refused it).
-    pub fn park(&mut self, item: T, class: Class, cost: Cost, now: Instant) {
+    pub fn park(&mut self, item: T, class: Class, cost: Cost) {
         self.queues[class.index()].push_back(Parked {
             item,
             cost,
             seq: self.next_seq,
-            since: now,
         });
         self.next_seq += 1;
         self.parked += 1;
-        self.stats.throttled += 1;
     }
 
     /// Releases every parked item admissible at `now`, charging each, oldest class head first,
@@ -389,9 +325,6 @@ impl<T> Throttle<T> {
                         .expect("class queue is non-empty");
                     self.parked -= 1;
                     self.charge(&p.cost, now);
-                    let waited = now.saturating_duration_since(p.since);
-                    self.stats.total_wait += waited;
-                    self.stats.max_wait = self.stats.max_wait.max(waited);
                     out.push(p.item);
                     continue 'again;
                 }
@@ -405,14 +338,7 @@ impl<T> Throttle<T> {
         out.len() - before
     }
 
-    /// [`Throttle::release_into`] into a new vector.
-    pub fn release(&mut self, now: Instant) -> Vec<T> {
-        let mut out = Vec::new();
-        self.release_into(now, &mut out);
-        out
-    }
-
-    /// The earliest instant at which [`Throttle::release`] will release something, assuming
+    /// The earliest instant at which [`Throttle::release_into`] will release something, assuming
     /// nothing is submitted meanwhile; `None` when nothing is parked. At or before `now` means
     /// "release now". Exact to the nanosecond (rounded up): arm a one-shot timer for it.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
@@ -466,7 +392,6 @@ impl<T> Throttle<T> {
                 self.charge(&p.cost, now);
                 out.paid.push(p.item);
             } else {
-                self.stats.refused += 1;
                 out.refused.push(p.item);
             }
         }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use ratelimit::{Admission, Bucket, Class, Cost, Limit, Throttle};
+use ratelimit::{Bucket, Class, Cost, Limit, Throttle};
 
 const MIB: u64 = 1 << 20;
 const NS: u128 = 1_000_000_000;
@@ -49,6 +49,16 @@ struct Run {
     admitted: Vec<(Instant, usize)>,
 }
 
+/// What the daemon does with a request (virtiofsd `device::throttle`): admit it now if
+/// [`Throttle::try_admit`] does, else park it. `Some(item)` when admitted.
+fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Instant) -> Option<T> {
+    if th.try_admit(class, cost, now) {
+        return Some(item);
+    }
+    th.park(item, class, cost);
+    None
+}
+
 /// Releases at every reported deadline up to `until` (all of them if `None`).
 fn release_until(
     th: &mut Throttle<usize>,
@@ -79,7 +89,7 @@ fn drive(th: &mut Throttle<usize>, t0: Instant, reqs: &[(u64, u64, Class)]) -> R
         arrival += Duration::from_nanos(*gap);
         release_until(th, &mut now, Some(arrival), &mut admitted);
         now = arrival;
-        if let Admission::Admitted(i) = th.submit(id, *class, cost(*class, *size), now) {
+        if let Some(i) = submit(th, id, *class, cost(*class, *size), now) {
             admitted.push((now, i));
         }
     }
@@ -222,7 +232,7 @@ proptest! {
                 Step::Submit(n, c) => {
                     let id = reqs.len();
                     reqs.push((*n, *c));
-                    if let Admission::Admitted(i) = th.submit(id, *c, cost(*c, *n), now) {
+                    if let Some(i) = submit(&mut th, id, *c, cost(*c, *n), now) {
                         admitted.push((now, i));
                     }
                 }
@@ -293,7 +303,7 @@ proptest! {
                 Step::Submit(n, _) => {
                     reqs.push(*n);
                     let c = Cost::new().with(Bucket::Bw, *n);
-                    if let Admission::Admitted(i) = th.submit(reqs.len() - 1, Class::Read, c, now) {
+                    if let Some(i) = submit(&mut th, reqs.len() - 1, Class::Read, c, now) {
                         admitted.push((now, i));
                     }
                 }

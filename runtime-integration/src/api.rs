@@ -22,8 +22,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use limits_api::wire::{
+    BucketUpdate, RateLimitUpdate, METRICS_PATH, RATELIMIT_PATH, STATS_PATH,
+};
 
 use crate::error::{Error, Result};
 
@@ -31,14 +34,6 @@ use crate::error::{Error, Result};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest accepted response (head and body).
 pub const DEFAULT_MAX_RESPONSE: usize = 4 << 20;
-/// Path of the rate-limit resource.
-pub const RATELIMIT_PATH: &str = "/api/v1/ratelimit";
-/// Path of the statistics resource.
-pub const STATS_PATH: &str = "/api/v1/stats";
-/// Path of the Prometheus metrics.
-pub const METRICS_PATH: &str = "/metrics";
-/// The four buckets, in the API's order.
-pub const BUCKETS: [&str; 4] = ["bw", "read_bw", "write_bw", "ops"];
 
 /// A decoded HTTP response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,52 +53,6 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One bucket of a rate-limit change: `size` (0 removes the limit) and optional `burst`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketUpdate {
-    /// Sustained rate (bytes or requests per second); 0 = unlimited.
-    pub size: u64,
-    /// Bucket capacity; absent: kept (PATCH) or equal to the size (PUT).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u64>,
-}
-
-/// A rate-limit change: the buckets given (absent buckets are left alone by PATCH and become
-/// unlimited with PUT).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimitUpdate {
-    /// `bw`: all data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bw: Option<BucketUpdate>,
-    /// `read_bw`: read data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_bw: Option<BucketUpdate>,
-    /// `write_bw`: written data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub write_bw: Option<BucketUpdate>,
-    /// `ops`: requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ops: Option<BucketUpdate>,
-}
-
-impl RateLimitUpdate {
-    /// Whether no bucket is given.
-    pub fn is_empty(&self) -> bool {
-        self.bw.is_none() && self.read_bw.is_none() && self.write_bw.is_none() && self.ops.is_none()
-    }
-
-    /// The bucket named `name` (one of [`BUCKETS`]).
-    pub fn bucket_mut(&mut self, name: &str) -> Option<&mut Option<BucketUpdate>> {
-        Some(match name {
-            "bw" => &mut self.bw,
-            "read_bw" => &mut self.read_bw,
-            "write_bw" => &mut self.write_bw,
-            "ops" => &mut self.ops,
-            _ => return None,
-        })
     }
 }
 
@@ -201,23 +150,21 @@ fn arm(s: &UnixStream, deadline: Instant, cap: Duration, what: &str) -> io::Resu
     s.set_write_timeout(Some(left))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Decodes a `Transfer-Encoding: chunked` body.
+/// Decodes a `Transfer-Encoding: chunked` body (chunk sizes parsed by `httparse`).
 fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = find(data, b"\r\n").ok_or_else(|| bad("truncated chunk size"))?;
-        let line = std::str::from_utf8(&data[..eol]).map_err(|_| bad("bad chunk size"))?;
-        let hex = line.split(';').next().unwrap_or("").trim();
-        let n = usize::from_str_radix(hex, 16).map_err(|_| bad("bad chunk size"))?;
-        data = &data[eol + 2..];
+        let (used, n) = match httparse::parse_chunk_size(data) {
+            Ok(httparse::Status::Complete(x)) => x,
+            Ok(httparse::Status::Partial) => return Err(bad("truncated chunk size")),
+            Err(_) => return Err(bad("bad chunk size")),
+        };
+        data = &data[used..];
+        let n = usize::try_from(n).map_err(|_| bad("bad chunk size"))?;
         if n == 0 {
             return Ok(out);
         }
@@ -229,35 +176,35 @@ fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Parses a complete HTTP/1.x response (the connection was read to its end).
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 64;
+
+/// Parses a complete HTTP/1.x response (the connection was read to its end); the head is
+/// parsed by `httparse`.
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
-    let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no complete response head"))?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| bad("response head not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(format!("not an HTTP/1.x response: {status_line:?}")));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .filter(|c| (100..1000).contains(c))
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    for l in lines {
-        let (k, v) = l
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {l:?}")))?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
+    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Response::new(&mut hs);
+    let head_len = match head.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(bad("no complete response head")),
+        Err(e) => return Err(bad(format!("not an HTTP/1.x response: {e}"))),
+    };
+    let status = head.code.ok_or_else(|| bad("no status code"))?;
+    let headers = head
+        .headers
+        .iter()
+        .map(|h| {
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| bad(format!("header {} is not UTF-8", h.name)))?;
+            Ok((h.name.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let mut resp = Response {
         status,
         headers,
         body: Vec::new(),
     };
-    let rest = &raw[head_end + 4..];
+    let rest = &raw[head_len..];
     resp.body = if resp
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
@@ -411,6 +358,10 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
 
@@ -471,11 +422,11 @@ mod tests {
         let (_d, p, rx) = fake(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n5\r\n\":2}\n\r\n0\r\n\r\n");
         let u = RateLimitUpdate {
             bw: Some(BucketUpdate {
-                size: 2_000_000,
+                size: Some(2_000_000),
                 burst: None,
             }),
             ops: Some(BucketUpdate {
-                size: 0,
+                size: Some(0),
                 burst: Some(5),
             }),
             ..Default::default()

@@ -18,10 +18,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::annotations::RateLimits;
 use crate::error::{Error, Result};
+use crate::limits::RateLimits;
 
 /// Kata's shipped daemon path (kata-deploy installs under `/opt/kata`).
 pub const DEFAULT_DAEMON: &str = "/opt/kata/libexec/virtiofsd";
@@ -209,11 +209,18 @@ impl VirtioFsConfig {
         let keys = Keys {
             file: source,
             section: format!("hypervisor.{hypervisor}"),
-            table: section,
         };
+        let raw: Section = serde_path_to_error::deserialize(toml::Value::Table(section.clone()))
+            .map_err(|e| {
+                let key = match e.path().iter().next() {
+                    Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+                    _ => e.path().to_string(),
+                };
+                keys.err(&key, e.into_inner().message().to_string())
+            })?;
         let mut c = VirtioFsConfig::defaults(source, hypervisor);
 
-        if let Some(v) = keys.string("shared_fs")? {
+        if let Some(v) = raw.shared_fs {
             c.shared_fs = SharedFs::parse(&v).map_err(|f| match f {
                 ParseFailure::NotSupported(m) => {
                     Error::NotSupported(format!("{}: [{}] {m}", source.display(), keys.section))
@@ -221,13 +228,13 @@ impl VirtioFsConfig {
                 ParseFailure::Invalid(m) => keys.err("shared_fs", m),
             })?;
         }
-        if let Some(v) = keys.string("virtio_fs_daemon")? {
+        if let Some(v) = raw.virtio_fs_daemon {
             if !v.starts_with('/') {
                 return Err(keys.err("virtio_fs_daemon", format!("{v:?} is not an absolute path")));
             }
             c.virtio_fs_daemon = PathBuf::from(v);
         }
-        if let Some(v) = keys.strings("valid_virtio_fs_daemon_paths")? {
+        if let Some(v) = raw.valid_virtio_fs_daemon_paths {
             for g in &v {
                 glob::Pattern::new(g).map_err(|e| {
                     keys.err(
@@ -238,22 +245,22 @@ impl VirtioFsConfig {
             }
             c.valid_virtio_fs_daemon_paths = v;
         }
-        if let Some(v) = keys.string("virtio_fs_cache")? {
+        if let Some(v) = raw.virtio_fs_cache {
             c.virtio_fs_cache = CacheMode::parse(&v).map_err(|m| keys.err("virtio_fs_cache", m))?;
         }
-        if let Some(v) = keys.u32("virtio_fs_cache_size")? {
+        if let Some(v) = raw.virtio_fs_cache_size {
             check_cache_size(v).map_err(|m| keys.err("virtio_fs_cache_size", m))?;
             c.virtio_fs_cache_size = v;
         }
-        if let Some(v) = keys.u32("virtio_fs_queue_size")? {
+        if let Some(v) = raw.virtio_fs_queue_size {
             check_queue_size(v).map_err(|m| keys.err("virtio_fs_queue_size", m))?;
             c.virtio_fs_queue_size = v;
         }
-        if let Some(v) = keys.strings("virtio_fs_extra_args")? {
+        if let Some(v) = raw.virtio_fs_extra_args {
             RateLimits::from_args(&v).map_err(|m| keys.err("virtio_fs_extra_args", m))?;
             c.virtio_fs_extra_args = v;
         }
-        if let Some(v) = keys.strings("enable_annotations")? {
+        if let Some(v) = raw.enable_annotations {
             for r in &v {
                 regex::Regex::new(r).map_err(|e| {
                     keys.err(
@@ -312,11 +319,46 @@ pub fn check_queue_size(v: u32) -> std::result::Result<(), String> {
     }
 }
 
-/// Typed access to one section, with errors naming the key.
+/// The virtio-fs keys of one section as TOML gives them (any other key is ignored); a key
+/// of the wrong type fails with its path (`serde_path_to_error`).
+#[derive(Deserialize)]
+struct Section {
+    shared_fs: Option<String>,
+    virtio_fs_daemon: Option<String>,
+    valid_virtio_fs_daemon_paths: Option<Vec<String>>,
+    virtio_fs_cache: Option<String>,
+    #[serde(default, deserialize_with = "integer_u32")]
+    virtio_fs_cache_size: Option<u32>,
+    #[serde(default, deserialize_with = "integer_u32")]
+    virtio_fs_queue_size: Option<u32>,
+    virtio_fs_extra_args: Option<Vec<String>>,
+    enable_annotations: Option<Vec<String>>,
+}
+
+/// A TOML integer that fits a `u32` ("expected an integer" otherwise, or the range).
+fn integer_u32<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u32>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: serde::de::Error>(self, i: i64) -> std::result::Result<u32, E> {
+            u32::try_from(i).map_err(|_| E::custom(format!("{i} is out of range (0..=4294967295)")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, i: u64) -> std::result::Result<u32, E> {
+            u32::try_from(i).map_err(|_| E::custom(format!("{i} is out of range (0..=4294967295)")))
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+/// Errors naming the file, the section and the key.
 struct Keys<'a> {
     file: &'a Path,
     section: String,
-    table: &'a toml::Table,
 }
 
 impl Keys<'_> {
@@ -326,46 +368,6 @@ impl Keys<'_> {
             section: self.section.clone(),
             key: key.to_string(),
             message: message.into(),
-        }
-    }
-
-    fn wrong_type(&self, key: &str, want: &str, got: &toml::Value) -> Error {
-        self.err(
-            key,
-            format!("expected {want}, found {} ({got})", got.type_str()),
-        )
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(self.wrong_type(key, "a string", v)),
-        }
-    }
-
-    fn u32(&self, key: &str) -> Result<Option<u32>> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::Integer(i)) => u32::try_from(*i)
-                .map(Some)
-                .map_err(|_| self.err(key, format!("{i} is out of range (0..=4294967295)"))),
-            Some(v) => Err(self.wrong_type(key, "an integer", v)),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(self.wrong_type(key, "an array of strings", other)),
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
-            Some(v) => Err(self.wrong_type(key, "an array of strings", v)),
         }
     }
 }

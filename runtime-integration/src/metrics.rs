@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::{GaugeVec, Opts, Registry, TextEncoder};
+
 use crate::api::Client;
 use crate::error::{Error, Result};
 use crate::supervisor::Supervisor;
@@ -38,6 +40,10 @@ pub const SCRAPE_PARALLELISM: usize = 16;
 pub const MAX_IN_FLIGHT: usize = 4;
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Our family: whether a sandbox's daemon answered the scrape.
+pub const UP: &str = "virtiofs_sandbox_up";
+/// Our family: how long a sandbox's scrape took.
+pub const SCRAPE_DURATION_SECONDS: &str = "virtiofs_sandbox_scrape_duration_seconds";
 
 /// One series: `name{labels} value [timestamp]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -257,32 +263,46 @@ fn escape_label_value(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Merges the scrapes into one exposition text: our `up` and duration families first, then
-/// every daemon family once, its series labelled with their sandbox.
-pub fn merge(scrapes: &[Scrape]) -> String {
+/// The exporter's own families, `virtiofs_sandbox_up` and
+/// `virtiofs_sandbox_scrape_duration_seconds`, one series per sandbox, encoded by the
+/// `prometheus` crate (text format 0.0.4).
+fn own_families(scrapes: &[Scrape]) -> String {
+    let gauge = |name: &str, help: &str| {
+        GaugeVec::new(Opts::new(name, help), &[SANDBOX_LABEL]).expect("valid gauge")
+    };
+    let up = gauge(
+        UP,
+        "Whether the sandbox's virtiofsd answered the scrape (1) or not (0).",
+    );
+    let duration = gauge(
+        SCRAPE_DURATION_SECONDS,
+        "How long scraping the sandbox's virtiofsd took.",
+    );
+    for s in scrapes {
+        up.with_label_values(&[s.sandbox.as_str()])
+            .set(f64::from(u8::from(s.result.is_ok())));
+        duration
+            .with_label_values(&[s.sandbox.as_str()])
+            .set(s.duration.as_secs_f64());
+    }
+    let registry = Registry::new();
+    for g in [up, duration] {
+        registry
+            .register(Box::new(g))
+            .expect("distinct family names");
+    }
     let mut out = String::new();
-    out.push_str(
-        "# HELP virtiofs_sandbox_up Whether the sandbox's virtiofsd answered the scrape (1) or not (0).\n# TYPE virtiofs_sandbox_up gauge\n",
-    );
-    for s in scrapes {
-        let _ = writeln!(
-            out,
-            "virtiofs_sandbox_up{{{SANDBOX_LABEL}=\"{}\"}} {}",
-            escape_label_value(&s.sandbox),
-            u8::from(s.result.is_ok())
-        );
+    if let Err(e) = TextEncoder::new().encode_utf8(&registry.gather(), &mut out) {
+        log::warn!("encoding the exporter's own metrics: {e}");
     }
-    out.push_str(
-        "# HELP virtiofs_sandbox_scrape_duration_seconds How long scraping the sandbox's virtiofsd took.\n# TYPE virtiofs_sandbox_scrape_duration_seconds gauge\n",
-    );
-    for s in scrapes {
-        let _ = writeln!(
-            out,
-            "virtiofs_sandbox_scrape_duration_seconds{{{SANDBOX_LABEL}=\"{}\"}} {:.6}",
-            escape_label_value(&s.sandbox),
-            s.duration.as_secs_f64()
-        );
-    }
+    out
+}
+
+/// Merges the scrapes into one exposition text: our `up` and duration families first, then
+/// every daemon family once, its series labelled with their sandbox (relayed as the daemon
+/// wrote them, after the checks of [`parse`]: a daemon's values are not re-formatted).
+pub fn merge(scrapes: &[Scrape]) -> String {
+    let mut out = own_families(scrapes);
 
     // Family name -> (HELP, TYPE, series lines), in order of first appearance.
     let mut order: Vec<String> = Vec::new();

@@ -4,7 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use runtime_integration::annotations::{self, RateLimits};
+use runtime_integration::annotations;
+use runtime_integration::limits::RateLimits;
 use runtime_integration::{CacheMode, Error, SharedFs, VirtioFsConfig};
 
 fn fixture() -> std::path::PathBuf {

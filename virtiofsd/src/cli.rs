@@ -10,13 +10,14 @@ pub mod pod_args;
 use std::os::unix::io::RawFd;
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 use ratelimit::Limit;
 
-use crate::caps::{parse_modcaps, CapChange};
-pub use crate::sandbox::SandboxMode;
-pub use crate::seccomp::SeccompAction;
-use crate::throttle::Limits;
+use crate::config::{
+    CacheMode, Config, InodeFileHandles, Limits, Listen, LogLevel, SandboxMode, SeccompAction,
+};
+use crate::confine::caps::parse_modcaps;
 use pod_args::BOUNDARY;
 
 /// How the rate-limit flags behave; shown after `--help`.
@@ -43,41 +44,63 @@ pub(crate) fn quantity(s: &str) -> Result<u64, String> {
     ratelimit::parse_quantity(s).map_err(|e| e.to_string())
 }
 
-/// How long the guest may cache entries and attributes, and whether it may cache file data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CacheMode {
-    /// No caching; metadata timeouts 0; READDIRPLUS off.
-    Never,
-    /// Metadata cached for 86400 s; file data not cached.
-    Metadata,
-    /// Close-to-open consistency; metadata timeouts 1 s (default).
-    Auto,
-    /// Data and metadata cached; timeouts 86400 s.
-    Always,
+/// clap's view of a [`crate::config`] enum (kept out of the plain data): its values, aliases
+/// and the help `--help` lists for each.
+macro_rules! value_enum {
+    ($t:ty { $($v:expr => $name:literal $([alias $alias:literal])? $(: $help:literal)?),* $(,)? }) => {
+        impl ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($v),*]
+            }
+
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                let all: &[(Self, PossibleValue)] = &[$((
+                    $v,
+                    PossibleValue::new($name) $(.alias($alias))? $(.help($help))?,
+                )),*];
+                all.iter().find(|(v, _)| v == self).map(|(_, p)| p.clone())
+            }
+        }
+    };
 }
 
-/// When inodes are referenced by file handles instead of O_PATH descriptors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum InodeFileHandles {
-    /// Always O_PATH descriptors.
-    Never,
-    /// File handles where the daemon can open them, else descriptors (default).
-    #[value(alias = "fallback")]
-    Prefer,
-    /// File handles or fail at start.
-    Mandatory,
-}
+value_enum!(CacheMode {
+    CacheMode::Never => "never": "No caching; metadata timeouts 0; READDIRPLUS off",
+    CacheMode::Metadata => "metadata": "Metadata cached for 86400 s; file data not cached",
+    CacheMode::Auto => "auto": "Close-to-open consistency; metadata timeouts 1 s (default)",
+    CacheMode::Always => "always": "Data and metadata cached; timeouts 86400 s",
+});
 
-/// Log verbosity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-    Off,
-}
+value_enum!(InodeFileHandles {
+    InodeFileHandles::Never => "never": "Always O_PATH descriptors",
+    InodeFileHandles::Prefer => "prefer" [alias "fallback"]:
+        "File handles where the daemon can open them, else descriptors (default)",
+    InodeFileHandles::Mandatory => "mandatory": "File handles or fail at start",
+});
+
+value_enum!(LogLevel {
+    LogLevel::Error => "error",
+    LogLevel::Warn => "warn",
+    LogLevel::Info => "info",
+    LogLevel::Debug => "debug",
+    LogLevel::Trace => "trace",
+    LogLevel::Off => "off",
+});
+
+value_enum!(SandboxMode {
+    SandboxMode::Namespace => "namespace":
+        "Namespaces + pivot_root into the shared directory (default; needs root)",
+    SandboxMode::Chroot => "chroot":
+        "New pid and mount namespaces + chroot into the shared directory (needs root)",
+    SandboxMode::None => "none": "No sandbox",
+});
+
+value_enum!(SeccompAction {
+    SeccompAction::None => "none": "No filter",
+    SeccompAction::Kill => "kill": "Kill the process (default)",
+    SeccompAction::Log => "log": "Log it and let it through",
+    SeccompAction::Trap => "trap": "Send SIGSYS",
+});
 
 /// Upstream flags this daemon does not implement: rejected by name, never silently ignored.
 const UNSUPPORTED: &[&str] = &[
@@ -275,44 +298,6 @@ pub struct Cli {
 pub const DEFAULT_SANDBOX: SandboxMode = SandboxMode::Namespace;
 /// Default seccomp action.
 pub const DEFAULT_SECCOMP: SeccompAction = SeccompAction::Kill;
-
-/// Where the vhost-user connection comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// Create a socket at this path (optionally owned by a group).
-    Path {
-        path: PathBuf,
-        group: Option<String>,
-    },
-    /// Accept on this inherited, listening socket.
-    Fd(RawFd),
-}
-
-/// A validated daemon configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: Listen,
-    pub shared_dir: PathBuf,
-    pub tag: Option<String>,
-    pub cache: CacheMode,
-    pub readdirplus: bool,
-    pub writeback: bool,
-    pub allow_direct_io: bool,
-    pub xattr: bool,
-    pub readonly: bool,
-    pub killpriv_v2: bool,
-    pub announce_submounts: bool,
-    pub inode_file_handles: InodeFileHandles,
-    pub rlimit_nofile: Option<u64>,
-    pub thread_pool_size: usize,
-    pub log_level: LogLevel,
-    pub syslog: bool,
-    pub limits: Limits,
-    pub sandbox: SandboxMode,
-    pub seccomp: SeccompAction,
-    pub modcaps: Vec<CapChange>,
-    pub api_socket: Option<PathBuf>,
-}
 
 /// A command-line value that cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,9 @@
 //! Exit status: 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use log::{error, info};
 use vhost::vhost_user::Error as VuError;
@@ -14,67 +13,15 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::backend::{FsBackend, Handler, TIMER_EVENT};
-use crate::cli::{Config, Listen};
-use crate::request::Policy;
-use crate::setup::{self, PidFile};
-use crate::stats::Stats;
-use crate::throttle::Limiter;
-use crate::{api, caps, sandbox, seccomp};
-
-/// What the daemon holds of the host's filesystem to clean up: the files we created (socket,
-/// pid lock, API socket), each as (directory fd, name) so removal works whatever the root,
-/// and the pid lock itself. Only the process outside the sandbox keeps it: the confined child
-/// lets go of it ([`Cleanup::release`]), so it holds no descriptor of a host directory, and
-/// the parent removes the files once the child has exited.
-#[derive(Default)]
-struct Cleanup {
-    held: Mutex<Held>,
-}
-
-/// The descriptors [`Cleanup`] holds.
-#[derive(Default)]
-struct Held {
-    /// (directory, name) of each file to remove.
-    files: Vec<(std::fs::File, std::ffi::CString)>,
-    /// Kept open: the lock lasts as long as the descriptor.
-    _lock: Option<PidFile>,
-}
-
-impl Cleanup {
-    fn new(paths: &[PathBuf], pid_file: Option<PidFile>) -> Cleanup {
-        let files = paths
-            .iter()
-            .filter_map(|p| {
-                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-                let dir = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))).ok()?;
-                let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
-                Some((dir, name))
-            })
-            .collect();
-        Cleanup {
-            held: Mutex::new(Held {
-                files,
-                _lock: pid_file,
-            }),
-        }
-    }
-
-    /// Closes every descriptor held (the confined child: the parent outside cleans up).
-    fn release(&self) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        *held = Default::default();
-    }
-
-    fn exit(&self, code: i32) -> ! {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for (dir, name) in &held.files {
-            // SAFETY: unlinkat on a directory fd we own and a valid C string.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
-        }
-        std::process::exit(code)
-    }
-}
+use crate::config::{Config, Listen};
+use crate::confine::{caps, sandbox, seccomp, signals};
+use crate::control::api;
+use crate::control::stats::Stats;
+use crate::device::backend::{FsBackend, TIMER_EVENT};
+use crate::device::throttle::Limiter;
+use crate::fuse::handler::Handler;
+use crate::fuse::request::Policy;
+use crate::setup::{self, Cleanup, PidFile};
 
 /// Seeded bug for the hostile-input tests: builds with the `seeded-bugs` feature turn name
 /// validation off when this variable is set. Release builds cannot.
@@ -90,7 +37,7 @@ pub fn run(cfg: Config) -> i32 {
         Listen::Path { .. } => None,
     });
     // Released once the handlers exist (after the sandbox's fork, in both processes).
-    setup::hold_termination_signals(true);
+    signals::hold_termination_signals(true);
     setup::logging(cfg.log_level, cfg.syslog);
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
@@ -140,10 +87,11 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     // Isolation, before any thread exists: a sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
     let listener_fd = listener.as_raw_fd();
+    let share = setup::share_options(cfg);
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        |root| crate::fs::open(cfg, policy.check_names, root),
+        |root| crate::fuse::fs::open(&share, policy.check_names, root),
         sandbox::Sides {
             // The confined child: the parent outside holds the host's directories and removes.
             child: || cleanup.release(),
@@ -157,13 +105,14 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let fs = fs
         .and_then(|mut fs| fs.import().map(|()| fs))
         .map_err(|e| format!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display()))?;
-    let file_handles = crate::fs::use_file_handles(cfg).unwrap_or(false);
+    let file_handles = crate::fuse::options::use_file_handles(&share).unwrap_or(false);
     caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
-    spawn_signal_handler(cleanup.clone())
+    let on_signal = cleanup.clone();
+    signals::exit_on_termination(move || on_signal.exit(0))
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Pending signals are delivered now, to the handler (before any serving thread exists).
-    setup::hold_termination_signals(false);
+    signals::hold_termination_signals(false);
 
     let stats = Arc::new(Stats::default());
     let handler = Arc::new(Handler::new(fs, policy, stats.clone()));
@@ -212,18 +161,4 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         }
         Err(e) => Err(format!("vhost-user connection failed: {e}")),
     }
-}
-
-fn spawn_signal_handler(cleanup: Arc<Cleanup>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                info!("signal {sig}: exiting");
-                cleanup.exit(0);
-            }
-        })?;
-    Ok(())
 }

@@ -1,20 +1,39 @@
 //! Start-up steps run once, in order, before the socket is accepted on: logging, the
-//! pid-file lock, the socket itself, the open-files limit.
+//! pid-file lock, the socket itself, the open-files limit, the filesystem's options; and the
+//! [`Cleanup`] that removes the daemon's files at exit.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use log::{info, warn};
 use vhost::vhost_user::Listener;
 
-use crate::cli::{Listen, LogLevel};
+use crate::config::{Config, Listen, LogLevel, SandboxMode};
+use crate::fuse::options::ShareOptions;
 
 /// Where syslog listens on Linux.
+/// The filesystem's settings from the daemon's configuration.
+pub fn share_options(cfg: &Config) -> ShareOptions {
+    ShareOptions {
+        cache: cfg.cache,
+        readdirplus: cfg.readdirplus,
+        writeback: cfg.writeback,
+        allow_direct_io: cfg.allow_direct_io,
+        xattr: cfg.xattr,
+        readonly: cfg.readonly,
+        killpriv_v2: cfg.killpriv_v2,
+        announce_submounts: cfg.announce_submounts,
+        inode_file_handles: cfg.inode_file_handles,
+        sandboxed: cfg.sandbox != SandboxMode::None,
+    }
+}
+
 const SYSLOG_SOCKET: &str = "/dev/log";
 
 fn level_filter(level: LogLevel) -> log::LevelFilter {
@@ -326,26 +345,58 @@ pub fn rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
     }
 }
 
-/// Holds (blocks, so they stay pending) or releases SIGTERM, SIGINT and SIGHUP in this thread.
-///
-/// They are held from start-up until the handler that turns them into a clean exit exists.
-/// Otherwise a signal during start-up kills the daemon without removing its socket, or, sent
-/// to the sandboxed child (pid 1 of its pid namespace, which the kernel protects from signals
-/// it has no handler for), is dropped and the daemon never exits. Threads inherit the mask:
-/// release it before starting the threads that must see these signals.
-pub fn hold_termination_signals(hold: bool) {
-    // SAFETY: sigemptyset/sigaddset initialise the set; pthread_sigmask only reads it.
-    unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(set.as_mut_ptr(), sig);
+/// What the daemon holds of the host's filesystem to clean up: the files we created (socket,
+/// pid lock, API socket), each as (directory fd, name) so removal works whatever the root,
+/// and the pid lock itself. Only the process outside the sandbox keeps it: the confined child
+/// lets go of it ([`Cleanup::release`]), so it holds no descriptor of a host directory, and
+/// the parent removes the files once the child has exited.
+#[derive(Default)]
+pub struct Cleanup {
+    held: Mutex<Held>,
+}
+
+/// The descriptors [`Cleanup`] holds.
+#[derive(Default)]
+struct Held {
+    /// (directory, name) of each file to remove.
+    files: Vec<(std::fs::File, std::ffi::CString)>,
+    /// Kept open: the lock lasts as long as the descriptor.
+    _lock: Option<PidFile>,
+}
+
+impl Cleanup {
+    /// Holds `paths` (created by this daemon) for removal, and the pid lock.
+    pub fn new(paths: &[PathBuf], pid_file: Option<PidFile>) -> Cleanup {
+        let files = paths
+            .iter()
+            .filter_map(|p| {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))).ok()?;
+                let name = std::ffi::CString::new(p.file_name()?.as_bytes()).ok()?;
+                Some((dir, name))
+            })
+            .collect();
+        Cleanup {
+            held: Mutex::new(Held {
+                files,
+                _lock: pid_file,
+            }),
         }
-        let how = if hold {
-            libc::SIG_BLOCK
-        } else {
-            libc::SIG_UNBLOCK
-        };
-        libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut());
+    }
+
+    /// Closes every descriptor held (the confined child: the parent outside cleans up).
+    pub fn release(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held = Default::default();
+    }
+
+    /// Removes the files held and exits with `code`.
+    pub fn exit(&self, code: i32) -> ! {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (dir, name) in &held.files {
+            // SAFETY: unlinkat on a directory fd we own and a valid C string.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+        }
+        std::process::exit(code)
     }
 }

@@ -320,3 +320,92 @@ fn auto_path_with_an_inherited_fd() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http(&api, "GET", "/api/v1/ratelimit", "").0, 200);
 }
+
+/// The value of the sample `series` (name and labels, as written) in a text exposition.
+fn sample(m: &str, series: &str) -> f64 {
+    let line = m
+        .lines()
+        .find(|l| l.split_once(' ').is_some_and(|(s, _)| s == series))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{m}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A live scrape passes `promtool check metrics`, every family of the wire crate is there with
+/// help and type, and the throttle wait histogram holds the real waits: its count and sum are
+/// the stats' throttled requests and total wait, and the longest wait (0.3 s) is above the
+/// 0.0512 s bound.
+#[test]
+fn metrics_pass_promtool_and_the_wait_histogram_holds_the_waits() {
+    use limits_api::wire::metrics;
+    let s = Scratch::new();
+    // 1 MB/s with a 100 kB burst: the first 100 kB write empties the bucket, the next three,
+    // sent at once, wait 0.1, 0.2 and 0.3 s.
+    let _d = s.start_with_api(&["--fs-bw-size=1M", "--fs-bw-burst=100k"]);
+    let api = s.api_socket();
+    let mut fs = FuseSession::connect(s.socket()).unwrap();
+    fs.init().unwrap();
+    let (e, o) = fs
+        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
+        .unwrap();
+    let data = vec![3u8; 100_000];
+    let sent: Vec<_> = (0..4u64)
+        .map(|i| fs.submit_write(e.nodeid, o.fh, i * 100_000, &data).unwrap())
+        .collect();
+    for id in sent {
+        fs.wait_reply(id).unwrap();
+    }
+    let (_, stats) = json(&api, "GET", "/api/v1/stats", "");
+    let (st, m) = http(&api, "GET", "/metrics", "");
+    assert_eq!(st, 200);
+
+    let mut promtool = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("promtool is needed (apt-get install prometheus): {e}"),
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{m}"
+    );
+
+    for family in metrics::ALL {
+        assert!(m.contains(&format!("# HELP {family} ")), "{family}: {m}");
+        assert!(m.contains(&format!("# TYPE {family} ")), "{family}: {m}");
+    }
+    let h = metrics::THROTTLE_WAIT_SECONDS;
+    assert!(m.contains(&format!("# TYPE {h} histogram")), "{m}");
+    let count = sample(&m, &format!("{h}_count"));
+    let throttled = stats["throttled"]["requests"].as_u64().unwrap();
+    assert!(throttled >= 1, "{stats}");
+    assert_eq!(count, throttled as f64, "{m}\n{stats}");
+    let sum = sample(&m, &format!("{h}_sum"));
+    let total = stats["throttled"]["wait_seconds_total"].as_f64().unwrap();
+    assert!((sum - total).abs() < 1e-9, "sum {sum} total {total}");
+    assert_eq!(sample(&m, &format!("{h}_bucket{{le=\"+Inf\"}}")), count);
+    assert!(
+        sample(&m, &format!("{h}_bucket{{le=\"0.0512\"}}")) < count,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, &format!("{h}_bucket{{le=\"13.1072\"}}")),
+        count,
+        "{m}"
+    );
+}

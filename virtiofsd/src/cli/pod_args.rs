@@ -3,7 +3,7 @@
 //! Kata appends a pod's `virtio_fs_extra_args` annotation after the operator's own
 //! `virtio_fs_extra_args`, unfiltered, and the daemon lets the last repeated flag win. An
 //! operator who ends `virtio_fs_extra_args` with `--pod-args-follow` declares everything after it
-//! untrusted. clap hands those tokens over unparsed, and [`PodArgs`] parses them again with a
+//! untrusted. clap hands those tokens over unparsed, and [`apply`] parses them again with a
 //! parser that knows only the `--fs-*` limit flags: any other token (a known daemon flag, an `-o`
 //! option, `--`, a positional, a flag added later) is refused with exit 2, and a limit value is
 //! accepted only when it tightens the operator's. Kata's own trailing `--xattr` (the Go runtime
@@ -11,39 +11,53 @@
 //!
 //! Without the boundary nothing changes: upstream's "last flag wins".
 
-use clap::{CommandFactory, Parser};
+use clap::{Arg, ArgMatches, Command, CommandFactory};
+use limits_api::{tighten, Bucket, Field, Flag, RateLimits, FLAGS};
 
 use crate::cli::{Cli, UsageError};
 
 /// The boundary flag, as the operator writes it last in `virtio_fs_extra_args`.
 pub const BOUNDARY: &str = "--pod-args-follow";
 
-/// What may follow the boundary: the rate-limit flags, nothing else.
-#[derive(Debug, Default, Parser)]
-#[command(
-    name = "pod arguments",
-    no_binary_name = true,
-    disable_help_flag = true,
-    disable_version_flag = true,
-    args_override_self = true
-)]
-pub struct PodArgs {
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_bw_size: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_bw_burst: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_read_bw_size: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_read_bw_burst: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_write_bw_size: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_write_bw_burst: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_ops_size: Option<u64>,
-    #[arg(long, value_parser = crate::cli::quantity)]
-    fs_ops_burst: Option<u64>,
+/// What may follow the boundary: the rate-limit flags of [`FLAGS`], nothing else.
+fn pod_command() -> Command {
+    let args = FLAGS.iter().map(|f| {
+        Arg::new(f.long())
+            .long(f.long())
+            .value_name(f.unit().value_name())
+            .value_parser(crate::cli::quantity)
+    });
+    Command::new("pod arguments")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .args_override_self(true)
+        .args(args)
+}
+
+/// The pod's values, by flag.
+fn pod_limits(m: &ArgMatches) -> RateLimits {
+    let mut out = RateLimits::default();
+    for f in &FLAGS {
+        if let Some(v) = m.get_one::<u64>(f.long()) {
+            out.set(f, *v);
+        }
+    }
+    out
+}
+
+/// The operator's `--fs-*` fields of `cli`, for `bucket`'s `field`.
+fn cli_slot(cli: &mut Cli, bucket: Bucket, field: Field) -> &mut Option<u64> {
+    let (size, burst) = match bucket {
+        Bucket::Bw => (&mut cli.fs_bw_size, &mut cli.fs_bw_burst),
+        Bucket::ReadBw => (&mut cli.fs_read_bw_size, &mut cli.fs_read_bw_burst),
+        Bucket::WriteBw => (&mut cli.fs_write_bw_size, &mut cli.fs_write_bw_burst),
+        Bucket::Ops => (&mut cli.fs_ops_size, &mut cli.fs_ops_burst),
+    };
+    match field {
+        Field::Size => size,
+        Field::Burst => burst,
+    }
 }
 
 /// Why a daemon flag may not come from a pod, by its clap id.
@@ -95,18 +109,11 @@ fn explain(token: &str) -> &'static str {
     }
 }
 
-/// The first token that is not a [`PodArgs`] flag (a flag's separate value is skipped).
+/// The first token that is not a rate-limit flag (a flag's separate value is skipped).
 fn first_unknown(tokens: &[String]) -> Option<&str> {
-    let cmd = PodArgs::command();
-    let flag = |t: &str| {
-        let name = t.strip_prefix("--")?.split('=').next()?;
-        cmd.get_arguments()
-            .any(|a| a.get_long() == Some(name))
-            .then_some(())
-    };
     let mut it = tokens.iter().peekable();
     while let Some(t) = it.next() {
-        if flag(t).is_none() {
+        if Flag::find(t.split('=').next().unwrap_or(t)).is_none() {
             return Some(t);
         }
         if !t.contains('=') && it.peek().is_some_and(|v| !v.starts_with('-')) {
@@ -114,15 +121,6 @@ fn first_unknown(tokens: &[String]) -> Option<&str> {
         }
     }
     None
-}
-
-/// One bucket's operator value and the pod's, as given on the command line.
-struct Pair<'a> {
-    stem: &'static str,
-    size: &'a mut Option<u64>,
-    burst: &'a mut Option<u64>,
-    pod_size: Option<u64>,
-    pod_burst: Option<u64>,
 }
 
 /// Checks `tokens` (everything after the boundary) and applies them to `cli`: tighter limits,
@@ -136,48 +134,29 @@ pub fn apply(cli: &mut Cli, tokens: &[String]) -> Result<(), UsageError> {
     if let Some(t) = tokens.iter().find(|t| t.as_str() == "--") {
         return Err(refuse(t, explain(t)));
     }
-    let pod = PodArgs::try_parse_from(tokens).map_err(|e| match first_unknown(tokens) {
-        Some(t) => refuse(t, explain(t)),
-        // Every token is a limit flag: clap's own complaint about a value.
-        None => {
-            let msg = e.to_string();
-            let line = msg.lines().next().unwrap_or_default();
-            let token = tokens.first().map(String::as_str).unwrap_or_default();
-            refuse(token, line.trim_start_matches("error: "))
+    let pod =
+        pod_command()
+            .try_get_matches_from(tokens)
+            .map_err(|e| match first_unknown(tokens) {
+                Some(t) => refuse(t, explain(t)),
+                // Every token is a limit flag: clap's own complaint about a value.
+                None => {
+                    let msg = e.to_string();
+                    let line = msg.lines().next().unwrap_or_default();
+                    let token = tokens.first().map(String::as_str).unwrap_or_default();
+                    refuse(token, line.trim_start_matches("error: "))
+                }
+            })?;
+    let mut operator = RateLimits::default();
+    for f in &FLAGS {
+        if let Some(v) = *cli_slot(cli, f.bucket, f.field) {
+            operator.set(f, v);
         }
-    })?;
-    let pairs = [
-        Pair {
-            stem: "bw",
-            size: &mut cli.fs_bw_size,
-            burst: &mut cli.fs_bw_burst,
-            pod_size: pod.fs_bw_size,
-            pod_burst: pod.fs_bw_burst,
-        },
-        Pair {
-            stem: "read-bw",
-            size: &mut cli.fs_read_bw_size,
-            burst: &mut cli.fs_read_bw_burst,
-            pod_size: pod.fs_read_bw_size,
-            pod_burst: pod.fs_read_bw_burst,
-        },
-        Pair {
-            stem: "write-bw",
-            size: &mut cli.fs_write_bw_size,
-            burst: &mut cli.fs_write_bw_burst,
-            pod_size: pod.fs_write_bw_size,
-            pod_burst: pod.fs_write_bw_burst,
-        },
-        Pair {
-            stem: "ops",
-            size: &mut cli.fs_ops_size,
-            burst: &mut cli.fs_ops_burst,
-            pod_size: pod.fs_ops_size,
-            pod_burst: pod.fs_ops_burst,
-        },
-    ];
-    for p in pairs {
-        tighten(p)?;
+    }
+    let merged = tighten::apply(&operator, &pod_limits(&pod))
+        .map_err(|r| refuse(&r.token(), &r.reason()))?;
+    for f in &FLAGS {
+        *cli_slot(cli, f.bucket, f.field) = merged.value(f);
     }
     if trailing_xattr {
         cli.xattr = true;
@@ -185,33 +164,33 @@ pub fn apply(cli: &mut Cli, tokens: &[String]) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// Applies one bucket's pod values when they are no looser than the operator's.
-fn tighten(p: Pair<'_>) -> Result<(), UsageError> {
-    let op_size = p.size.unwrap_or(0);
-    let op_burst = p.burst.unwrap_or(op_size);
-    let stem = p.stem;
-    if let Some(size) = p.pod_size {
-        let token = format!("--fs-{stem}-size={size}");
-        if op_size != 0 && (size == 0 || size > op_size) {
-            let why = match size {
-                0 => format!("it would remove the operator's limit --fs-{stem}-size={op_size}"),
-                _ => format!("it is above the operator's --fs-{stem}-size={op_size}"),
-            };
-            return Err(refuse(&token, &why));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The daemon's own `--fs-*` flags are the table's, with its units, and nothing else.
+    #[test]
+    fn the_cli_limit_flags_are_the_table() {
+        let cmd = Cli::command();
+        let ours: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| a.get_long().is_some_and(|l| l.starts_with("fs-")))
+            .collect();
+        assert_eq!(ours.len(), FLAGS.len());
+        for f in &FLAGS {
+            let a = ours
+                .iter()
+                .find(|a| a.get_long() == Some(f.long()))
+                .unwrap_or_else(|| panic!("{f} missing from the command line"));
+            let names: Vec<_> = a.get_value_names().unwrap_or_default().to_vec();
+            assert_eq!(names, [f.unit().value_name()], "{f}");
         }
-        if size != 0 {
-            *p.size = Some(size);
-        }
+        let mut cli = Cli::try_parse_from(["virtiofsd", "--fs-read-bw-burst=7"]).unwrap();
+        assert_eq!(
+            *cli_slot(&mut cli, Bucket::ReadBw, Field::Burst),
+            Some(7),
+            "the slot of a flag is its field"
+        );
     }
-    if let Some(burst) = p.pod_burst {
-        let token = format!("--fs-{stem}-burst={burst}");
-        if op_size != 0 && burst > op_burst {
-            return Err(refuse(
-                &token,
-                &format!("it is above the operator's burst {op_burst} (--fs-{stem}-burst)"),
-            ));
-        }
-        *p.burst = Some(burst);
-    }
-    Ok(())
 }

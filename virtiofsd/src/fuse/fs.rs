@@ -1,7 +1,7 @@
 //! The filesystem the guest sees: fuse-backend-rs's passthrough over the shared directory,
 //! wrapped by [`SharedFs`] for what the library lacks: submount announcement, `--readonly`
 //! opens, switching READDIRPLUS off, extended attributes that act on the named inode
-//! ([`crate::xattr`]), and clearing SUID/SGID on a write that asks for it.
+//! ([`crate::fuse::xattr`]), and clearing SUID/SGID on a write that asks for it.
 
 use std::ffi::CStr;
 use std::io;
@@ -17,12 +17,13 @@ use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, IoctlData, ListxattrReply,
     ZeroCopyReader, ZeroCopyWriter,
 };
-use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig, PassthroughFs};
+use fuse_backend_rs::passthrough::PassthroughFs;
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
-use crate::cli::{CacheMode, Config, InodeFileHandles};
-use crate::mounts::MountPoints;
-use crate::xattr::Xattrs;
+use crate::config::CacheMode;
+use crate::fuse::mounts::MountPoints;
+use crate::fuse::options::{passthrough_config, ShareOptions};
+use crate::fuse::xattr::Xattrs;
 
 /// The filesystem type served to the guest.
 pub type Fs = SharedFs;
@@ -33,48 +34,20 @@ const FUSE_ATTR_SUBMOUNT: u32 = 1;
 /// Directories whose device is remembered for submount checks, at most.
 const DIR_DEV_CACHE: usize = 100_000;
 
-/// Entry/attribute timeout for a cache mode (as upstream virtiofsd).
-pub fn timeout(cache: CacheMode) -> Duration {
-    match cache {
-        CacheMode::Never => Duration::ZERO,
-        CacheMode::Auto => Duration::from_secs(1),
-        CacheMode::Metadata | CacheMode::Always => Duration::from_secs(86400),
-    }
-}
-
 /// Creates the filesystem whose root will be `root_dir` (the shared directory's path as seen
 /// after the sandbox is entered); call [`SharedFs::import`] once that path is right.
 ///
 /// `check_names: false` turns off the library's own name validation too; only tests use it,
 /// to prove the hostile-name tests catch a daemon without checks.
-pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> {
-    let t = timeout(cfg.cache);
-    let pt = PtConfig {
-        root_dir: root_dir.to_string_lossy().into_owned(),
-        cache_policy: match cfg.cache {
-            CacheMode::Never => CachePolicy::Never,
-            CacheMode::Metadata => CachePolicy::Metadata,
-            CacheMode::Auto => CachePolicy::Auto,
-            CacheMode::Always => CachePolicy::Always,
-        },
-        attr_timeout: t,
-        entry_timeout: t,
-        xattr: cfg.xattr,
-        writeback: cfg.writeback,
-        allow_direct_io: cfg.allow_direct_io,
-        killpriv_v2: cfg.killpriv_v2,
-        inode_file_handles: use_file_handles(cfg)?,
-        // `do_import: false` makes the library skip its name checks (it assumes a VFS above).
-        do_import: check_names,
-        ..Default::default()
-    };
+pub fn open(opts: &ShareOptions, check_names: bool, root_dir: &Path) -> io::Result<Fs> {
+    let pt = passthrough_config(opts, check_names, root_dir)?;
     let inner = PassthroughFs::new(pt)?;
     // Opened now, while /proc is reachable; the mount table itself is opened in `import`.
-    let proc_self = match cfg.announce_submounts {
+    let proc_self = match opts.announce_submounts {
         true => Some(std::fs::File::open("/proc/self")?),
         false => None,
     };
-    let xattrs = cfg.xattr.then(Xattrs::open).transpose()?;
+    let xattrs = opts.xattr.then(Xattrs::open).transpose()?;
     Ok(SharedFs {
         inner,
         dir_devs: Default::default(),
@@ -82,53 +55,11 @@ pub fn open(cfg: &Config, check_names: bool, root_dir: &Path) -> io::Result<Fs> 
         mounts: None,
         xattrs,
         killpriv_v2: std::sync::atomic::AtomicBool::new(false),
-        announce_submounts: cfg.announce_submounts,
+        announce_submounts: opts.announce_submounts,
         // `never` also disables READDIRPLUS, as upstream.
-        readdirplus: cfg.readdirplus && cfg.cache != CacheMode::Never,
-        readonly: cfg.readonly,
+        readdirplus: opts.readdirplus && opts.cache != CacheMode::Never,
+        readonly: opts.readonly,
     })
-}
-
-/// Whether to reference inodes by file handles. Opening a handle needs CAP_DAC_READ_SEARCH:
-/// `prefer` falls back to O_PATH descriptors without it; `mandatory` refuses to start.
-///
-/// In a sandbox, file handles are not used: opening one needs the mount's root by a host path
-/// the sandbox no longer has.
-pub fn use_file_handles(cfg: &Config) -> io::Result<bool> {
-    let mode = cfg.inode_file_handles;
-    if cfg.sandbox != crate::sandbox::SandboxMode::None {
-        return match mode {
-            InodeFileHandles::Mandatory => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "--inode-file-handles=mandatory needs --sandbox=none",
-            )),
-            _ => Ok(false),
-        };
-    }
-    const CAP_DAC_READ_SEARCH: u32 = 2;
-    let capable = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_owned();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_DAC_READ_SEARCH) != 0);
-    match (mode, capable) {
-        (InodeFileHandles::Never, _) => Ok(false),
-        (_, true) => Ok(true),
-        (InodeFileHandles::Prefer, false) => {
-            log::info!("no CAP_DAC_READ_SEARCH: inodes are referenced by O_PATH descriptors");
-            Ok(false)
-        }
-        (InodeFileHandles::Mandatory, false) => Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "--inode-file-handles=mandatory needs CAP_DAC_READ_SEARCH",
-        )),
-    }
 }
 
 /// Passthrough plus the behaviour upstream virtiofsd has and the library lacks.
@@ -445,11 +376,11 @@ impl FileSystem for SharedFs {
     ) -> io::Result<usize> {
         // No more than the request was charged for, nor than its chain can hold.
         let room = u32::try_from(w.available_bytes()).unwrap_or(u32::MAX);
-        let size = size.min(crate::budget::allowed()).min(room);
+        let size = size.min(crate::device::budget::allowed()).min(room);
         let n = self
             .inner
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)?;
-        crate::budget::moved(n);
+        crate::device::budget::moved(n);
         Ok(n)
     }
 
@@ -467,7 +398,7 @@ impl FileSystem for SharedFs {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         // The guest changed the request after it was charged.
-        if size > crate::budget::allowed() {
+        if size > crate::device::budget::allowed() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         // Handled here whether or not KILLPRIV_V2 was negotiated, and taken off the request:
@@ -488,7 +419,7 @@ impl FileSystem for SharedFs {
             flags,
             fuse_flags & !WRITE_KILL_PRIV,
         )?;
-        crate::budget::moved(n);
+        crate::device::budget::moved(n);
         Ok(n)
     }
 

@@ -4,6 +4,8 @@ use std::io;
 
 use capng::{Action, CUpdate, Set, Type};
 
+use crate::config::CapChange;
+
 /// Kept by default: file ownership and permission overrides for requests made on behalf of
 /// guest users, and creating device nodes. DAC_READ_SEARCH is added when inodes are referenced
 /// by file handles (open_by_handle_at needs it).
@@ -17,13 +19,6 @@ const KEPT: &[&str] = &[
     "mknod",
     "setfcap",
 ];
-
-/// One `--modcaps` change: `+name` adds, `-name` removes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapChange {
-    pub add: bool,
-    pub name: String,
-}
 
 /// Parses `--modcaps=+sys_admin:-chown` (names with or without `cap_`, any case).
 pub fn parse_modcaps(s: &str) -> Result<Vec<CapChange>, String> {

@@ -1,4 +1,5 @@
-//! Worker threads for `--thread-pool-size=N`: serve chains off the vring thread.
+//! Worker threads for `--thread-pool-size=N`: run jobs (the backend's: serve and complete a
+//! chain) off the vring thread. Generic over the job, so it knows nothing of what it runs.
 //!
 //! A plain locked queue with a condvar: an idle worker sleeps until a job arrives and is woken
 //! only if one is idle. (A spinning channel was measured here: with more workers than cores,
@@ -9,32 +10,20 @@ use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use crate::backend::{complete, Chain, Handler};
-use crate::request::Verdict;
-use crate::vring::FsVring;
-
-struct Job {
-    chain: Chain,
-    verdict: Verdict,
-    vring: FsVring,
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
+struct Queue<J> {
+    jobs: VecDeque<J>,
     idle: usize,
     closed: bool,
 }
 
-#[derive(Default)]
-struct Shared {
-    queue: Mutex<Queue>,
+struct Shared<J> {
+    queue: Mutex<Queue<J>>,
     wake: Condvar,
 }
 
-impl Shared {
+impl<J> Shared<J> {
     /// The next job, sleeping while there is none; None once the pool is closed and empty.
-    fn next(&self) -> Option<Job> {
+    fn next(&self) -> Option<J> {
         let mut q = self.queue.lock().unwrap();
         loop {
             if let Some(job) = q.jobs.pop_front() {
@@ -50,37 +39,42 @@ impl Shared {
     }
 }
 
-/// A fixed set of threads serving chains; each completes and notifies its own requests.
-pub struct Pool {
-    shared: Arc<Shared>,
+/// A fixed set of threads running jobs of type `J`, each with the same function.
+pub struct Pool<J> {
+    shared: Arc<Shared<J>>,
 }
 
-impl Pool {
-    /// Starts `threads` workers serving through `handler`.
-    pub fn new(threads: usize, handler: Arc<Handler>) -> io::Result<Self> {
-        let shared = Arc::new(Shared::default());
+impl<J: Send + 'static> Pool<J> {
+    /// Starts `threads` workers, each running `run` on the jobs it takes.
+    pub fn new<F>(threads: usize, run: F) -> io::Result<Self>
+    where
+        F: Fn(J) + Send + Sync + 'static,
+    {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                idle: 0,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let run = Arc::new(run);
         for i in 0..threads {
             let shared = shared.clone();
-            let handler = handler.clone();
+            let run = run.clone();
             thread::Builder::new()
                 .name(format!("fs-worker-{i}"))
                 .spawn(move || {
                     while let Some(job) = shared.next() {
-                        let len = handler.serve(&job.chain, job.verdict);
-                        complete(&job.vring, job.chain.head_index(), len);
+                        run(job);
                     }
                 })?;
         }
         Ok(Pool { shared })
     }
 
-    /// Queues a chain for the workers.
-    pub fn submit(&self, chain: Chain, verdict: Verdict, vring: FsVring) {
-        let job = Job {
-            chain,
-            verdict,
-            vring,
-        };
+    /// Queues a job for the workers.
+    pub fn submit(&self, job: J) {
         let wake = {
             let mut q = self.shared.queue.lock().unwrap();
             q.jobs.push_back(job);
@@ -93,7 +87,7 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
+impl<J> Drop for Pool<J> {
     /// Workers finish the queued jobs, then exit.
     fn drop(&mut self) {
         self.shared.queue.lock().unwrap().closed = true;

@@ -1,10 +1,10 @@
 //! What the request being served on this thread may move: the bytes it was charged for.
 //!
 //! The guest can rewrite a request in its memory between inspection (where it is charged) and
-//! serving (where the library reads it again). [`Handler::serve`](crate::backend::Handler::serve)
-//! runs the request inside [`serving`] with the charged byte count, and the filesystem's READ
-//! and WRITE consult [`allowed`]: a READ moves no more than that, a WRITE asking for more is
-//! refused. What they really move is added up with [`moved`], which is what the statistics count.
+//! serving (where the library reads it again). The FUSE handler (`fuse::handler`) runs the
+//! request inside [`serving`] with the charged byte count, and the filesystem's READ and WRITE
+//! consult [`allowed`]: a READ moves no more than that, a WRITE asking for more is refused.
+//! What they really move is added up with [`moved`], which is what the statistics count.
 
 use std::cell::Cell;
 

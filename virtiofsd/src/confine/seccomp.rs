@@ -7,20 +7,8 @@
 
 use std::io;
 
+use crate::config::SeccompAction;
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-
-/// What happens on a system call outside the list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SeccompAction {
-    /// No filter.
-    None,
-    /// Kill the process (default).
-    Kill,
-    /// Log it and let it through.
-    Log,
-    /// Send SIGSYS.
-    Trap,
-}
 
 /// The system calls the daemon needs (x86_64 and aarch64 names; unknown names are skipped).
 const ALLOWED: &[&str] = &[

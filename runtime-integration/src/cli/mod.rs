@@ -46,22 +46,22 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+mod limit_args;
+mod run;
+
+pub use limit_args::LimitArgs;
+pub use run::VMM_EXIT_AFTER_DISCONNECT;
+
 use crate::annotations;
-use crate::api::{BucketUpdate, RateLimitUpdate, BUCKETS};
 use crate::command::{CommandOptions, LaunchStyle};
 use crate::config::VirtioFsConfig;
 use crate::error::{Error, Result};
-use crate::supervisor::{
-    reset_signal_mask, ChildWatch, CleanExitCause, Daemon, ExitEvent, StartOptions, Supervisor,
-    DEFAULT_LOG_LIMIT, DEFAULT_STATE_DIR,
-};
+use crate::supervisor::{StartOptions, Supervisor, DEFAULT_LOG_LIMIT, DEFAULT_STATE_DIR};
 use crate::vmm::{self, Vmm};
 
 /// `virtiofs-sandbox`: start and supervise one virtiofsd per Kata sandbox.
@@ -199,85 +199,6 @@ pub struct StartArgs {
     pub settle: f64,
 }
 
-fn quantity(s: &str) -> std::result::Result<u64, String> {
-    ratelimit::parse_quantity(s).map_err(|e| e.to_string())
-}
-
-/// The `limits` flags: the daemon's own rate-limit flags and units.
-#[derive(Debug, Default, Args)]
-pub struct LimitArgs {
-    /// Total bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_bw_size: Option<u64>,
-    /// Total bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_bw_burst: Option<u64>,
-    /// Read bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_read_bw_size: Option<u64>,
-    /// Read bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_read_bw_burst: Option<u64>,
-    /// Write bandwidth, bytes/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_write_bw_size: Option<u64>,
-    /// Write bandwidth burst, bytes.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_write_bw_burst: Option<u64>,
-    /// Requests/s (0 removes the limit).
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_ops_size: Option<u64>,
-    /// Request burst.
-    #[arg(long, value_name = "Q", value_parser = quantity)]
-    pub fs_ops_burst: Option<u64>,
-}
-
-impl LimitArgs {
-    /// `(bucket, size, burst)` for each of [`BUCKETS`].
-    fn buckets(&self) -> [(&'static str, Option<u64>, Option<u64>); 4] {
-        [
-            (BUCKETS[0], self.fs_bw_size, self.fs_bw_burst),
-            (BUCKETS[1], self.fs_read_bw_size, self.fs_read_bw_burst),
-            (BUCKETS[2], self.fs_write_bw_size, self.fs_write_bw_burst),
-            (BUCKETS[3], self.fs_ops_size, self.fs_ops_burst),
-        ]
-    }
-
-    /// The PATCH body. A burst without a size takes the bucket's size from `current` (the
-    /// daemon's GET answer), which is only fetched when needed.
-    pub fn update(
-        &self,
-        current: impl FnOnce() -> Result<serde_json::Value>,
-    ) -> Result<RateLimitUpdate> {
-        let mut u = RateLimitUpdate::default();
-        let mut current = Some(current);
-        let mut fetched: Option<serde_json::Value> = None;
-        for (name, size, burst) in self.buckets() {
-            let size = match (size, burst) {
-                (None, None) => continue,
-                (Some(s), _) => s,
-                (None, Some(_)) => {
-                    if fetched.is_none() {
-                        fetched = Some((current.take().expect("fetched once"))()?);
-                    }
-                    let flag = format!("--fs-{}-burst", name.replace('_', "-"));
-                    match fetched.as_ref().and_then(|v| v[name]["size"].as_u64()) {
-                        Some(s) if s > 0 => s,
-                        _ => {
-                            return Err(Error::NotSupported(format!(
-                                "{flag} on an unlimited bucket: give --fs-{}-size too",
-                                name.replace('_', "-")
-                            )))
-                        }
-                    }
-                }
-            };
-            *u.bucket_mut(name).expect("known bucket") = Some(BucketUpdate { size, burst });
-        }
-        Ok(u)
-    }
-}
-
 impl StartArgs {
     fn config(&self) -> Result<VirtioFsConfig> {
         let mut cfg = VirtioFsConfig::load(&self.config, &self.hypervisor)?;
@@ -370,7 +291,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Run { start, vmm } => run(start, vmm),
+        Cmd::Run { start, vmm } => run::run(start, vmm),
         Cmd::Limits {
             id,
             state_dir,
@@ -463,279 +384,4 @@ fn start(a: StartArgs) -> Result<i32> {
         "vmm": { "hypervisor": cfg.hypervisor, "args": vmm_args },
     }));
     Ok(0)
-}
-
-/// A safety net only: how long a VMM that closed its virtio-fs connection (so the daemon
-/// exited 0) may take to exit before it is taken for hung and killed.
-pub const VMM_EXIT_AFTER_DISCONNECT: Duration = Duration::from_secs(10);
-
-enum Event {
-    Daemon(ExitEvent),
-    Vmm(ExitEvent),
-    Signal(i32),
-}
-
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-fn spawn_vmm(
-    program: &str,
-    args: &[String],
-    tx: mpsc::Sender<Event>,
-) -> Result<std::sync::Arc<ChildWatch>> {
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::inherit());
-    // SAFETY: async-signal-safe calls only.
-    unsafe {
-        cmd.pre_exec(|| {
-            reset_signal_mask();
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    use std::os::unix::process::CommandExt;
-    let child = cmd
-        .spawn()
-        .map_err(Error::io(format!("starting the VMM {program}")))?;
-    Ok(ChildWatch::spawn(
-        child,
-        Some(Box::new(move |ev| {
-            let _ = tx.send(Event::Vmm(ev));
-        })),
-    ))
-}
-
-fn run(a: StartArgs, vmm_cmd: Vec<String>) -> Result<i32> {
-    // Block the termination signals before any thread exists; one thread takes them with
-    // sigwait and the VMM gets them forwarded. Children get an empty mask back.
-    let set = signal_set();
-    // SAFETY: changing this thread's mask; threads spawned later inherit it.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let (tx, rx) = mpsc::channel::<Event>();
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || loop {
-            let mut sig = 0;
-            // SAFETY: waits for one of the blocked signals.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 && tx.send(Event::Signal(sig)).is_err()
-            {
-                return;
-            }
-        });
-    }
-
-    let cfg = a.config()?;
-    let (program, user_args) = vmm_cmd.split_first().expect("clap requires a VMM");
-    if let Some(reason) = cfg.no_daemon_reason() {
-        eprintln!("virtiofs-sandbox: {reason}; running the VMM unchanged");
-        let w = spawn_vmm(program, user_args, tx)?;
-        return Ok(wait_vmm_only(&rx, &w));
-    }
-    let vmm_kind = Vmm::from_hypervisor(&cfg.hypervisor)?;
-    let sup = Supervisor::new(&a.state_dir);
-    let mut opts = a.options();
-    opts.die_with_parent = true;
-    let dtx = tx.clone();
-    let mut daemon = sup.start(
-        &a.sandbox_id,
-        &cfg,
-        &a.shared_dir,
-        &opts,
-        Some(Box::new(move |ev| {
-            let _ = dtx.send(Event::Daemon(ev));
-        })),
-    )?;
-    let (args, mib) = match vmm::complete_command(
-        vmm_kind,
-        user_args,
-        daemon.socket(),
-        cfg.virtio_fs_queue_size,
-    ) {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = daemon.stop(Duration::from_secs(2));
-            return Err(e);
-        }
-    };
-    eprintln!(
-        "virtiofs-sandbox: sandbox {}: virtiofsd pid {} on {} ({} MiB shared guest RAM; API {}); starting {program}",
-        a.sandbox_id,
-        daemon.pid(),
-        daemon.socket().display(),
-        mib,
-        daemon.paths().api_socket.display()
-    );
-    let vmm = match spawn_vmm(program, &args, tx) {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = daemon.stop(Duration::from_secs(2));
-            return Err(e);
-        }
-    };
-    loop {
-        match rx.recv() {
-            Ok(Event::Signal(sig)) => {
-                vmm.signal(sig);
-            }
-            Ok(Event::Daemon(ev)) => return Ok(daemon_exited(ev, &mut daemon, &vmm, &rx)),
-            Ok(Event::Vmm(ev)) => {
-                if let Err(e) = daemon.stop(Duration::from_secs(2)) {
-                    eprintln!("virtiofs-sandbox: stopping virtiofsd: {e}");
-                }
-                return Ok(ev.shell_code());
-            }
-            Err(_) => return Ok(1),
-        }
-    }
-}
-
-/// `run`'s answer to the daemon's exit, decided by its cause. A daemon that exited 0 because
-/// its frontend closed the connection (or without saying why) was left by a VMM on its way
-/// out: the VMM's own exit status is the result (a VMM still running
-/// [`VMM_EXIT_AFTER_DISCONNECT`] later is killed). A daemon that failed, was killed, or was
-/// stopped by a signal while the VMM runs took the guest's filesystem away: the VMM is killed
-/// at once and `run` fails.
-fn daemon_exited(
-    ev: ExitEvent,
-    daemon: &mut Daemon,
-    vmm: &ChildWatch,
-    rx: &mpsc::Receiver<Event>,
-) -> i32 {
-    let stop_daemon = |daemon: &mut Daemon| {
-        if let Err(e) = daemon.stop(Duration::from_secs(1)) {
-            eprintln!("virtiofs-sandbox: stopping virtiofsd: {e}");
-        }
-    };
-    if let Some(v) = vmm.exit() {
-        stop_daemon(daemon);
-        return v.shell_code();
-    }
-    let cause = (ev.code == Some(0)).then(|| daemon.clean_exit_cause());
-    let reason = match cause {
-        Some(CleanExitCause::FrontendDisconnected | CleanExitCause::Unknown) => {
-            let deadline = Instant::now() + VMM_EXIT_AFTER_DISCONNECT;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(Event::Signal(sig)) => {
-                        vmm.signal(sig);
-                    }
-                    Ok(Event::Vmm(v)) => {
-                        stop_daemon(daemon);
-                        return v.shell_code();
-                    }
-                    Ok(Event::Daemon(_)) => {}
-                    Err(_) => break,
-                }
-            }
-            format!(
-                "exited ({}, {}), but the VMM (pid {}) was still running {:?} later: taken \
-                 for hung",
-                ev.describe(),
-                match cause {
-                    Some(CleanExitCause::FrontendDisconnected) => "the VMM closed its connection",
-                    _ => "no cause in its log",
-                },
-                vmm.pid(),
-                VMM_EXIT_AFTER_DISCONNECT
-            )
-        }
-        Some(CleanExitCause::Signal) => format!(
-            "was stopped by a signal ({}) while the VMM was running",
-            ev.describe()
-        ),
-        None => format!("exited ({}) while the VMM was running", ev.describe()),
-    };
-    vmm.signal(libc::SIGKILL);
-    eprintln!(
-        "virtiofs-sandbox: virtiofsd (pid {}) {reason}; VMM killed. Daemon log tail:\n{}",
-        ev.pid,
-        daemon.log_tail(20)
-    );
-    let code = vmm
-        .wait_timeout(Duration::from_secs(5))
-        .map(|e| e.shell_code())
-        .unwrap_or(1);
-    stop_daemon(daemon);
-    if code == 0 {
-        1
-    } else {
-        code
-    }
-}
-
-fn wait_vmm_only(rx: &mpsc::Receiver<Event>, vmm: &ChildWatch) -> i32 {
-    loop {
-        match rx.recv() {
-            Ok(Event::Signal(sig)) => {
-                vmm.signal(sig);
-            }
-            Ok(Event::Vmm(ev)) => return ev.shell_code(),
-            Ok(Event::Daemon(_)) => {}
-            Err(_) => return 1,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
-
-    fn parse(args: &[&str]) -> LimitArgs {
-        let mut v = vec!["virtiofs-sandbox", "limits", "pod"];
-        v.extend_from_slice(args);
-        match Cli::try_parse_from(v).unwrap().command {
-            Cmd::Limits { limits, .. } => limits,
-            o => panic!("{o:?}"),
-        }
-    }
-
-    #[test]
-    fn limit_flags_become_a_patch_of_the_buckets_given() {
-        let gets = Cell::new(0);
-        let current = || {
-            gets.set(gets.get() + 1);
-            Ok(json!({"bw": {"size": 7, "burst": 9}, "ops": {"size": 0, "burst": 0}}))
-        };
-        let u = parse(&[
-            "--fs-bw-size=2M",
-            "--fs-read-bw-size",
-            "4Ki",
-            "--fs-read-bw-burst=8Ki",
-        ])
-        .update(current)
-        .unwrap();
-        assert_eq!(gets.get(), 0, "no GET when every burst has its size");
-        assert_eq!(
-            serde_json::to_string(&u).unwrap(),
-            r#"{"bw":{"size":2000000},"read_bw":{"size":4096,"burst":8192}}"#
-        );
-        // A burst alone keeps the current size (one GET for all buckets).
-        let u = parse(&["--fs-bw-burst=1k"]).update(current).unwrap();
-        assert_eq!(gets.get(), 1);
-        assert_eq!(
-            u.bw,
-            Some(BucketUpdate {
-                size: 7,
-                burst: Some(1000)
-            })
-        );
-        let e = parse(&["--fs-ops-burst=5"]).update(current).unwrap_err();
-        assert!(e.to_string().contains("give --fs-ops-size too"), "{e}");
-        assert!(parse(&[]).update(current).unwrap().is_empty());
-        for bad in ["--fs-bw-size=-1", "--fs-ops-size=1.5", "--fs-bw-burst=10X"] {
-            let v = ["virtiofs-sandbox", "limits", "pod", bad];
-            assert!(Cli::try_parse_from(v).is_err(), "{bad}");
-        }
-    }
 }

@@ -1,25 +1,43 @@
 //! Counters since start, for the API's `/api/v1/stats` and `/metrics`.
 //!
-//! Lock-free: a served request costs two relaxed atomic additions. Throttle waits go into a
-//! log-linear histogram (8 steps per power of two of microseconds, ≤ 9 % error) for the p99.
+//! Lock-free: a served request costs two relaxed atomic additions. A throttle wait is observed
+//! into the Prometheus histogram of `/metrics` (which also holds the count and total) and into
+//! a finer log-linear one (8 steps per power of two of microseconds, ≤ 9 % error) for the p99.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use limits_api::wire::metrics::THROTTLE_WAIT_SECONDS;
+use limits_api::wire::{Bytes, Requests, StatsView, Throttled};
+use prometheus::{Histogram, HistogramOpts};
 
-use crate::request::Cost;
+use crate::fuse::request::Cost;
 
 const SUB: u32 = 8; // steps per octave
 const BUCKETS: usize = 64 * SUB as usize;
+
+/// Upper bounds of the throttle wait histogram, in seconds: 100 µs doubling to 13 s (and +Inf).
+fn wait_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(1e-4, 2.0, 18).expect("valid bucket parameters")
+}
+
+/// The histogram [`Stats::record_wait`] observes every throttle wait into.
+pub fn wait_histogram() -> Histogram {
+    let opts = HistogramOpts::new(
+        THROTTLE_WAIT_SECONDS,
+        "Time throttled requests waited for rate-limit tokens.",
+    )
+    .buckets(wait_buckets());
+    Histogram::with_opts(opts).expect("valid histogram options")
+}
 
 /// What the daemon has done since it started.
 pub struct Stats {
     start: Instant,
     requests: [AtomicU64; 3],
     bytes: [AtomicU64; 2],
-    throttled: AtomicU64,
-    wait_ns: AtomicU64,
+    /// Every wait, for `/metrics`, and their count and sum for both endpoints.
+    wait_histogram: Histogram,
     waits: Box<[AtomicU64]>,
 }
 
@@ -29,43 +47,10 @@ impl Default for Stats {
             start: Instant::now(),
             requests: Default::default(),
             bytes: Default::default(),
-            throttled: AtomicU64::new(0),
-            wait_ns: AtomicU64::new(0),
+            wait_histogram: wait_histogram(),
             waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
-}
-
-/// A point-in-time copy, as `/api/v1/stats` returns it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Snapshot {
-    pub uptime_seconds: f64,
-    pub requests: Requests,
-    pub bytes: Bytes,
-    pub throttled: Throttled,
-}
-
-/// Requests served on the request queue, by kind.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Requests {
-    pub read: u64,
-    pub write: u64,
-    pub metadata: u64,
-}
-
-/// File bytes READs and WRITEs moved (served, not asked for).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Bytes {
-    pub read: u64,
-    pub write: u64,
-}
-
-/// Requests that waited for tokens, and how long.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Throttled {
-    pub requests: u64,
-    pub wait_seconds_total: f64,
-    pub wait_seconds_p99: f64,
 }
 
 /// Histogram bucket of a wait in microseconds: octave × 8 + the next three bits.
@@ -110,9 +95,7 @@ impl Stats {
 
     /// Counts one request that waited `wait` for its tokens.
     pub fn record_wait(&self, wait: Duration) {
-        self.throttled.fetch_add(1, Relaxed);
-        self.wait_ns
-            .fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.wait_histogram.observe(wait.as_secs_f64());
         let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         self.waits[bucket(us).min(BUCKETS - 1)].fetch_add(1, Relaxed);
     }
@@ -135,9 +118,14 @@ impl Stats {
         Duration::ZERO
     }
 
+    /// The throttle waits, as `/metrics` encodes them.
+    pub fn wait_histogram(&self) -> &Histogram {
+        &self.wait_histogram
+    }
+
     /// A copy of every counter.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    pub fn snapshot(&self) -> StatsView {
+        StatsView {
             uptime_seconds: self.start.elapsed().as_secs_f64(),
             requests: Requests {
                 read: self.requests[0].load(Relaxed),
@@ -149,8 +137,8 @@ impl Stats {
                 write: self.bytes[1].load(Relaxed),
             },
             throttled: Throttled {
-                requests: self.throttled.load(Relaxed),
-                wait_seconds_total: self.wait_ns.load(Relaxed) as f64 / 1e9,
+                requests: self.wait_histogram.get_sample_count(),
+                wait_seconds_total: self.wait_histogram.get_sample_sum(),
                 wait_seconds_p99: self.wait_p99().as_secs_f64(),
             },
         }
@@ -212,5 +200,23 @@ mod tests {
         assert!((snap.throttled.wait_seconds_total - 0.599).abs() < 1e-9);
         let p99 = snap.throttled.wait_seconds_p99;
         assert!((0.001..0.0012).contains(&p99), "p99 {p99}");
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn waits_land_in_their_buckets() {
+        let h = wait_histogram();
+        for ms in [1, 1, 3, 500] {
+            h.observe(f64::from(ms) / 1000.0);
+        }
+        let b = wait_buckets();
+        assert_eq!(b.first(), Some(&1e-4));
+        assert!(b.last().unwrap() > &10.0, "{b:?}");
+        assert_eq!(h.get_sample_count(), 4);
+        assert!((h.get_sample_sum() - 0.505).abs() < 1e-9);
     }
 }

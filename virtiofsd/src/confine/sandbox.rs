@@ -24,16 +24,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Process isolation mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SandboxMode {
-    /// Namespaces + pivot_root into the shared directory (default; needs root).
-    Namespace,
-    /// New pid and mount namespaces + chroot into the shared directory (needs root).
-    Chroot,
-    /// No sandbox.
-    None,
-}
+use crate::config::SandboxMode;
+use crate::confine::signals;
 
 fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
     if rc == 0 {
@@ -80,7 +72,9 @@ pub fn needs_root(mode: SandboxMode) -> bool {
 /// only the parent needs; the parent outside runs `parent_exited(status)` once the child has
 /// exited (removing what must go), then exits with that status.
 pub struct Sides<C: FnOnce(), E: FnOnce(i32)> {
+    /// Runs in the confined child, first.
     pub child: C,
+    /// Runs in the parent once the child has exited, with its status.
     pub parent_exited: E,
 }
 
@@ -180,9 +174,9 @@ fn wait_child(child: libc::pid_t) -> i32 {
             log::warn!("cannot forward signal {sig} to the sandboxed daemon: {e}");
         }
     }
-    // Held since start-up (see setup::hold_termination_signals): forward what arrived. The
+    // Held since start-up (see signals::hold_termination_signals): forward what arrived. The
     // child still holds them until its own handler exists, so none is lost.
-    crate::setup::hold_termination_signals(false);
+    signals::hold_termination_signals(false);
     let mut status = 0;
     loop {
         // SAFETY: waitpid writes the status of our own child.

@@ -18,61 +18,19 @@ use std::time::Instant;
 use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::backend::Chain;
-use crate::request::{self, Verdict};
-use crate::stats::Stats;
-use crate::vring::FsVring;
-
-/// The configured limits (size 0: unlimited).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// READ + WRITE bytes per second.
-    pub bw: Limit,
-    /// READ bytes per second.
-    pub read_bw: Limit,
-    /// WRITE bytes per second.
-    pub write_bw: Limit,
-    /// Requests per second on the request queue.
-    pub ops: Limit,
-}
-
-impl Limits {
-    /// The bucket each field configures.
-    pub fn buckets(&self) -> [(Bucket, Limit); 4] {
-        [
-            (Bucket::Bw, self.bw),
-            (Bucket::ReadBw, self.read_bw),
-            (Bucket::WriteBw, self.write_bw),
-            (Bucket::Ops, self.ops),
-        ]
-    }
-
-    /// Whether no limit is set.
-    pub fn is_unlimited(&self) -> bool {
-        self.buckets().iter().all(|(_, l)| l.is_unlimited())
-    }
-}
-
-impl std::fmt::Display for Limits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_unlimited() {
-            return write!(f, "none");
-        }
-        let mut first = true;
-        for (b, l) in self.buckets().iter().filter(|(_, l)| !l.is_unlimited()) {
-            let unit = if *b == Bucket::Ops { "req" } else { "B" };
-            let sep = if first { "" } else { ", " };
-            write!(f, "{sep}{b} {} {unit}/s (burst {} {unit})", l.size, l.burst)?;
-            first = false;
-        }
-        Ok(())
-    }
-}
+pub use crate::config::Limits;
+use crate::control::stats::Stats;
+use crate::device::chain::Chain;
+use crate::device::vring::FsVring;
+use crate::fuse::request::{self, Verdict};
 
 /// A chain waiting for tokens, with what is needed to finish it later.
 pub struct Parked {
+    /// The chain, still in flight.
     pub chain: Chain,
+    /// What inspection decided (always `Serve`).
     pub verdict: Verdict,
+    /// The ring it completes into.
     pub vring: FsVring,
     /// When it was parked.
     pub since: Instant,
@@ -174,7 +132,7 @@ impl Limiter {
             vring: vring.clone(),
             since: now,
         };
-        th.park(item, class, cost, now);
+        th.park(item, class, cost);
         arm(th, timer, now);
         None
     }

@@ -17,7 +17,8 @@ use vhost_user_backend::{VringRwLock, VringStateGuard, VringStateMutGuard, Vring
 use virtio_queue::Error as VirtQueError;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::MAX_QUEUE_SIZE;
+/// Largest queue the device accepts (the virtio maximum; Kata uses 1024).
+pub const MAX_QUEUE_SIZE: usize = 32768;
 
 /// Guest memory as the daemon maps it (no dirty bitmap: no migration).
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;

@@ -24,7 +24,7 @@ use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
 
 /// The readable bytes of a request, front to back: the library's `Reader`, or the
-/// allocation-free `backend::ChainBytes` the vring thread inspects with.
+/// allocation-free `handler::ChainBytes` the vring thread inspects with.
 pub trait Source {
     /// Readable bytes left.
     fn available_bytes(&self) -> usize;
@@ -52,7 +52,7 @@ pub const NAME_MAX: usize = 255;
 /// Longest symlink target (Linux `PATH_MAX` without the NUL).
 pub const PATH_MAX: usize = 4095;
 
-use crate::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
+use crate::fuse::xattr::{XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 /// Opcode numbers as `u32` constants, for matching.
 mod op {
@@ -134,14 +134,20 @@ impl Cost {
 pub enum Verdict {
     /// Hand the request to the filesystem server.
     Serve {
+        /// The request's id, echoed in the reply.
         unique: u64,
+        /// The FUSE opcode.
         opcode: u32,
+        /// What the limits charge for it.
         cost: Cost,
     },
     /// Answer with this errno without touching the filesystem.
     Reject {
+        /// The request's id, echoed in the reply.
         unique: u64,
+        /// The FUSE opcode.
         opcode: u32,
+        /// The error replied.
         errno: i32,
     },
     /// No reply is possible or expected (FORGET, INTERRUPT, an unreadable header).

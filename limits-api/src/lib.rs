@@ -1,0 +1,20 @@
+//! What the daemon, its supervisor (`runtime-integration`) and the tests must agree on, defined
+//! once:
+//!
+//! - [`flags`]: the eight `--fs-*` rate-limit flags (which bucket, size or burst, what unit)
+//!   and the values a command line gives them ([`RateLimits`]);
+//! - [`tighten`]: the only-tighten rule, by which a pod's limit applies only if it is no looser
+//!   than the operator's;
+//! - [`wire`]: the JSON bodies of the control API (`/api/v1/ratelimit`, `/api/v1/stats`,
+//!   errors), its paths and content types, and the Prometheus metric names of `/metrics`.
+//!
+//! No I/O and no parsing beyond the flags' values ([`ratelimit::parse_quantity`]).
+
+#![deny(missing_docs)]
+
+pub mod flags;
+pub mod tighten;
+pub mod wire;
+
+pub use flags::{Field, Flag, LimitFlags, RateLimits, Unit, FLAGS};
+pub use ratelimit::Bucket;
