@@ -123,7 +123,7 @@ impl Generator {
             block_size: match w {
                 Workload::SeqRead | Workload::SeqWrite => self.cfg.seq_bs,
                 Workload::RandRead | Workload::RandWrite => self.cfg.rand_bs,
-                Workload::Meta => 0,
+                Workload::Meta | Workload::Churn => 0,
             },
             queue_depth: self.cfg.queue_depth,
             seconds: secs,

@@ -12,7 +12,6 @@ pub(super) enum MetaStep {
     Unlink,
 }
 
-
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct MetaState {
     pub(super) iter: u64,

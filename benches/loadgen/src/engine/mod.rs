@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vm_memory::ByteValued;
 use vufs_frontend::fuse::{
-    cstr, parse_obj, CreateIn, EntryOut, GetattrIn, InHeader, Opcode, OpenOut, OutHeader, ReadIn,
-    ReleaseIn, WriteIn, WriteOut, IN_HEADER_LEN, OUT_HEADER_LEN,
+    cstr, parse_obj, CreateIn, EntryOut, GetattrIn, InHeader, MknodIn, Opcode, OpenOut, OutHeader,
+    ReadIn, ReleaseIn, WriteIn, WriteOut, IN_HEADER_LEN, OUT_HEADER_LEN,
 };
 use vufs_frontend::virtqueue::ChainData;
 use vufs_frontend::{
@@ -30,6 +30,7 @@ use crate::pattern;
 use crate::procfs;
 use crate::stats::quantile_sorted;
 
+mod churn;
 mod data;
 mod files;
 mod measure;
@@ -53,7 +54,6 @@ pub const WRITE_FILE: &str = "write.dat";
 pub const META_DIR: &str = "meta";
 const READ_ID: u8 = 1;
 const WRITE_ID: u8 = 2;
-
 
 type Res<T> = std::result::Result<T, Fatal>;
 
@@ -83,7 +83,6 @@ struct InFlight {
     len: u32,
     step: MetaStep,
 }
-
 
 /// A connected generator.
 pub struct Generator {
@@ -118,7 +117,6 @@ fn connect_retry(cfg: &Config, opts: &ConnectOptions) -> Res<FuseSession> {
         }
     }
 }
-
 
 impl Generator {
     /// Connect, INIT, prepare files and open them.
@@ -429,7 +427,6 @@ impl Generator {
         }
     }
 
-
     /// Run one workload.
     pub fn run(&mut self, w: Workload) -> Res<WorkloadResult> {
         let mut m = Measure::new(self.cfg.interval);
@@ -439,13 +436,13 @@ impl Generator {
         }
         match w {
             Workload::Meta => self.run_meta(&mut m)?,
+            Workload::Churn => self.run_churn(&mut m)?,
             _ => self.run_data(w, &mut m)?,
         }
         let r = self.finish(w, m);
         self.report.results.push(r.clone());
         Ok(r)
     }
-
 
     /// After the workloads: with a shared directory, check the written file on the host.
     pub fn finish_run(mut self) -> RunReport {

@@ -16,16 +16,21 @@ pub enum Workload {
     RandWrite,
     /// CREATE, GETATTR, LOOKUP, RELEASE, UNLINK cycles (FORGETs batched on the hiprio queue).
     Meta,
+    /// Rounds of [`Config::churn_files`] new files all alive at once (MKNOD), then forgotten
+    /// (BATCH_FORGET) and unlinked, so that the host's reuse of inode numbers cannot hide
+    /// what a daemon keeps per file it has seen.
+    Churn,
 }
 
 impl Workload {
     /// Every workload, in the order the generator runs them by default.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::SeqRead,
         Workload::SeqWrite,
         Workload::RandRead,
         Workload::RandWrite,
         Workload::Meta,
+        Workload::Churn,
     ];
 
     /// Stable name (`seq-read`, ...).
@@ -36,6 +41,7 @@ impl Workload {
             Workload::RandRead => "rand-read",
             Workload::RandWrite => "rand-write",
             Workload::Meta => "meta",
+            Workload::Churn => "churn",
         }
     }
 
@@ -46,7 +52,7 @@ impl Workload {
 
     /// Whether this is a data (byte-moving) workload.
     pub fn is_data(self) -> bool {
-        self != Workload::Meta
+        !matches!(self, Workload::Meta | Workload::Churn)
     }
 }
 
@@ -84,6 +90,8 @@ pub struct Config {
     pub reply_timeout: Duration,
     /// Seed of the random offsets.
     pub seed: u64,
+    /// Files alive at once in each round of the `churn` workload.
+    pub churn_files: u64,
 }
 
 impl Default for Config {
@@ -103,6 +111,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(10),
             seed: 0x1234_5678,
+            churn_files: 10_000,
         }
     }
 }
