@@ -88,7 +88,71 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.3}")).unwrap_or_else(|| "–".into())
 }
 
-const WORKLOADS: [&str; 5] = ["seq-read", "seq-write", "rand-read", "rand-write", "meta"];
+const WORKLOADS: [&str; 6] = [
+    "seq-read",
+    "seq-write",
+    "rand-read",
+    "rand-write",
+    "meta",
+    "churn",
+];
+
+/// Per-round ratios `a/b` of one metric (runs paired by round): (min, max) over the rounds.
+/// This is the spread a ratio of medians must be read against.
+fn round_range(
+    host: &Value,
+    a: &str,
+    b: &str,
+    pool: u64,
+    w: &str,
+    path: &[&str],
+) -> Option<(f64, f64)> {
+    let mut by_round: BTreeMap<u64, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    for run in host["runs"].as_array().into_iter().flatten() {
+        if run["pool"].as_u64() != Some(pool) {
+            continue;
+        }
+        let var = run["variant"].as_str().unwrap_or("");
+        let Some(r) = run["report"]["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["workload"].as_str() == Some(w))
+        else {
+            continue;
+        };
+        let v = path.iter().fold(r, |v, k| &v[*k]).as_f64();
+        let e = by_round
+            .entry(run["round"].as_u64().unwrap_or(0))
+            .or_default();
+        if var == a {
+            e.0 = v;
+        } else if var == b {
+            e.1 = v;
+        }
+    }
+    let rs: Vec<f64> = by_round
+        .values()
+        .filter_map(|&(x, y)| match (x, y) {
+            (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+            _ => None,
+        })
+        .collect();
+    let (lo, _, hi) = min_med_max(&rs)?;
+    Some((lo, hi))
+}
+
+fn fmt_range(r: Option<(f64, f64)>) -> String {
+    r.map(|(a, b)| format!("{a:.3}–{b:.3}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn metric_path(mk: &str) -> &'static [&'static str] {
+    match mk {
+        "mib_s" => &["mib_s"],
+        _ => &["iops"],
+    }
+}
 
 fn main_metric(w: &str) -> (&'static str, &'static str) {
     match w {
@@ -98,7 +162,7 @@ fn main_metric(w: &str) -> (&'static str, &'static str) {
 }
 
 fn cpu_metric(w: &str) -> (&'static str, &'static str) {
-    if w == "meta" {
+    if w == "meta" || w == "churn" {
         ("cpu_us_per_op", "CPU µs/op")
     } else {
         ("cpu_s_per_gib", "CPU s/GiB")
@@ -164,7 +228,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         for &p in &pools {
             let _ = writeln!(
                 o,
-                "### Thread pool {p}\n\n| workload | metric | ours | upstream | ours/upstream |\n|---|---|---|---|---|"
+                "### Thread pool {p}\n\n| workload | metric | ours | upstream | ours/upstream (per-round range) |\n|---|---|---|---|---|"
             );
             for w in WORKLOADS {
                 let (mk, ml) = main_metric(w);
@@ -174,12 +238,14 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                     continue;
                 }
                 let r = ratio(a, b);
+                let rr = round_range(h, "ours", "upstream", p, w, metric_path(mk));
                 let _ = writeln!(
                     o,
-                    "| {w} | {ml} | {} | {} | {} |",
+                    "| {w} | {ml} | {} | {} | {} ({}) |",
                     fmt_mmm(a),
                     fmt_mmm(b),
-                    fmt_ratio(r)
+                    fmt_ratio(r),
+                    fmt_range(rr)
                 );
                 summary["host"][format!("pool{p}")][w]["ratio_throughput"] = json!(r);
                 if has_up {
@@ -222,13 +288,23 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 }
                 let a = get("ours", p, w, "hwm_kib");
                 let b = get("upstream", p, w, "hwm_kib");
+                let r = ratio(a, b);
+                let rr = round_range(h, "ours", "upstream", p, w, &["daemon", "hwm_kib"]);
                 let _ = writeln!(
                     o,
-                    "| {w} | daemon peak RSS KiB (VmHWM so far) | {} | {} | {} |",
+                    "| {w} | daemon peak RSS KiB (VmHWM so far) | {} | {} | {} ({}) |",
                     fmt_mmm(a),
                     fmt_mmm(b),
-                    fmt_ratio(ratio(a, b))
+                    fmt_ratio(r),
+                    fmt_range(rr)
                 );
+                if has_up {
+                    goals.push(Goal(
+                        format!("{w}, pool {p}: peak RSS ours/upstream ≤ 1.00"),
+                        fmt_ratio(r),
+                        r.map(|r| r <= 1.0),
+                    ));
+                }
             }
             let _ = writeln!(o);
         }
@@ -270,7 +346,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         // Limiter cost.
         let _ = writeln!(
             o,
-            "### Limiter cost when not binding (ours with `{}` vs ours without limits)\n\n| pool | workload | ours | ours-limits | cost (1 − limits/ours) |\n|---|---|---|---|---|",
+            "### Limiter cost when not binding (ours with `{}` vs ours without limits)\n\nThe per-round range of limits/ours is the ours-vs-ours spread of this run: a margin smaller than it is noise.\n\n| pool | workload | ours | ours-limits | cost (1 − limits/ours) | limits/ours per round |\n|---|---|---|---|---|---|",
             st["limit_args"].as_str().unwrap_or("")
         );
         for &p in &pools {
@@ -282,13 +358,15 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                     continue;
                 }
                 let r = ratio(b, a).map(|r| (1.0 - r) * 100.0);
+                let rr = round_range(h, "ours-limits", "ours", p, w, metric_path(mk));
                 let _ = writeln!(
                     o,
-                    "| {p} | {w} ({ml}) | {} | {} | {} |",
+                    "| {p} | {w} ({ml}) | {} | {} | {} | {} |",
                     fmt_mmm(a),
                     fmt_mmm(b),
                     r.map(|c| format!("{c:+.1} %"))
-                        .unwrap_or_else(|| "–".into())
+                        .unwrap_or_else(|| "–".into()),
+                    fmt_range(rr)
                 );
                 summary["host"][format!("pool{p}")][w]["limiter_cost_pct"] = json!(r);
                 goals.push(Goal(
@@ -299,6 +377,55 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             }
         }
         let _ = writeln!(o);
+
+        // Two builds of ours (--ours-b): new/old.
+        if s.keys().any(|k| k.0 == "ours-b") {
+            let _ = writeln!(
+                o,
+                "### New build vs old build (ours-b / ours, alternating in every round)\n\n\
+                 `{}` (new, ours-b) against `{}` (old, ours). Ratio of medians, and the range of the \
+                 per-round ratios (the noise of this run).\n\n\
+                 | pool | workload | metric | old | new | new/old (per-round range) |\n|---|---|---|---|---|---|",
+                st["ours_b"].as_str().unwrap_or(""),
+                st["ours"].as_str().unwrap_or("")
+            );
+            for &p in &pools {
+                for w in WORKLOADS {
+                    let (mk, ml) = main_metric(w);
+                    let (ck, cl) = cpu_metric(w);
+                    for (k, l, path) in [
+                        (mk, ml, metric_path(mk)),
+                        (ck, cl, &["daemon", ck][..]),
+                        ("hwm_kib", "peak RSS KiB", &["daemon", "hwm_kib"][..]),
+                    ] {
+                        let a = get("ours", p, w, k);
+                        let b = get("ours-b", p, w, k);
+                        if a.is_none() || b.is_none() {
+                            continue;
+                        }
+                        let r = ratio(b, a);
+                        let rr = round_range(h, "ours-b", "ours", p, w, path);
+                        let _ = writeln!(
+                            o,
+                            "| {p} | {w} | {l} | {} | {} | {} ({}) |",
+                            fmt_mmm(a),
+                            fmt_mmm(b),
+                            fmt_ratio(r),
+                            fmt_range(rr)
+                        );
+                        summary["host"][format!("pool{p}")][w][format!("new_old_{k}")] = json!(r);
+                        if k == mk {
+                            goals.push(Goal(
+                                format!("{w}, pool {p}: new/old {ml} within ±2 %"),
+                                fmt_ratio(r),
+                                r.map(|r| (0.98..=1.02).contains(&r)),
+                            ));
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(o);
+        }
 
         // Idle RSS and start-up.
         let _ = writeln!(o, "### Idle RSS and start-up\n\n| measure | ours | upstream | ours/upstream |\n|---|---|---|---|");
