@@ -343,12 +343,15 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             }
         );
 
-        // Limiter cost.
-        let _ = writeln!(
+        // Limiter cost (not measured when two builds of ours are compared).
+        let has_limits = s.keys().any(|k| k.0 == "ours-limits");
+        if has_limits {
+            let _ = writeln!(
             o,
             "### Limiter cost when not binding (ours with `{}` vs ours without limits)\n\nThe per-round range of limits/ours is the ours-vs-ours spread of this run: a margin smaller than it is noise.\n\n| pool | workload | ours | ours-limits | cost (1 − limits/ours) | limits/ours per round |\n|---|---|---|---|---|---|",
             st["limit_args"].as_str().unwrap_or("")
         );
+        }
         for &p in &pools {
             for w in WORKLOADS {
                 let (mk, ml) = main_metric(w);
