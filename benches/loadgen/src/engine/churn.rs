@@ -1,7 +1,9 @@
 //! The `churn` workload: rounds of [`Config::churn_files`] new files, all alive at once
 //! (MKNOD, one lookup each), then forgotten in BATCH_FORGETs on the hiprio queue and
 //! unlinked. Every name is new, so a daemon that keeps something per file it has seen grows
-//! with every round; MKNODs and UNLINKs are the counted requests.
+//! with every round; MKNODs and UNLINKs are the counted requests. A round is always
+//! completed (after the measured window, uncounted), so every run has had exactly
+//! `churn_files` files alive at once.
 
 use super::*;
 
@@ -42,23 +44,20 @@ impl Generator {
     }
 
     /// One phase over `todo` (file indices): MKNOD each (`create`, collecting the nodeids
-    /// into `made`) or UNLINK each, `queue_depth` in flight. New requests stop once the
-    /// measured window has ended if `stop_at_end`.
+    /// into `made`) or UNLINK each, `queue_depth` in flight.
     fn churn_phase(
         &mut self,
         m: &mut Measure,
         create: bool,
         todo: &[u64],
         made: &mut Vec<(u64, u64)>,
-        stop_at_end: bool,
     ) -> Res<()> {
         let mut next = 0;
         let n = self.slots.len();
         loop {
             let now = Instant::now();
             self.tick(m, now);
-            let open = !(stop_at_end && m.end_at.is_some());
-            while open && next < todo.len() {
+            while next < todo.len() {
                 let Some(s) = self.free.pop() else { break };
                 if let Err(e) = self.submit_churn(s, create, todo[next]) {
                     self.free.push(s);
@@ -67,7 +66,7 @@ impl Generator {
                 next += 1;
             }
             self.flush()?;
-            if self.free.len() == n && (next == todo.len() || !open) {
+            if self.free.len() == n && next == todo.len() {
                 return Ok(());
             }
             let mut block = true;
@@ -98,14 +97,13 @@ impl Generator {
             let todo: Vec<u64> = (base..base + per_round).collect();
             base += per_round;
             made.clear();
-            self.churn_phase(m, true, &todo, &mut made, true)?;
+            self.churn_phase(m, true, &todo, &mut made)?;
             let forgets: Vec<(u64, u64)> = made.iter().map(|&(_, id)| (id, 1)).collect();
             for b in forgets.chunks(FORGET_BATCH) {
                 self.fs.batch_forget(b)?;
             }
-            // Every file made is removed, even after the measured window (not counted then).
             let gone: Vec<u64> = made.iter().map(|&(i, _)| i).collect();
-            self.churn_phase(m, false, &gone, &mut Vec::new(), false)?;
+            self.churn_phase(m, false, &gone, &mut Vec::new())?;
             self.tick(m, Instant::now());
             if m.end_at.is_some() {
                 return Ok(());
