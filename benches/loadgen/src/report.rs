@@ -48,6 +48,7 @@ fn host_series(host: &Value) -> Series {
             put(w, "cpu_us_per_op", r["daemon"]["cpu_us_per_op"].as_f64());
             put(w, "cpu_share", r["daemon"]["cpu_share"].as_f64());
             put(w, "hwm_kib", r["daemon"]["hwm_kib"].as_f64());
+            put(w, "anon_kib", r["daemon"]["anon_peak_kib"].as_f64());
             put(w, "gen_share", r["generator"]["cpu_share"].as_f64());
         }
     }
@@ -298,11 +299,28 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                     fmt_ratio(r),
                     fmt_range(rr)
                 );
+                let a = get("ours", p, w, "anon_kib");
+                let b = get("upstream", p, w, "anon_kib");
+                let ra = ratio(a, b);
+                let rra = round_range(h, "ours", "upstream", p, w, &["daemon", "anon_peak_kib"]);
+                let _ = writeln!(
+                    o,
+                    "| {w} | daemon peak anonymous RSS KiB (RssAnon, per interval) | {} | {} | {} ({}) |",
+                    fmt_mmm(a),
+                    fmt_mmm(b),
+                    fmt_ratio(ra),
+                    fmt_range(rra)
+                );
                 if has_up {
                     goals.push(Goal(
                         format!("{w}, pool {p}: peak RSS ours/upstream ≤ 1.00"),
                         fmt_ratio(r),
                         r.map(|r| r <= 1.0),
+                    ));
+                    goals.push(Goal(
+                        format!("{w}, pool {p}: peak anonymous RSS ours/upstream ≤ 1.00"),
+                        fmt_ratio(ra),
+                        ra.map(|r| r <= 1.0),
                     ));
                 }
             }

@@ -19,6 +19,8 @@ pub(super) struct Measure {
     pub(super) iv_bytes: Vec<u64>,
     pub(super) iv_ops: Vec<u64>,
     pub(super) interval: Duration,
+    pub(super) anon_peak: u64,
+    pub(super) next_sample: Instant,
 }
 
 impl Measure {
@@ -40,6 +42,8 @@ impl Measure {
             iv_bytes: Vec::new(),
             iv_ops: Vec::new(),
             interval,
+            anon_peak: 0,
+            next_sample: Instant::now(),
         }
     }
 
@@ -99,6 +103,7 @@ impl Generator {
             (Some(a), Some(b), Some(pid)) => {
                 let cpu = (b - a).max(0.0);
                 let (rss, hwm) = procfs::rss_kib(pid).unwrap_or((0, 0));
+                let anon = procfs::anon_kib(pid).unwrap_or(0).max(m.anon_peak);
                 Some(DaemonUsage {
                     cpu_s: cpu,
                     cpu_share: cpu / secs,
@@ -111,6 +116,7 @@ impl Generator {
                     },
                     rss_kib: rss,
                     hwm_kib: hwm,
+                    anon_peak_kib: anon,
                 })
             }
             _ => None,

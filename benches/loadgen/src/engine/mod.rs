@@ -414,6 +414,10 @@ impl Generator {
     }
 
     fn tick(&self, m: &mut Measure, now: Instant) {
+        if let Some(pid) = self.cfg.daemon_pid.filter(|_| now >= m.next_sample) {
+            m.anon_peak = m.anon_peak.max(procfs::anon_kib(pid).unwrap_or(0));
+            m.next_sample = now + m.interval;
+        }
         if m.warm_at.is_none() && now >= m.t0 + self.cfg.warmup {
             (m.cpu_d0, m.cpu_g0) = self.sample_cpu();
             m.warm_at = Some(now);

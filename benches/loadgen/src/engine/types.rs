@@ -144,6 +144,10 @@ pub struct DaemonUsage {
     pub rss_kib: u64,
     /// VmHWM at the end, KiB.
     pub hwm_kib: u64,
+    /// Largest RssAnon of the workload, sampled once per interval, KiB: the daemon's own
+    /// pages (VmHWM also counts the guest memory it shares and its binary's text, which
+    /// move by ±100 KiB from run to run alike for every daemon).
+    pub anon_peak_kib: u64,
 }
 
 /// The generator's own CPU use over the measured window.
