@@ -7,7 +7,7 @@
 # Usage: benches/profile.sh DAEMON_BIN [WORKLOAD [SECONDS]]     (WORKLOAD: meta, rand-read, ...)
 #   e.g. benches/profile.sh target/release/virtiofsd rand-read 2
 #        benches/profile.sh ~/.cache/vufs-bench/upstream-1.14.0/bin/virtiofsd rand-read 2
-# Needs valgrind, root, and `cargo build --release -p vufs-loadgen`. Daemon arguments:
+# Environment: DAEMON_ARGS (extra daemon arguments). Needs valgrind, root, and `cargo build --release -p vufs-loadgen`. Daemon arguments:
 # --sandbox=none --cache=auto --thread-pool-size=0 --seccomp=none (valgrind's own system
 # calls are outside any allowlist).
 set -euo pipefail
@@ -20,6 +20,10 @@ trap 'rm -rf "$S"' EXIT
 mkdir -p "$S/share"
 "$LOADGEN" --prepare-only --shared-dir "$S/share" --file-mib 64
 ARGS=(--shared-dir="$S/share" --sandbox=none --cache=auto --thread-pool-size=0 --seccomp=none)
+# Extra daemon arguments, e.g. DAEMON_ARGS="--fs-bw-size=100G --fs-ops-size=100M" for the
+# limiter's cost when it does not bind.
+read -r -a EXTRA <<<"${DAEMON_ARGS:-}"
+ARGS+=("${EXTRA[@]}")
 
 # run TOOL_PREFIX... : start the daemon under the prefix, run the workload, print ops.
 run() {
