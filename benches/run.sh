@@ -3,9 +3,15 @@
 # TCG guest (fio), the limiter's cost, idle RSS, start-up time, and a plot of a limited run.
 # Writes benches/RESULTS.md and benches/results/*.json (regenerated on every run; never edit).
 #
-# Usage: benches/run.sh [--rounds N] [--duration S] [--guest-rounds N] [--no-guest] [--quick]
+# Usage: benches/run.sh [--rounds N] [--duration S] [--pools L] [--guest-rounds N] [--no-guest]
+#                       [--quick] [--ours-a PATH --ours-b PATH]
 #   --rounds N        host-tier rounds (default 5)
 #   --duration S      measured seconds per workload (default 3; plus 0.5 s warm-up)
+#   --pools L         thread-pool sizes, comma-separated (default 0,1,4; Kata's default is 1)
+#   --ours-a PATH     our daemon binary to use instead of the freshly built one (the "old" build)
+#   --ours-b PATH     a second build of ours ("new") alternating with the first in every round:
+#                     the report gives new/old median ratios with the per-round min-max
+#   --churn-files N   files alive at once per round of the churn workload (default 2000)
 #   --guest-rounds N  guest-tier rounds (default: same as --rounds)
 #   --guest-runtime S fio seconds per data job in the guest (default 3)
 #   --no-guest        skip the guest tier
@@ -18,28 +24,40 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ROUNDS=5 DURATION=3 GUEST_ROUNDS="" GUEST_RUNTIME=3 GUEST=1 QUICK=0
+ROUNDS=5 DURATION=3 GUEST_ROUNDS="" GUEST_RUNTIME=3 GUEST=1 QUICK=0 POOLS_OPT="" OURS_A="" OURS_B=""
+CHURN_FILES=2000
 RESULTS=benches/results
 while (($#)); do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --guest-rounds) GUEST_ROUNDS=$2; shift 2 ;;
+    --pools) POOLS_OPT=$2; shift 2 ;;
+    --ours-a) OURS_A=$2; shift 2 ;;
+    --ours-b) OURS_B=$2; shift 2 ;;
+    --churn-files) CHURN_FILES=$2; shift 2 ;;
     --guest-runtime) GUEST_RUNTIME=$2; shift 2 ;;
     --no-guest) GUEST=0; shift ;;
     --quick) QUICK=1; shift ;;
     --results) RESULTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-POOLS=0,4 FILE_MIB=256 WARMUP=0.5 LIMITED_S=10 NRFILES=500 GUEST_FILE_MIB=128
+POOLS=0,1,4 FILE_MIB=256 WARMUP=0.5 LIMITED_S=10 NRFILES=500 GUEST_FILE_MIB=128
 if ((QUICK)); then
   ROUNDS=1 DURATION=1 GUEST_ROUNDS=1 GUEST_RUNTIME=1 POOLS=0 FILE_MIB=32 WARMUP=0.2
-  LIMITED_S=3 NRFILES=50 GUEST_FILE_MIB=32
+  LIMITED_S=3 NRFILES=50 GUEST_FILE_MIB=32 CHURN_FILES=500
 fi
+POOLS=${POOLS_OPT:-$POOLS}
+for b in "$OURS_A" "$OURS_B"; do
+  if [ -n "$b" ] && [ ! -x "$b" ]; then echo "not an executable: $b" >&2; exit 2; fi
+done
+if [ -n "$OURS_B" ] && [ -z "$OURS_A" ]; then echo "--ours-b needs --ours-a" >&2; exit 2; fi
 GUEST_ROUNDS=${GUEST_ROUNDS:-$ROUNDS}
-CMDLINE="benches/run.sh --rounds $ROUNDS --duration $DURATION --guest-rounds $GUEST_ROUNDS --guest-runtime $GUEST_RUNTIME"
+CMDLINE="benches/run.sh --rounds $ROUNDS --duration $DURATION --pools $POOLS --guest-rounds $GUEST_ROUNDS --guest-runtime $GUEST_RUNTIME --churn-files $CHURN_FILES"
+if [ -n "$OURS_A" ]; then CMDLINE+=" --ours-a $OURS_A"; fi
+if [ -n "$OURS_B" ]; then CMDLINE+=" --ours-b $OURS_B"; fi
 if ((!GUEST)); then CMDLINE+=" --no-guest"; fi
 if ((QUICK)); then CMDLINE+=" --quick"; fi
 
@@ -72,7 +90,9 @@ fi
 log "building release binaries"
 cargo build --release --quiet -p virtiofsd -p vufs-loadgen
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-OURS=$TARGET/release/virtiofsd
+OURS=${OURS_A:-$TARGET/release/virtiofsd}
+OURS_B_ARGS=()
+if [ -n "$OURS_B" ]; then OURS_B_ARGS=(--ours-b "$OURS_B"); fi
 LOADGEN=$TARGET/release/vufs-loadgen
 BENCH=$TARGET/release/vufs-bench
 
@@ -86,7 +106,8 @@ trap 'rm -rf "$SCRATCH"' EXIT
 log "host tier: $ROUNDS rounds x pools $POOLS, $DURATION s per workload"
 "$BENCH" host --ours "$OURS" --upstream "$UPSTREAM" --loadgen "$LOADGEN" \
   --rounds "$ROUNDS" --pools "$POOLS" --duration "$DURATION" --warmup "$WARMUP" \
-  --file-mib "$FILE_MIB" --out "$OUT" --scratch "$SCRATCH/host"
+  --file-mib "$FILE_MIB" --churn-files "$CHURN_FILES" "${OURS_B_ARGS[@]}" \
+  --out "$OUT" --scratch "$SCRATCH/host"
 
 log "limited run for the plot ($LIMITED_S s)"
 "$BENCH" limited --ours "$OURS" --loadgen "$LOADGEN" --seconds "$LIMITED_S" \
@@ -95,7 +116,7 @@ log "limited run for the plot ($LIMITED_S s)"
 
 if ((GUEST)); then
   log "guest tier: $GUEST_ROUNDS rounds (fio in a guest; slow)"
-  "$BENCH" guest --ours "$OURS" --upstream "$UPSTREAM" --rounds "$GUEST_ROUNDS" --pools "$POOLS" \
+  "$BENCH" guest --ours "$OURS" "${OURS_B_ARGS[@]}" --upstream "$UPSTREAM" --rounds "$GUEST_ROUNDS" --pools "$POOLS" \
     --runtime "$GUEST_RUNTIME" --nrfiles "$NRFILES" --file-mib "$GUEST_FILE_MIB" \
     --out "$OUT" --scratch "$SCRATCH/guest"
 fi

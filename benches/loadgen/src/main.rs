@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     daemon_pid: Option<u32>,
     /// Workloads to run in order on one connection (seq-read, seq-write, rand-read,
-    /// rand-write, meta; or all).
+    /// rand-write, meta, churn; or all).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     workloads: Vec<String>,
     /// Measured seconds per workload.
@@ -50,6 +50,9 @@ struct Args {
     /// Block size of the random workloads, KiB.
     #[arg(long, default_value_t = 4)]
     rand_kib: u32,
+    /// Files alive at once in each round of the churn workload.
+    #[arg(long, default_value_t = 10_000)]
+    churn_files: u64,
     /// Interval of the throughput series, ms.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         rand_bs: a.rand_kib << 10,
         interval: Duration::from_millis(a.interval_ms.max(1)),
         verify_every: a.verify_every,
+        churn_files: a.churn_files,
         ..Default::default()
     };
     if a.prepare_only {

@@ -46,14 +46,25 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 
 /// (VmRSS, VmHWM) in KiB from the text of a `/proc/<pid>/status` file.
 pub fn parse_status_rss(status: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((
+        parse_status_field(status, "VmRSS:")?,
+        parse_status_field(status, "VmHWM:")?,
+    ))
+}
+
+/// RssAnon of process `pid` in KiB (its own pages: no file-backed or shared memory).
+pub fn anon_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_field(&s, "RssAnon:")
+}
+
+/// The KiB value of field `name` (with its colon) in the text of a `/proc/<pid>/status` file.
+pub fn parse_status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 #[cfg(test)]
@@ -71,6 +82,11 @@ mod tests {
     fn status_rss() {
         let s = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
         assert_eq!(parse_status_rss(s), Some((1024, 2048)));
+        assert_eq!(
+            parse_status_field("RssAnon:\t   384 kB\n", "RssAnon:"),
+            Some(384)
+        );
+        assert!(anon_kib(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(std::process::id()).is_some());
         assert!(rss_kib(std::process::id()).unwrap().0 > 0);
     }

@@ -10,100 +10,9 @@ use serde_json::{json, Value};
 
 use crate::stats::min_med_max;
 
-type Series = BTreeMap<(String, u64, String, String), Vec<f64>>;
+mod cells;
 
-fn load(p: &Path) -> Option<Value> {
-    serde_json::from_str(&fs::read_to_string(p).ok()?).ok()
-}
-
-/// (variant, pool, workload, metric) → values over rounds, from host.json runs.
-fn host_series(host: &Value) -> Series {
-    let mut s = Series::new();
-    for run in host["runs"].as_array().into_iter().flatten() {
-        let var = run["variant"].as_str().unwrap_or("?").to_string();
-        let pool = run["pool"].as_u64().unwrap_or(0);
-        let mut put = |w: &str, m: &str, v: Option<f64>| {
-            if let Some(v) = v {
-                s.entry((var.clone(), pool, w.to_string(), m.to_string()))
-                    .or_default()
-                    .push(v);
-            }
-        };
-        put("-", "idle_rss_kib", run["idle_rss_kib"].as_f64());
-        put(
-            "-",
-            "rss_after_init_kib",
-            run["report"]["daemon_rss_after_init_kib"].as_f64(),
-        );
-        for r in run["report"]["results"].as_array().into_iter().flatten() {
-            let w = r["workload"].as_str().unwrap_or("?");
-            if r["errors"].as_u64().unwrap_or(0) + r["verify_errors"].as_u64().unwrap_or(0) > 0 {
-                put(w, "errors", Some(1.0));
-            }
-            put(w, "mib_s", r["mib_s"].as_f64());
-            put(w, "iops", r["iops"].as_f64());
-            put(w, "p50", r["lat_us"]["p50"].as_f64());
-            put(w, "p99", r["lat_us"]["p99"].as_f64());
-            put(w, "cpu_s_per_gib", r["daemon"]["cpu_s_per_gib"].as_f64());
-            put(w, "cpu_us_per_op", r["daemon"]["cpu_us_per_op"].as_f64());
-            put(w, "cpu_share", r["daemon"]["cpu_share"].as_f64());
-            put(w, "hwm_kib", r["daemon"]["hwm_kib"].as_f64());
-            put(w, "gen_share", r["generator"]["cpu_share"].as_f64());
-        }
-    }
-    s
-}
-
-fn mmm(v: Option<&Vec<f64>>) -> Option<(f64, f64, f64)> {
-    v.and_then(|v| min_med_max(v))
-}
-
-fn fmt_num(x: f64) -> String {
-    if x.abs() >= 1000.0 {
-        format!("{x:.0}")
-    } else if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else if x.abs() >= 0.1 {
-        format!("{x:.3}")
-    } else {
-        format!("{x:.4}")
-    }
-}
-
-fn fmt_mmm(t: Option<(f64, f64, f64)>) -> String {
-    match t {
-        Some((a, m, b)) => format!("{} / **{}** / {}", fmt_num(a), fmt_num(m), fmt_num(b)),
-        None => "–".into(),
-    }
-}
-
-fn ratio(a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>) -> Option<f64> {
-    match (a, b) {
-        (Some((_, x, _)), Some((_, y, _))) if y > 0.0 => Some(x / y),
-        _ => None,
-    }
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.3}")).unwrap_or_else(|| "–".into())
-}
-
-const WORKLOADS: [&str; 5] = ["seq-read", "seq-write", "rand-read", "rand-write", "meta"];
-
-fn main_metric(w: &str) -> (&'static str, &'static str) {
-    match w {
-        "seq-read" | "seq-write" => ("mib_s", "MiB/s"),
-        _ => ("iops", "IOPS"),
-    }
-}
-
-fn cpu_metric(w: &str) -> (&'static str, &'static str) {
-    if w == "meta" {
-        ("cpu_us_per_op", "CPU µs/op")
-    } else {
-        ("cpu_s_per_gib", "CPU s/GiB")
-    }
-}
+use cells::*;
 
 /// A goal line: (description, value, met).
 struct Goal(String, String, Option<bool>);
@@ -164,7 +73,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         for &p in &pools {
             let _ = writeln!(
                 o,
-                "### Thread pool {p}\n\n| workload | metric | ours | upstream | ours/upstream |\n|---|---|---|---|---|"
+                "### Thread pool {p}\n\n| workload | metric | ours | upstream | ours/upstream (per-round range) |\n|---|---|---|---|---|"
             );
             for w in WORKLOADS {
                 let (mk, ml) = main_metric(w);
@@ -174,12 +83,14 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                     continue;
                 }
                 let r = ratio(a, b);
+                let rr = round_range(h, "ours", "upstream", p, w, metric_path(mk));
                 let _ = writeln!(
                     o,
-                    "| {w} | {ml} | {} | {} | {} |",
+                    "| {w} | {ml} | {} | {} | {} ({}) |",
                     fmt_mmm(a),
                     fmt_mmm(b),
-                    fmt_ratio(r)
+                    fmt_ratio(r),
+                    fmt_range(rr)
                 );
                 summary["host"][format!("pool{p}")][w]["ratio_throughput"] = json!(r);
                 if has_up {
@@ -222,13 +133,40 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 }
                 let a = get("ours", p, w, "hwm_kib");
                 let b = get("upstream", p, w, "hwm_kib");
+                let r = ratio(a, b);
+                let rr = round_range(h, "ours", "upstream", p, w, &["daemon", "hwm_kib"]);
                 let _ = writeln!(
                     o,
-                    "| {w} | daemon peak RSS KiB (VmHWM so far) | {} | {} | {} |",
+                    "| {w} | daemon peak RSS KiB (VmHWM so far) | {} | {} | {} ({}) |",
                     fmt_mmm(a),
                     fmt_mmm(b),
-                    fmt_ratio(ratio(a, b))
+                    fmt_ratio(r),
+                    fmt_range(rr)
                 );
+                let a = get("ours", p, w, "anon_kib");
+                let b = get("upstream", p, w, "anon_kib");
+                let ra = ratio(a, b);
+                let rra = round_range(h, "ours", "upstream", p, w, &["daemon", "anon_peak_kib"]);
+                let _ = writeln!(
+                    o,
+                    "| {w} | daemon peak anonymous RSS KiB (RssAnon, per interval) | {} | {} | {} ({}) |",
+                    fmt_mmm(a),
+                    fmt_mmm(b),
+                    fmt_ratio(ra),
+                    fmt_range(rra)
+                );
+                if has_up {
+                    goals.push(Goal(
+                        format!("{w}, pool {p}: peak RSS ours/upstream ≤ 1.00"),
+                        fmt_ratio(r),
+                        r.map(|r| r <= 1.0),
+                    ));
+                    goals.push(Goal(
+                        format!("{w}, pool {p}: peak anonymous RSS ours/upstream ≤ 1.00"),
+                        fmt_ratio(ra),
+                        ra.map(|r| r <= 1.0),
+                    ));
+                }
             }
             let _ = writeln!(o);
         }
@@ -267,12 +205,15 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             }
         );
 
-        // Limiter cost.
-        let _ = writeln!(
+        // Limiter cost (not measured when two builds of ours are compared).
+        let has_limits = s.keys().any(|k| k.0 == "ours-limits");
+        if has_limits {
+            let _ = writeln!(
             o,
-            "### Limiter cost when not binding (ours with `{}` vs ours without limits)\n\n| pool | workload | ours | ours-limits | cost (1 − limits/ours) |\n|---|---|---|---|---|",
+            "### Limiter cost when not binding (ours with `{}` vs ours without limits)\n\nThe per-round range of limits/ours is the ours-vs-ours spread of this run: a margin smaller than it is noise.\n\n| pool | workload | ours | ours-limits | cost (1 − limits/ours) | limits/ours per round |\n|---|---|---|---|---|---|",
             st["limit_args"].as_str().unwrap_or("")
         );
+        }
         for &p in &pools {
             for w in WORKLOADS {
                 let (mk, ml) = main_metric(w);
@@ -282,13 +223,15 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                     continue;
                 }
                 let r = ratio(b, a).map(|r| (1.0 - r) * 100.0);
+                let rr = round_range(h, "ours-limits", "ours", p, w, metric_path(mk));
                 let _ = writeln!(
                     o,
-                    "| {p} | {w} ({ml}) | {} | {} | {} |",
+                    "| {p} | {w} ({ml}) | {} | {} | {} | {} |",
                     fmt_mmm(a),
                     fmt_mmm(b),
                     r.map(|c| format!("{c:+.1} %"))
-                        .unwrap_or_else(|| "–".into())
+                        .unwrap_or_else(|| "–".into()),
+                    fmt_range(rr)
                 );
                 summary["host"][format!("pool{p}")][w]["limiter_cost_pct"] = json!(r);
                 goals.push(Goal(
@@ -299,6 +242,55 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             }
         }
         let _ = writeln!(o);
+
+        // Two builds of ours (--ours-b): new/old.
+        if s.keys().any(|k| k.0 == "ours-b") {
+            let _ = writeln!(
+                o,
+                "### New build vs old build (ours-b / ours, alternating in every round)\n\n\
+                 `{}` (new, ours-b) against `{}` (old, ours). Ratio of medians, and the range of the \
+                 per-round ratios (the noise of this run).\n\n\
+                 | pool | workload | metric | old | new | new/old (per-round range) |\n|---|---|---|---|---|---|",
+                st["ours_b"].as_str().unwrap_or(""),
+                st["ours"].as_str().unwrap_or("")
+            );
+            for &p in &pools {
+                for w in WORKLOADS {
+                    let (mk, ml) = main_metric(w);
+                    let (ck, cl) = cpu_metric(w);
+                    for (k, l, path) in [
+                        (mk, ml, metric_path(mk)),
+                        (ck, cl, &["daemon", ck][..]),
+                        ("hwm_kib", "peak RSS KiB", &["daemon", "hwm_kib"][..]),
+                    ] {
+                        let a = get("ours", p, w, k);
+                        let b = get("ours-b", p, w, k);
+                        if a.is_none() || b.is_none() {
+                            continue;
+                        }
+                        let r = ratio(b, a);
+                        let rr = round_range(h, "ours-b", "ours", p, w, path);
+                        let _ = writeln!(
+                            o,
+                            "| {p} | {w} | {l} | {} | {} | {} ({}) |",
+                            fmt_mmm(a),
+                            fmt_mmm(b),
+                            fmt_ratio(r),
+                            fmt_range(rr)
+                        );
+                        summary["host"][format!("pool{p}")][w][format!("new_old_{k}")] = json!(r);
+                        if k == mk {
+                            goals.push(Goal(
+                                format!("{w}, pool {p}: new/old {ml} within ±2 %"),
+                                fmt_ratio(r),
+                                r.map(|r| (0.98..=1.02).contains(&r)),
+                            ));
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(o);
+        }
 
         // Idle RSS and start-up.
         let _ = writeln!(o, "### Idle RSS and start-up\n\n| measure | ours | upstream | ours/upstream |\n|---|---|---|---|");

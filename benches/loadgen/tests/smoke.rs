@@ -62,7 +62,7 @@ fn every_workload_against_our_daemon_thread_pool_0() {
     let env = Env::start(&[]);
     let r = run(&env, true, 8, 16, &Workload::ALL);
     check(&r, &env);
-    assert_eq!(r.results.len(), 5);
+    assert_eq!(r.results.len(), Workload::ALL.len());
     assert_eq!(r.write_file_check.as_deref(), Some("ok"));
     // The metadata workload cleans up after itself.
     let left = std::fs::read_dir(env.share.join("vufs-loadgen/meta"))

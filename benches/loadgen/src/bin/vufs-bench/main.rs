@@ -19,6 +19,9 @@ use serde_json::{json, Value};
 use vufs_loadgen::daemon::{pin_command, Daemon};
 use vufs_loadgen::{procfs, RunReport};
 
+mod guest;
+mod plot;
+
 const DAEMON_CPU: usize = 0;
 const GEN_CPU: usize = 1;
 
@@ -34,6 +37,11 @@ struct Daemons {
     /// Our virtiofsd binary.
     #[arg(long)]
     ours: PathBuf,
+    /// A second build of ours, "ours-b" (say the new build, with --ours the old one): it
+    /// alternates with --ours in every round, and the report gives new/old (ours-b/ours)
+    /// median ratios with the per-round range. The "ours-limits" variant is left out then.
+    #[arg(long)]
+    ours_b: Option<PathBuf>,
     /// Upstream virtiofsd 1.14 binary.
     #[arg(long)]
     upstream: Option<PathBuf>,
@@ -92,6 +100,9 @@ enum Cmd {
         /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
         #[arg(long, default_value_t = 8)]
         verify_every: u32,
+        /// Generator's --churn-files (files alive at once per round of `churn`).
+        #[arg(long, default_value_t = 2000)]
+        churn_files: u64,
     },
     /// One rate-limited sequential-write run for the plot.
     Limited {
@@ -189,7 +200,7 @@ fn machine() -> Value {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Variant {
-    /// "ours", "upstream", "ours-limits".
+    /// "ours", "ours-b", "upstream", "ours-limits".
     name: String,
     bin: PathBuf,
     args: Vec<String>,
@@ -214,6 +225,14 @@ fn variants(d: &Daemons, pool: u32, with_limits: bool) -> Vec<Variant> {
         args: common.clone(),
         pool,
     }];
+    if let Some(b) = &d.ours_b {
+        v.push(Variant {
+            name: "ours-b".into(),
+            bin: b.clone(),
+            args: common.clone(),
+            pool,
+        });
+    }
     if let Some(u) = &d.upstream {
         v.push(Variant {
             name: "upstream".into(),
@@ -222,7 +241,7 @@ fn variants(d: &Daemons, pool: u32, with_limits: bool) -> Vec<Variant> {
             pool,
         });
     }
-    if with_limits {
+    if with_limits && d.ours_b.is_none() {
         let mut a = common;
         a.extend(split(&d.limits));
         v.push(Variant {
@@ -300,6 +319,7 @@ fn host(
     file_mib: u64,
     workloads: &str,
     verify_every: u32,
+    churn_files: u64,
 ) -> Result<(), String> {
     let s = scratch(&d.scratch);
     let raw = d.out.join("raw");
@@ -309,7 +329,8 @@ fn host(
         "settings": {
             "rounds": d.rounds, "duration_s": duration, "warmup_s": warmup, "qd": qd,
             "file_mib": file_mib, "workloads": workloads, "pools": d.pools,
-            "verify_every": verify_every,
+            "verify_every": verify_every, "churn_files": churn_files,
+            "ours": d.ours, "ours_b": d.ours_b,
             "common_args": d.common, "limit_args": d.limits,
             "daemon_cpu": DAEMON_CPU, "generator_cpu": GEN_CPU,
         },
@@ -336,7 +357,7 @@ fn host(
     all["calibration"] = serde_json::from_str(&cal).unwrap_or(Value::Null);
 
     let per_run =
-        Duration::from_secs_f64((duration + warmup + 2.0) * 5.0 + 60.0 + file_mib as f64 / 50.0);
+        Duration::from_secs_f64((duration + warmup + 2.0) * 6.0 + 90.0 + file_mib as f64 / 50.0);
     let mut runs = Vec::new();
     let mut startups = Vec::new();
     let mut example_cmd = None;
@@ -371,6 +392,7 @@ fn host(
                     .args(["--file-mib", &file_mib.to_string()])
                     .args(["--cpu", &GEN_CPU.to_string()])
                     .args(["--verify-every", &verify_every.to_string()])
+                    .args(["--churn-files", &churn_files.to_string()])
                     .arg("--json")
                     .arg("--output")
                     .arg(&out);
@@ -502,265 +524,6 @@ fn limit_value(args: &str, name: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * mult)
 }
 
-// ---- guest tier ------------------------------------------------------------------------
-
-fn fio_jobs(runtime: u32, nrfiles: u32, file_mib: u64) -> String {
-    let mut j = format!(
-        "[global]\ndirectory=/mnt/vufs-loadgen\ndirect=1\nioengine=libaio\niodepth=8\n\
-         size={file_mib}M\nallow_file_create=0\n"
-    );
-    for (name, file, rw, bs) in [
-        ("seq-read", "read.dat", "read", "1M"),
-        ("seq-write", "write.dat", "write", "1M"),
-        ("rand-read", "read.dat", "randread", "4k"),
-        ("rand-write", "write.dat", "randwrite", "4k"),
-    ] {
-        j += &format!(
-            "[{name}]\nstonewall\nfilename={file}\nrw={rw}\nbs={bs}\ntime_based=1\nruntime={runtime}\n"
-        );
-    }
-    for (name, engine, rw) in [
-        ("meta-create", "filecreate", "write"),
-        ("meta-stat", "filestat", "read"),
-        ("meta-delete", "filedelete", "write"),
-    ] {
-        j += &format!(
-            "[{name}]\nstonewall\ndirectory=/mnt/vufs-loadgen/meta\nallow_file_create=1\n\
-             ioengine={engine}\nrw={rw}\nnrfiles={nrfiles}\nfilesize=4k\nsize={}k\nbs=4k\n\
-             openfiles=1\nfilename_format=f.$filenum\niodepth=1\ndirect=0\n",
-            4 * nrfiles
-        );
-    }
-    j
-}
-
-fn guest(d: &Daemons, runtime: u32, nrfiles: u32, file_mib: u64) -> Result<(), String> {
-    let s = scratch(&d.scratch.join("guest"));
-    vufs_loadgen::engine::prepare_host(&s.share, file_mib << 20).map_err(|e| e.to_string())?;
-    let jobs = fio_jobs(runtime, nrfiles, file_mib);
-    let raw = d.out.join("raw");
-    fs::create_dir_all(&raw).map_err(|e| e.to_string())?;
-    let mut runs = Vec::new();
-    for round in 1..=d.rounds {
-        for &pool in &d.pools {
-            for v in &rotated(d, pool, false, round) {
-                eprintln!(
-                    "[guest round {round}/{}] {} pool {pool} ({})",
-                    d.rounds,
-                    v.name,
-                    chrono_now()
-                );
-                let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
-                daemon
-                    .wait_socket_file(Duration::from_secs(10))
-                    .map_err(|e| e.to_string())?;
-                let t = Instant::now();
-                let out = guest_vm::GuestRun::new()
-                    .socket(&daemon.socket)
-                    .file("/jobs.fio", jobs.clone().into_bytes(), 0o644)
-                    .script(guest_vm::fio::script(&["/jobs.fio"]))
-                    .timeout(Duration::from_secs(
-                        60 + 12 * runtime as u64 + nrfiles as u64 / 5,
-                    ))
-                    .run();
-                let wall = t.elapsed().as_secs_f64();
-                daemon.wait_exit(Duration::from_secs(5));
-                let (jobs_out, err) = match out {
-                    Ok(o) if o.success() => match o.fio_json() {
-                        Ok(fv) => {
-                            let _ = fs::write(
-                                raw.join(format!("guest-r{round}-{}-p{pool}.json", v.name)),
-                                &o.stdout,
-                            );
-                            (fio_per_job(&fv), None)
-                        }
-                        Err(e) => (Value::Null, Some(e.to_string())),
-                    },
-                    Ok(o) => (
-                        Value::Null,
-                        Some(format!(
-                            "fio exit {}: {}\n{}",
-                            o.status,
-                            o.stderr.chars().take(2000).collect::<String>(),
-                            o.console_tail
-                        )),
-                    ),
-                    Err(e) => (Value::Null, Some(e.to_string())),
-                };
-                if let Some(e) = &err {
-                    eprintln!("  guest run failed: {e}\n  daemon: {}", daemon.log_tail(3));
-                }
-                runs.push(json!({
-                    "round": round, "variant": v.name, "pool": pool, "args": v.args,
-                    "wall_s": wall, "jobs": jobs_out, "error": err,
-                }));
-                // Leftovers of a failed metadata job must not change the next run.
-                let _ = fs::remove_dir_all(s.share.join("vufs-loadgen/meta"));
-                let _ = fs::create_dir_all(s.share.join("vufs-loadgen/meta"));
-            }
-        }
-    }
-    let all = json!({
-        "machine": machine(),
-        "settings": {"rounds": d.rounds, "runtime_s": runtime, "nrfiles": nrfiles,
-                     "file_mib": file_mib, "pools": d.pools, "common_args": d.common,
-                     "accel": std::env::var("GUEST_ACCEL").unwrap_or_else(|_| "tcg".into())},
-        "fio_jobs": jobs,
-        "runs": runs,
-    });
-    let p = d.out.join("guest.json");
-    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", p.display());
-    Ok(())
-}
-
-/// {job name: {"mib_s", "iops", "lat_p50_us"}} from a fio report.
-fn fio_per_job(v: &Value) -> Value {
-    let mut m = serde_json::Map::new();
-    for j in v["jobs"].as_array().into_iter().flatten() {
-        let name = j["jobname"].as_str().unwrap_or("?").to_string();
-        let f = |d: &str, k: &str| j[d][k].as_f64().unwrap_or(0.0);
-        let bw = f("read", "bw_bytes") + f("write", "bw_bytes");
-        let iops = f("read", "iops") + f("write", "iops");
-        m.insert(
-            name,
-            json!({"mib_s": bw / 1048576.0, "iops": iops, "error": j["error"]}),
-        );
-    }
-    Value::Object(m)
-}
-
-// ---- plot ------------------------------------------------------------------------------
-
-fn plot(input: &Path, svg: &Path) -> Result<(), String> {
-    use plotters::prelude::*;
-    let j: Value = serde_json::from_str(&fs::read_to_string(input).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let r = &j["report"]["results"][0];
-    let iv_ms = r["interval_ms"].as_f64().unwrap_or(100.0);
-    let mib: Vec<f64> = r["intervals_mib_s"]
-        .as_array()
-        .ok_or("no interval series")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    let rate = j["limit_bytes_per_s"].as_f64().unwrap_or(10e6);
-    let burst = j["burst_bytes"].as_f64().unwrap_or(rate);
-    let dt = iv_ms / 1000.0;
-    let secs = mib.len() as f64 * dt;
-    // Measured: MB/s per interval (decimal MB to match the configured 10M = 10^7 B/s).
-    let measured: Vec<(f64, f64)> = mib
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ((i as f64 + 1.0) * dt, m * 1048576.0 / 1e6))
-        .collect();
-    // Ideal: bucket starts full (burst), refills at `rate`: cumulative bytes admitted by t
-    // is at most burst + rate·t; per interval that is the burst in the first one, then
-    // the rate.
-    let mut cum_meas = Vec::new();
-    let mut acc = 0.0;
-    for (i, m) in mib.iter().enumerate() {
-        acc += m * 1048576.0 * dt;
-        cum_meas.push(((i as f64 + 1.0) * dt, acc / 1e6));
-    }
-    let ideal_cum: Vec<(f64, f64)> = (0..=((secs / dt) as usize))
-        .map(|i| {
-            let t = i as f64 * dt;
-            (t, (burst + rate * t) / 1e6)
-        })
-        .collect();
-    let ymax = measured
-        .iter()
-        .map(|p| p.1)
-        .fold(rate / 1e6 * 1.5, f64::max)
-        * 1.1;
-    let root = SVGBackend::new(svg, (1000, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(350);
-    {
-        let mut ch = ChartBuilder::on(&top)
-            .caption(
-                format!(
-                    "ours, --fs-bw-size={} --fs-bw-burst={}: sequential 1 MiB writes, QD 8 — rate per {iv_ms} ms",
-                    rate / 1e6, burst / 1e6
-                ),
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..secs, 0.0..ymax)
-            .map_err(|e| e.to_string())?;
-        ch.configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MB/s (10^6)")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let steps: Vec<(f64, f64)> = measured
-            .iter()
-            .flat_map(|&(t, v)| [(t - dt, v), (t, v)])
-            .collect();
-        ch.draw_series(LineSeries::new(steps, &BLUE))
-            .map_err(|e| e.to_string())?
-            .label("measured")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        let ideal_rate = vec![
-            (0.0, (burst + rate * dt) / dt / 1e6),
-            (dt, (burst + rate * dt) / dt / 1e6),
-            (dt, rate / 1e6),
-            (secs, rate / 1e6),
-        ];
-        ch.draw_series(LineSeries::new(ideal_rate, &RED))
-            .map_err(|e| e.to_string())?
-            .label("ideal: burst in the first interval, then the configured rate")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
-    {
-        let cmax = cum_meas
-            .last()
-            .map(|p| p.1)
-            .unwrap_or(0.0)
-            .max(ideal_cum.last().map(|p| p.1).unwrap_or(0.0))
-            * 1.05;
-        let mut ch = ChartBuilder::on(&bottom)
-            .caption(
-                "cumulative bytes written vs. the limit burst + rate·t",
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..secs, 0.0..cmax.max(1.0))
-            .map_err(|e| e.to_string())?;
-        ch.configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MB")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        ch.draw_series(LineSeries::new(cum_meas, &BLUE))
-            .map_err(|e| e.to_string())?
-            .label("measured (cumulative)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        ch.draw_series(LineSeries::new(ideal_cum, &RED))
-            .map_err(|e| e.to_string())?
-            .label("limit: burst + rate·t")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
-    root.present().map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -773,6 +536,7 @@ fn main() {
             file_mib,
             workloads,
             verify_every,
+            churn_files,
         } => host(
             &d,
             &loadgen,
@@ -782,6 +546,7 @@ fn main() {
             file_mib,
             &workloads,
             verify_every,
+            churn_files,
         ),
         Cmd::Limited {
             ours,
@@ -796,8 +561,8 @@ fn main() {
             runtime,
             nrfiles,
             file_mib,
-        } => guest(&d, runtime, nrfiles, file_mib),
-        Cmd::Plot { input, svg } => plot(&input, &svg),
+        } => guest::guest(&d, runtime, nrfiles, file_mib),
+        Cmd::Plot { input, svg } => plot::plot(&input, &svg),
         Cmd::Report {
             results,
             md,

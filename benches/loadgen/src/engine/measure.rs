@@ -1,0 +1,163 @@
+//! What one workload measured: completions per interval, latencies, CPU, and the result.
+
+use super::*;
+
+pub(super) struct Measure {
+    pub(super) t0: Instant,
+    pub(super) warm_at: Option<Instant>,
+    pub(super) end_at: Option<Instant>,
+    pub(super) cpu_d0: Option<f64>,
+    pub(super) cpu_d1: Option<f64>,
+    pub(super) cpu_g0: f64,
+    pub(super) cpu_g1: f64,
+    pub(super) ops: u64,
+    pub(super) bytes: u64,
+    pub(super) lat: Vec<u64>,
+    pub(super) errors: u64,
+    pub(super) verify_errors: u64,
+    pub(super) first_error: Option<String>,
+    pub(super) iv_bytes: Vec<u64>,
+    pub(super) iv_ops: Vec<u64>,
+    pub(super) interval: Duration,
+    pub(super) anon_peak: u64,
+    pub(super) next_sample: Instant,
+}
+
+impl Measure {
+    pub(super) fn new(interval: Duration) -> Self {
+        Measure {
+            t0: Instant::now(),
+            warm_at: None,
+            end_at: None,
+            cpu_d0: None,
+            cpu_d1: None,
+            cpu_g0: 0.0,
+            cpu_g1: 0.0,
+            ops: 0,
+            bytes: 0,
+            lat: Vec::with_capacity(1 << 16),
+            errors: 0,
+            verify_errors: 0,
+            first_error: None,
+            iv_bytes: Vec::new(),
+            iv_ops: Vec::new(),
+            interval,
+            anon_peak: 0,
+            next_sample: Instant::now(),
+        }
+    }
+
+    pub(super) fn error(&mut self, verify: bool, msg: impl FnOnce() -> String) {
+        if verify {
+            self.verify_errors += 1;
+        } else {
+            self.errors += 1;
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(msg());
+        }
+    }
+
+    pub(super) fn done(&mut self, submitted: Instant, now: Instant, bytes: u64) {
+        let i = (now.duration_since(self.t0).as_nanos() / self.interval.as_nanos().max(1)) as usize;
+        if self.iv_ops.len() <= i {
+            self.iv_ops.resize(i + 1, 0);
+            self.iv_bytes.resize(i + 1, 0);
+        }
+        self.iv_ops[i] += 1;
+        self.iv_bytes[i] += bytes;
+        let counted = matches!(self.warm_at, Some(w) if submitted >= w) && self.end_at.is_none();
+        if counted {
+            self.ops += 1;
+            self.bytes += bytes;
+            self.lat
+                .push(now.duration_since(submitted).as_nanos() as u64);
+        }
+    }
+}
+
+impl Generator {
+    pub(super) fn finish(&self, w: Workload, mut m: Measure) -> WorkloadResult {
+        let (warm, end) = match (m.warm_at, m.end_at) {
+            (Some(a), Some(b)) => (a, b),
+            (Some(a), None) => (a, Instant::now()),
+            _ => (m.t0, Instant::now()),
+        };
+        if m.end_at.is_none() {
+            (m.cpu_d1, m.cpu_g1) = self.sample_cpu();
+        }
+        let secs = end.duration_since(warm).as_secs_f64().max(1e-9);
+        m.lat.sort_unstable();
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let lat = Latency {
+            p50: us(quantile_sorted(&m.lat, 0.50)),
+            p99: us(quantile_sorted(&m.lat, 0.99)),
+            max: us(m.lat.last().copied().unwrap_or(0)),
+            mean: if m.lat.is_empty() {
+                0.0
+            } else {
+                us(m.lat.iter().sum::<u64>() / m.lat.len() as u64)
+            },
+        };
+        let daemon = match (m.cpu_d0, m.cpu_d1, self.cfg.daemon_pid) {
+            (Some(a), Some(b), Some(pid)) => {
+                let cpu = (b - a).max(0.0);
+                let (rss, hwm) = procfs::rss_kib(pid).unwrap_or((0, 0));
+                let anon = procfs::anon_kib(pid).unwrap_or(0).max(m.anon_peak);
+                Some(DaemonUsage {
+                    cpu_s: cpu,
+                    cpu_share: cpu / secs,
+                    cpu_s_per_gib: (w.is_data() && m.bytes > 0)
+                        .then(|| cpu / (m.bytes as f64 / (1u64 << 30) as f64)),
+                    cpu_us_per_op: if m.ops > 0 {
+                        cpu * 1e6 / m.ops as f64
+                    } else {
+                        0.0
+                    },
+                    rss_kib: rss,
+                    hwm_kib: hwm,
+                    anon_peak_kib: anon,
+                })
+            }
+            _ => None,
+        };
+        let gcpu = (m.cpu_g1 - m.cpu_g0).max(0.0);
+        let gshare = gcpu / secs;
+        let iv_s = m.interval.as_secs_f64();
+        WorkloadResult {
+            workload: w.name().into(),
+            block_size: match w {
+                Workload::SeqRead | Workload::SeqWrite => self.cfg.seq_bs,
+                Workload::RandRead | Workload::RandWrite => self.cfg.rand_bs,
+                Workload::Meta | Workload::Churn => 0,
+            },
+            queue_depth: self.cfg.queue_depth,
+            seconds: secs,
+            ops: m.ops,
+            bytes: m.bytes,
+            mib_s: m.bytes as f64 / secs / (1 << 20) as f64,
+            iops: m.ops as f64 / secs,
+            lat_us: lat,
+            errors: m.errors,
+            verify_errors: m.verify_errors,
+            first_error: m.first_error,
+            daemon,
+            generator: GenUsage {
+                cpu_s: gcpu,
+                cpu_share: gshare,
+                headroom: if gshare > 0.0 {
+                    1.0 / gshare
+                } else {
+                    f64::INFINITY.min(1e9)
+                },
+            },
+            interval_ms: m.interval.as_millis() as u64,
+            intervals_mib_s: m
+                .iv_bytes
+                .iter()
+                .map(|&b| b as f64 / iv_s / (1 << 20) as f64)
+                .collect(),
+            intervals_ops: m.iv_ops,
+        }
+    }
+}
