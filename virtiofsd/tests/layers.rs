@@ -366,6 +366,10 @@ fn read_tree(dir: &Path) -> BTreeMap<std::path::PathBuf, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<std::path::PathBuf, String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy();
+            if p.is_dir() && (name == "target" || name.starts_with('.')) {
+                continue; // build output, git and editor folders
+            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else if p.extension().is_some_and(|x| x == "rs") {
@@ -414,13 +418,70 @@ fn no_import_cycle_between_the_daemons_modules() {
     }
 }
 
+/// The workspace root (this crate's parent).
+fn workspace_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `src/` folder of every workspace crate but this one (vendored `patches/` and the
+/// separate `fuzz/` workspace aside).
+fn other_crates() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !p.is_dir()
+                || name.starts_with('.')
+                || ["target", "patches", "fuzz"].contains(&name.as_str())
+            {
+                continue;
+            }
+            if p.join("Cargo.toml").is_file() && p.join("src").is_dir() {
+                out.push(p.join("src"));
+            }
+            walk(&p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&workspace_root(), &mut out);
+    out.retain(|s| s.canonicalize().unwrap() != src_dir().canonicalize().unwrap());
+    out
+}
+
+#[test]
+fn no_import_cycle_in_any_workspace_crate() {
+    let crates = other_crates();
+    assert!(
+        crates.len() >= 8,
+        "expected the workspace's crates, found {crates:?}"
+    );
+    for src in crates {
+        // A library and each binary are separate crates: check the library's modules (a
+        // `bin/` file or `main.rs` only uses the library from outside).
+        let files: BTreeMap<Vec<String>, String> = read_tree(&src)
+            .into_iter()
+            .filter(|(rel, _)| rel != Path::new("main.rs") && !rel.starts_with("bin"))
+            .map(|(rel, text)| (module_of(&rel), text))
+            .collect();
+        if let Some(c) = find_cycle(&edges(&files)) {
+            panic!("import cycle in {}: {}", src.display(), c.join(" -> "));
+        }
+    }
+}
+
 #[test]
 fn no_source_file_over_700_lines() {
-    let long: Vec<String> = read_tree(&src_dir())
-        .iter()
-        .filter(|(_, src)| src.lines().count() > MAX_LINES)
-        .map(|(rel, src)| format!("{} ({} lines)", rel.display(), src.lines().count()))
-        .collect();
+    // Every Rust file of the workspace: crates, their tests, benches and the fuzz targets.
+    let mut long = Vec::new();
+    for (rel, src) in read_tree(&workspace_root()) {
+        let skip = rel.components().any(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            c == "target" || c == "patches" || c.starts_with('.')
+        });
+        if !skip && src.lines().count() > MAX_LINES {
+            long.push(format!("{} ({} lines)", rel.display(), src.lines().count()));
+        }
+    }
     assert!(long.is_empty(), "over {MAX_LINES} lines: {long:?}");
 }
 

@@ -3,7 +3,7 @@
 //!
 //! See `benches/README.md` for the measurement method and `benches/run.sh` for the command.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod daemon;
 pub mod engine;

@@ -79,7 +79,7 @@ pub enum Error {
     Disconnected,
     /// A token that is neither in flight nor completed was waited for.
     #[error("unknown or already consumed token {0:?}")]
-    UnknownToken(crate::virtqueue::Token),
+    UnknownToken(crate::token::Token),
     /// An eventfd / poll operation failed.
     #[error("eventfd: {0}")]
     EventFd(io::Error),

@@ -61,6 +61,7 @@ pub mod chain;
 pub mod error;
 pub mod fuse;
 pub mod memory;
+pub mod token;
 pub mod vhost;
 pub mod virtqueue;
 

@@ -8,6 +8,7 @@
 //! Besides the well-behaved path ([`SplitQueue::push_chain`], [`SplitQueue::wait_used`]) it
 //! exposes the primitives needed to build malformed chains and corrupt the avail ring.
 
+pub use crate::token::Token;
 use vm_memory::ByteValued;
 
 use crate::memory::GuestBuf;
@@ -121,18 +122,6 @@ impl QueueLayout {
     pub fn avail_event_addr(&self) -> u64 {
         self.used + 4 + 8 * self.size as u64
     }
-}
-
-/// Identifies one submitted chain. Unique for the lifetime of a [`SplitQueue`]
-/// (the serial never repeats even though head indices are recycled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token {
-    /// Queue index.
-    pub queue: u16,
-    /// Head descriptor index.
-    pub head: u16,
-    /// Submission serial number.
-    pub serial: u64,
 }
 
 /// What the frontend remembers about a chain until the daemon returns it.

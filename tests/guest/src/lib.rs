@@ -23,7 +23,7 @@
 //! `linux-image-cloud-amd64`, `busybox-static`, `fio`. A missing one is a loud
 //! [`Error::MissingPackage`], never a silent skip.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod cpio;
 mod error;
