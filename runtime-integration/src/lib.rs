@@ -60,6 +60,8 @@ pub mod api;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod dropin;
+pub mod install;
 mod error;
 pub mod limits;
 pub mod metrics;
