@@ -526,7 +526,7 @@ pub fn uninstall(config: &Path, daemon_path: Option<&Path>, out: &mut dyn Write)
         let now = files::sha256_of(&f.path)?;
         if now.as_deref() != Some(f.after_sha256.as_str()) {
             changed.push(format!(
-                "{} changed since the install (sha256 {} , install left {})",
+                "{} changed since the install (sha256 {}; install left {})",
                 f.path.display(),
                 now.as_deref().unwrap_or("none: removed"),
                 f.after_sha256
