@@ -182,10 +182,12 @@ impl VirtioFsConfig {
     /// Parses TOML `text` alone, without drop-ins (`source` names it in messages).
     pub fn from_toml_str(text: &str, source: impl AsRef<Path>, hypervisor: &str) -> Result<Self> {
         let source = source.as_ref();
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::ConfigFile {
-            file: source.to_path_buf(),
-            message: format!("not valid TOML: {e}"),
-        })?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::ConfigFile {
+                file: source.to_path_buf(),
+                message: format!("not valid TOML: {e}"),
+            })?;
         Self::from_table(&doc, source, None, hypervisor)
     }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! # TYPE virtiofs_sandbox_daemon_binary_info gauge
-//! virtiofs_sandbox_daemon_binary_info{path="/opt/kata/libexec/virtiofsd",kind="rate-limited",version="0.1.0"} 1
+//! virtiofs_sandbox_daemon_binary_info{kind="rate-limited",path="/opt/kata/libexec/virtiofsd",version="0.1.0"} 1
 //! ```
 //!
 //! `kind` is `rate-limited` (the file carries this project's build marker; `version` is the
@@ -25,8 +25,8 @@ use crate::install::binary;
 
 /// The family name.
 pub const DAEMON_BINARY_INFO: &str = "virtiofs_sandbox_daemon_binary_info";
-/// Its labels, in order.
-pub const LABELS: [&str; 3] = ["path", "kind", "version"];
+/// Its labels (the encoder writes them sorted by name, as here).
+pub const LABELS: [&str; 3] = ["kind", "path", "version"];
 
 /// The daemon paths the configurations name (sorted, each once).
 pub fn configured_paths(configs: &[PathBuf]) -> BTreeSet<PathBuf> {
@@ -67,7 +67,7 @@ pub fn encode(paths: &BTreeSet<PathBuf>) -> String {
     .expect("valid gauge");
     for p in paths {
         let k = binary::identify(Path::new(p));
-        g.with_label_values(&[&p.to_string_lossy(), k.label(), k.version()])
+        g.with_label_values(&[k.label(), &p.to_string_lossy(), k.version()])
             .set(1.0);
     }
     let r = Registry::new();
@@ -103,7 +103,7 @@ mod tests {
             (&missing, "missing", ""),
         ] {
             let line = format!(
-                "{DAEMON_BINARY_INFO}{{path=\"{}\",kind=\"{kind}\",version=\"{v}\"}} 1\n",
+                "{DAEMON_BINARY_INFO}{{kind=\"{kind}\",path=\"{}\",version=\"{v}\"}} 1\n",
                 p.display()
             );
             assert!(text.contains(&line), "{line} not in\n{text}");

@@ -145,12 +145,14 @@ impl Layers {
         let mut table = toml::Table::new();
         let mut origins = BTreeMap::new();
         for layer in &self.files {
-            let t: toml::Table = layer.text.parse().map_err(|e: toml::de::Error| {
-                Error::ConfigFile {
-                    file: layer.path.clone(),
-                    message: format!("not valid TOML: {e}"),
-                }
-            })?;
+            let t: toml::Table =
+                layer
+                    .text
+                    .parse()
+                    .map_err(|e: toml::de::Error| Error::ConfigFile {
+                        file: layer.path.clone(),
+                        message: format!("not valid TOML: {e}"),
+                    })?;
             record_origins(&t, "", &layer.path, &mut origins);
             merge_tables(&mut table, t);
         }
@@ -251,17 +253,24 @@ mod tests {
         let l = Layers {
             given: "/c/b.toml".into(),
             resolved: "/c/b.toml".into(),
-            files: ["/c/b.toml", "/c/config.d/10-a.toml", "/c/config.d/50-z.toml"]
-                .iter()
-                .map(|p| Layer {
-                    path: p.into(),
-                    text: String::new(),
-                })
-                .collect(),
+            files: [
+                "/c/b.toml",
+                "/c/config.d/10-a.toml",
+                "/c/config.d/50-z.toml",
+            ]
+            .iter()
+            .map(|p| Layer {
+                path: p.into(),
+                text: String::new(),
+            })
+            .collect(),
             symlinked_dropins: vec![],
         };
         let names = |l: &Layers| -> Vec<String> {
-            l.files.iter().map(|f| f.path.display().to_string()).collect()
+            l.files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect()
         };
         let added = l.with_dropin(Path::new("/c/config.d/20-m.toml"), Some("x = 1"));
         assert_eq!(

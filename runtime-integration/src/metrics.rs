@@ -497,10 +497,7 @@ fn handle(req: tiny_http::Request, sup: &Supervisor, timeout: Duration, configs:
         (Method::Get | Method::Head, "/metrics") => match scrape_all(sup, timeout) {
             Ok(s) => {
                 let bins = crate::daemon_binaries::configured_paths(configs);
-                text_response(
-                    200,
-                    &(merge(&s) + &crate::daemon_binaries::encode(&bins)),
-                )
+                text_response(200, &(merge(&s) + &crate::daemon_binaries::encode(&bins)))
             }
             Err(e) => {
                 log::error!("listing sandboxes: {e}");

@@ -319,6 +319,10 @@ struct Exporter {
 
 impl Exporter {
     fn start(state: &str, timeout: &str) -> Exporter {
+        Self::start_with(state, timeout, &[])
+    }
+
+    fn start_with(state: &str, timeout: &str, extra: &[&str]) -> Exporter {
         let mut child = Command::new(common::cli_bin())
             .args([
                 "metrics",
@@ -329,6 +333,7 @@ impl Exporter {
                 "--timeout",
                 timeout,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -646,9 +651,19 @@ fn metrics_exporter_scrape_passes_promtool() {
     let _a = start(&s, &cfg, "pod-a", &[]);
     let ann = format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-ops-size=300"]"#);
     let _b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
-    let exporter = Exporter::start(&state, "1");
+    // With --config, the build-info series of the configured daemon path (the real daemon).
+    let exporter = Exporter::start_with(&state, "1", &["--config", &cfg]);
     let (status, text) = exporter.get("/metrics");
     assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}{{kind=\"rate-limited\",path=\"{}\",version=\"{}\"}} 1\n",
+            runtime_integration::daemon_binaries::DAEMON_BINARY_INFO,
+            daemon_bin().display(),
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -676,6 +691,7 @@ fn metrics_exporter_scrape_passes_promtool() {
     for family in metrics::ALL.iter().chain(&[
         "virtiofs_sandbox_up",
         "virtiofs_sandbox_scrape_duration_seconds",
+        runtime_integration::daemon_binaries::DAEMON_BINARY_INFO,
     ]) {
         assert_eq!(
             text.matches(&format!("# TYPE {family} ")).count(),

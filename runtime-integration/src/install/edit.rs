@@ -39,7 +39,10 @@ pub fn extra_args(current: &[String], limits: &RateLimits) -> Vec<String> {
         }
         if replace_limits {
             let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
-            if FLAGS.iter().any(|f| f.long() == name.trim_start_matches("--")) {
+            if FLAGS
+                .iter()
+                .any(|f| f.long() == name.trim_start_matches("--"))
+            {
                 if !a.contains('=') {
                     it.next(); // the two-token form's value
                 }
@@ -157,7 +160,10 @@ mod tests {
     #[test]
     fn extra_args_put_the_limits_and_the_boundary_last() {
         let mut l = RateLimits::default();
-        l.set(limits_api::Flag::of(ratelimit::Bucket::Bw, limits_api::Field::Size), 5);
+        l.set(
+            limits_api::Flag::of(ratelimit::Bucket::Bw, limits_api::Field::Size),
+            5,
+        );
         let cur = strs(&[
             "--thread-pool-size=1",
             "--fs-bw-size=9",

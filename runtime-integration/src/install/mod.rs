@@ -245,7 +245,11 @@ pub fn install(
         .collect();
 
     // The new files, checked as Kata would read them.
-    let config_dir = layers.resolved.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let config_dir = layers
+        .resolved
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
     let (plan, new_layers) = if opts.in_place {
         let base = &layers.files[0];
         let text = edit::edit_in_place(&base.text, &sections)
@@ -392,7 +396,10 @@ fn apply(
     record_path: &Path,
     dropin_dir: &Path,
 ) -> Result<()> {
-    let mut created_dirs = old.as_ref().map(|r| r.created_dirs.clone()).unwrap_or_default();
+    let mut created_dirs = old
+        .as_ref()
+        .map(|r| r.created_dirs.clone())
+        .unwrap_or_default();
     let mut say = |s: String| {
         let _ = writeln!(out, "{s}");
     };
