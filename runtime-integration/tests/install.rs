@@ -296,7 +296,8 @@ fn uninstall_refuses_a_file_changed_since_the_install() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&k.daemon.display().to_string()));
     assert_eq!(k.snapshot(), snap);
-    let paths = runtime_integration::daemon_binaries::configured_paths(&[k.config.clone()]);
+    let paths =
+        runtime_integration::daemon_binaries::configured_paths(std::slice::from_ref(&k.config));
     let series = runtime_integration::daemon_binaries::encode(&paths);
     assert!(
         series.contains(&format!(
