@@ -272,6 +272,9 @@ fn install_writes_one_dropin_kata_merges_and_uninstall_restores_identical_bytes(
 fn uninstall_refuses_a_file_changed_since_the_install() {
     let k = Kata::new(SHAPES[0]);
     ok(k.run("install", &["--fs-bw-size=5M"]));
+    // Not asked for: enable_annotations is left alone.
+    let t = std::fs::read_to_string(k.dropin()).unwrap();
+    assert!(!t.contains("enable_annotations"), "{t}");
     // The operator edits the drop-in.
     let mut t = std::fs::read_to_string(k.dropin()).unwrap();
     t.push_str("# tuned by hand\n");
@@ -449,8 +452,19 @@ fn dropins_merge_as_kata_merges_them() {
     assert!(e.contains("50-dir"), "{e}");
     std::fs::remove_dir(dir.join("50-dir")).unwrap();
 
-    // install over them: its drop-in applies last, from the others' merged value.
-    ok(k.run("install", &[]));
+    // install over them: its drop-in applies last, from the others' merged value; it warns
+    // about an annotation that lets a pod leave the daemon.
+    std::fs::write(
+        dir.join("45-ann.toml"),
+        "[hypervisor.qemu]\nenable_annotations = [\"shared_.*\"]\n",
+    )
+    .unwrap();
+    let out = ok(k.run("install", &[]));
+    assert!(
+        out.contains("warning") && out.contains("shared_fs"),
+        "{out}"
+    );
+    std::fs::remove_file(dir.join("45-ann.toml")).unwrap();
     assert_eq!(
         k.load().virtio_fs_extra_args,
         ["--fs-bw-size=2M", "--pod-args-follow"]

@@ -290,6 +290,17 @@ pub fn install(
     let merged = new_layers.merge()?;
     for s in &sections {
         check_effective(&merged, &opts.config, s)?;
+        let c = VirtioFsConfig::from_merged(&merged, &opts.config, &s.hypervisor)?;
+        for name in ["shared_fs", "virtio_fs_daemon"] {
+            if let Some(r) = c.enable_annotations.iter().find(|r| full_match(r, name)) {
+                let _ = writeln!(
+                    out,
+                    "warning: [hypervisor.{}] enable_annotations {r:?} lets a pod set {name}, \
+                     which leaves this daemon and every limit (configs/README.md §3a)",
+                    s.hypervisor
+                );
+            }
+        }
     }
 
     // The daemon.
@@ -331,6 +342,11 @@ pub fn install(
         &layers.dropin_dir(),
     )?;
     Ok(Ok(()))
+}
+
+/// Whether the regex `r` matches all of `name` (how the project reads enable_annotations).
+fn full_match(r: &str, name: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(name))
 }
 
 fn suffixed(p: &Path, suffix: &str) -> PathBuf {
