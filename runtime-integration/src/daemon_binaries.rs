@@ -66,7 +66,7 @@ pub fn encode(paths: &BTreeSet<PathBuf>) -> String {
     )
     .expect("valid gauge");
     for p in paths {
-        let k = binary::identify(Path::new(p));
+        let k = identify_cached(p);
         g.with_label_values(&[k.label(), &p.to_string_lossy(), k.version()])
             .set(1.0);
     }
@@ -77,6 +77,39 @@ pub fn encode(paths: &BTreeSet<PathBuf>) -> String {
         log::warn!("encoding {DAEMON_BINARY_INFO}: {e}");
     }
     out
+}
+
+/// What a file was identified as, by its identity (device, inode, size, mtime, ctime).
+type Seen =
+    std::collections::HashMap<PathBuf, ((u64, u64, u64, i64, i64, i64, i64), binary::BinaryKind)>;
+
+/// [`binary::identify`], read again only when the file's inode, size or times changed (a
+/// release daemon is megabytes; a scrape comes every few seconds).
+fn identify_cached(path: &Path) -> binary::BinaryKind {
+    use std::os::unix::fs::MetadataExt;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let Ok(m) = std::fs::metadata(path) else {
+        return binary::BinaryKind::Missing;
+    };
+    let id = (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    );
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(Default::default);
+    if let Some((was, kind)) = seen.get(path) {
+        if *was == id {
+            return kind.clone();
+        }
+    }
+    let kind = binary::identify(path);
+    seen.insert(path.to_path_buf(), (id, kind.clone()));
+    kind
 }
 
 #[cfg(test)]
@@ -109,5 +142,15 @@ mod tests {
             assert!(text.contains(&line), "{line} not in\n{text}");
         }
         assert!(encode(&BTreeSet::new()).is_empty());
+        // A file changed since the last scrape is read again (the cache keys on its identity).
+        std::fs::copy(&ours, &other).unwrap();
+        let again = encode(&[other.clone()].into());
+        assert!(
+            again.contains(&format!(
+                "kind=\"rate-limited\",path=\"{}\"",
+                other.display()
+            )),
+            "{again}"
+        );
     }
 }

@@ -424,18 +424,35 @@ fn apply(
     let old_daemon = old.as_ref().map(|r| r.daemon.clone());
     let daemon_rec = if daemon.current.as_deref() == Some(&daemon.bytes[..]) {
         say(format!("{}: daemon unchanged", daemon.path.display()));
-        old_daemon.unwrap_or(FileRecord {
-            path: daemon.path.clone(),
-            before_sha256: Some(files::sha256(&daemon.bytes)),
-            backup: None,
-            after_sha256: files::sha256(&daemon.bytes),
-        })
+        match old_daemon {
+            Some(r) => r,
+            None => {
+                // No record: an install interrupted before writing it kept the original
+                // beside the daemon; otherwise the daemon was already this one.
+                let backup_path = suffixed(&daemon.path, DAEMON_BACKUP_SUFFIX);
+                let (before, backup) = match files::sha256_of(&backup_path)? {
+                    Some(sha) => (Some(sha), Some(backup_path)),
+                    None => (Some(files::sha256(&daemon.bytes)), None),
+                };
+                FileRecord {
+                    path: daemon.path.clone(),
+                    before_sha256: before,
+                    backup,
+                    after_sha256: files::sha256(&daemon.bytes),
+                }
+            }
+        }
     } else {
         let backup_path = suffixed(&daemon.path, DAEMON_BACKUP_SUFFIX);
         let (before, backup) = match (&daemon.current, &daemon.current_kind, old_daemon) {
             // Ours (an older build): the original kept by the earlier install stays.
             (Some(_), BinaryKind::RateLimited(_), Some(r)) => (r.before_sha256, r.backup),
-            (Some(_), BinaryKind::RateLimited(_), None) => (None, None),
+            // Ours without a record (an install interrupted before its record was written):
+            // the original it kept, if any, is still the original.
+            (Some(_), BinaryKind::RateLimited(_), None) => match files::sha256_of(&backup_path)? {
+                Some(sha) => (Some(sha), Some(backup_path)),
+                None => (None, None),
+            },
             // Another daemon (first install, or Kata put its own back): keep it.
             (Some(cur), _, _) => {
                 files::backup(&daemon.path, &backup_path)?;
