@@ -14,7 +14,9 @@
 //! | `enable_annotations` | `[]` (regexes of hypervisor annotation names a pod may set) |
 //!
 //! A key with a wrong type or value is an [`Error::ConfigKey`] naming the file, the section and
-//! the key.
+//! the key. [`VirtioFsConfig::load`] reads the base file plus its `config.d/` drop-ins merged as
+//! Kata merges them ([`crate::dropin`]), and names the file that set a bad key;
+//! [`VirtioFsConfig::from_toml_str`] reads one text alone.
 
 use std::path::{Path, PathBuf};
 
