@@ -6,13 +6,15 @@
 //! - [`tighten`]: the only-tighten rule, by which a pod's limit applies only if it is no looser
 //!   than the operator's;
 //! - [`wire`]: the JSON bodies of the control API (`/api/v1/ratelimit`, `/api/v1/stats`,
-//!   errors), its paths and content types, and the Prometheus metric names of `/metrics`.
+//!   errors), its paths and content types, and the Prometheus metric names of `/metrics`;
+//! - [`marker`]: the build marker by which a daemon binary is recognised without running it.
 //!
 //! No I/O and no parsing beyond the flags' values ([`ratelimit::parse_quantity`]).
 
 #![deny(missing_docs)]
 
 pub mod flags;
+pub mod marker;
 pub mod tighten;
 pub mod wire;
 

@@ -14,7 +14,9 @@
 //! | `enable_annotations` | `[]` (regexes of hypervisor annotation names a pod may set) |
 //!
 //! A key with a wrong type or value is an [`Error::ConfigKey`] naming the file, the section and
-//! the key.
+//! the key. [`VirtioFsConfig::load`] reads the base file plus its `config.d/` drop-ins merged as
+//! Kata merges them ([`crate::dropin`]), and names the file that set a bad key;
+//! [`VirtioFsConfig::from_toml_str`] reads one text alone.
 
 use std::path::{Path, PathBuf};
 
@@ -162,26 +164,45 @@ impl VirtioFsConfig {
         }
     }
 
-    /// Reads `path` and takes the virtio-fs keys of `[hypervisor.<hypervisor>]`.
+    /// Reads `path` plus the drop-ins of `config.d/` beside it, merged as Kata merges them
+    /// ([`crate::dropin`]), and takes the virtio-fs keys of `[hypervisor.<hypervisor>]`. A key
+    /// error names the file that set the key.
     pub fn load(path: impl AsRef<Path>, hypervisor: &str) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
-            file: path.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::from_toml_str(&text, path, hypervisor)
+        let layers = crate::dropin::Layers::read(path.as_ref())?;
+        Self::from_merged(&layers.merge()?, path.as_ref(), hypervisor)
     }
 
-    /// Parses TOML `text` (`source` names it in messages).
+    /// Takes the section from an already merged configuration (`source`: the base file).
+    pub fn from_merged(
+        merged: &crate::dropin::Merged,
+        source: impl AsRef<Path>,
+        hypervisor: &str,
+    ) -> Result<Self> {
+        Self::from_table(&merged.table, source.as_ref(), Some(merged), hypervisor)
+    }
+
+    /// Parses TOML `text` alone, without drop-ins (`source` names it in messages).
     pub fn from_toml_str(text: &str, source: impl AsRef<Path>, hypervisor: &str) -> Result<Self> {
         let source = source.as_ref();
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::ConfigFile {
+                file: source.to_path_buf(),
+                message: format!("not valid TOML: {e}"),
+            })?;
+        Self::from_table(&doc, source, None, hypervisor)
+    }
+
+    fn from_table(
+        doc: &toml::Table,
+        source: &Path,
+        merged: Option<&crate::dropin::Merged>,
+        hypervisor: &str,
+    ) -> Result<Self> {
         let file_err = |message: String| Error::ConfigFile {
             file: source.to_path_buf(),
             message,
         };
-        let doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| file_err(format!("not valid TOML: {e}")))?;
         let hv = match doc.get("hypervisor") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => return Err(file_err("`hypervisor` is not a table".into())),
@@ -209,6 +230,7 @@ impl VirtioFsConfig {
         let keys = Keys {
             file: source,
             section: format!("hypervisor.{hypervisor}"),
+            merged,
         };
         let raw: Section = serde_path_to_error::deserialize(toml::Value::Table(section.clone()))
             .map_err(|e| {
@@ -359,12 +381,16 @@ fn integer_u32<'de, D: serde::Deserializer<'de>>(
 struct Keys<'a> {
     file: &'a Path,
     section: String,
+    merged: Option<&'a crate::dropin::Merged>,
 }
 
 impl Keys<'_> {
     fn err(&self, key: &str, message: impl Into<String>) -> Error {
+        let origin = self
+            .merged
+            .and_then(|m| m.origin(&format!("{}.{key}", self.section)));
         Error::ConfigKey {
-            file: self.file.to_path_buf(),
+            file: origin.unwrap_or(self.file).to_path_buf(),
             section: self.section.clone(),
             key: key.to_string(),
             message: message.into(),

@@ -26,6 +26,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// `install` or `uninstall` refused (nothing was changed) or could not finish.
+    #[error("{0}")]
+    Install(String),
     /// A configured or requested feature this integration does not provide.
     #[error("not supported: {0}")]
     NotSupported(String),

@@ -13,6 +13,9 @@
 //! * [`vmm`]: the QEMU / Cloud Hypervisor device and shared-memory arguments.
 //! * [`api`]: a client for the daemon's HTTP control socket (live rate limits, statistics).
 //! * [`metrics`]: one Prometheus endpoint for all the sandboxes of a state directory.
+//! * [`daemon_binaries`]: the exporter's build-info series (which binary each daemon path holds).
+//! * [`dropin`]: a base configuration plus its `config.d/` drop-ins, merged as Kata merges them.
+//! * [`install`]: `install` / `uninstall` of this daemon into a Kata configuration.
 //! * [`cli`]: the `virtiofs-sandbox` command.
 //!
 //! Libraries, and why:
@@ -60,7 +63,10 @@ pub mod api;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod daemon_binaries;
+pub mod dropin;
 mod error;
+pub mod install;
 pub mod limits;
 pub mod metrics;
 pub mod statedir;

@@ -4,9 +4,11 @@
 //! Each scrape lists the sandboxes, fetches every running daemon's `GET /metrics` over its API
 //! socket (in parallel, each bounded by a timeout), adds `sandbox="<id>"` as the first label
 //! of every series, and merges the families so each `# HELP`/`# TYPE` appears once, followed
-//! by all of its series. Two families of our own are added:
+//! by all of its series. Families of our own are added:
 //! `virtiofs_sandbox_up{sandbox}` (1 if the daemon answered, 0 for a sandbox whose daemon is
-//! dead, stuck or unreachable) and `virtiofs_sandbox_scrape_duration_seconds{sandbox}`.
+//! dead, stuck or unreachable), `virtiofs_sandbox_scrape_duration_seconds{sandbox}`, and,
+//! with `--config`, `virtiofs_sandbox_daemon_binary_info{path,kind,version}`
+//! ([`crate::daemon_binaries`]).
 //!
 //! The daemon's text is parsed strictly and is not trusted: a line that is not valid
 //! exposition format, a series that already has a `sandbox` label or repeats a label, a
@@ -450,6 +452,7 @@ pub fn serve(
     listen: &str,
     state_dir: &Path,
     timeout: Duration,
+    configs: &[PathBuf],
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<()> {
     let server = tiny_http::Server::http(listen).map_err(|e| Error::Io {
@@ -469,9 +472,9 @@ pub fn serve(
             let _ = req.respond(text_response(503, "too many scrapes in flight\n"));
             continue;
         }
-        let (sup, in_flight) = (sup.clone(), in_flight.clone());
+        let (sup, in_flight, configs) = (sup.clone(), in_flight.clone(), configs.to_vec());
         std::thread::spawn(move || {
-            handle(req, &sup, timeout);
+            handle(req, &sup, timeout, &configs);
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -487,12 +490,15 @@ fn text_response(status: u16, body: &str) -> tiny_http::Response<std::io::Cursor
         )
 }
 
-fn handle(req: tiny_http::Request, sup: &Supervisor, timeout: Duration) {
+fn handle(req: tiny_http::Request, sup: &Supervisor, timeout: Duration, configs: &[PathBuf]) {
     use tiny_http::Method;
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let resp = match (req.method(), path.as_str()) {
         (Method::Get | Method::Head, "/metrics") => match scrape_all(sup, timeout) {
-            Ok(s) => text_response(200, &merge(&s)),
+            Ok(s) => {
+                let bins = crate::daemon_binaries::configured_paths(configs);
+                text_response(200, &(merge(&s) + &crate::daemon_binaries::encode(&bins)))
+            }
             Err(e) => {
                 log::error!("listing sandboxes: {e}");
                 text_response(500, &format!("{e}\n"))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{cli, daemon_bin, json_out, wait_gone, Scratch};
 use limits_api::wire::metrics;
+use runtime_integration::daemon_binaries::DAEMON_BINARY_INFO as BINARY_INFO;
 use runtime_integration::{
     CommandOptions, Error, LaunchStyle, StartOptions, Supervisor, VirtioFsConfig,
 };
@@ -318,7 +319,7 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn start(state: &str, timeout: &str) -> Exporter {
+    fn start(state: &str, timeout: &str, extra: &[&str]) -> Exporter {
         let mut child = Command::new(common::cli_bin())
             .args([
                 "metrics",
@@ -329,6 +330,7 @@ impl Exporter {
                 "--timeout",
                 timeout,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -483,7 +485,7 @@ fn metrics_exporter_labels_every_series_by_sandbox() {
     let a = start(&s, &cfg, "pod-a", &[]);
     let ann = format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-ops-size=300"]"#);
     let b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
-    let exporter = Exporter::start(&state, "1");
+    let exporter = Exporter::start(&state, "1", &[]);
 
     let (status, text) = exporter.get("/metrics");
     assert_eq!(status, 200, "{text}");
@@ -646,36 +648,29 @@ fn metrics_exporter_scrape_passes_promtool() {
     let _a = start(&s, &cfg, "pod-a", &[]);
     let ann = format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-ops-size=300"]"#);
     let _b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
-    let exporter = Exporter::start(&state, "1");
+    // With --config, the build-info series of the configured daemon path (the real daemon).
+    let exporter = Exporter::start(&state, "1", &["--config", &cfg]);
     let (status, text) = exporter.get("/metrics");
     assert_eq!(status, 200, "{text}");
-
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool is needed (apt-get install prometheus): {e}"));
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let v = env!("CARGO_PKG_VERSION");
+    let info = format!(
+        "kind=\"rate-limited\",path=\"{}\",version=\"{v}\"",
+        daemon_bin().display()
     );
     assert!(
-        out.status.success() && said.trim().is_empty(),
+        text.contains(&format!("{BINARY_INFO}{{{info}}} 1\n")),
+        "{text}"
+    );
+
+    let (ok, said) = common::promtool_check_metrics(&text);
+    assert!(
+        ok && said.trim().is_empty(),
         "promtool check metrics: {said}\n{text}"
     );
     for family in metrics::ALL.iter().chain(&[
         "virtiofs_sandbox_up",
         "virtiofs_sandbox_scrape_duration_seconds",
+        BINARY_INFO,
     ]) {
         assert_eq!(
             text.matches(&format!("# TYPE {family} ")).count(),

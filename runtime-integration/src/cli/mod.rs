@@ -12,8 +12,14 @@
 //!                      -- VMM [ARGS...]
 //! virtiofs-sandbox limits ID [--state-dir DIR] [--fs-{bw,read-bw,write-bw,ops}-{size,burst}=Q]...
 //! virtiofs-sandbox stats ID [--state-dir DIR]
-//! virtiofs-sandbox metrics --listen ADDR:PORT [--state-dir DIR] [--timeout SECS]
+//! virtiofs-sandbox metrics --listen ADDR:PORT [--state-dir DIR] [--timeout SECS] [--config FILE]...
+//! virtiofs-sandbox install --config FILE [--hypervisor NAME]... [--daemon-path PATH]
+//!                          [--daemon-source PATH] [--dry-run] [--in-place] [--enable-annotations]
+//!                          [--fs-{bw,read-bw,write-bw,ops}-{size,burst}=Q]...
+//! virtiofs-sandbox uninstall --config FILE [--daemon-path PATH]
 //! ```
+//!
+//! `install` and `uninstall`: see [`crate::install`].
 //!
 //! `start` prints JSON (pid, socket, log, `ready_by`: what showed readiness, the daemon's argv
 //! and the VMM arguments) and leaves
@@ -51,9 +57,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+mod install;
 mod limit_args;
 mod run;
 
+pub use install::{InstallArgs, UninstallArgs};
 pub use limit_args::LimitArgs;
 pub use run::VMM_EXIT_AFTER_DISCONNECT;
 
@@ -145,7 +153,14 @@ pub enum Cmd {
         /// Seconds allowed for each daemon's answer (slower ones count as down).
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        /// A Kata configuration whose daemon paths are reported (which binary each holds).
+        #[arg(long = "config", value_name = "FILE")]
+        configs: Vec<PathBuf>,
     },
+    /// Install this daemon into a Kata configuration (a drop-in in config.d/; undoable).
+    Install(InstallArgs),
+    /// Undo `install`: restore every file it changed, unless someone changed it since.
+    Uninstall(UninstallArgs),
     /// Internal: copy stdin to a size-bounded log file (used by detached daemons).
     #[command(name = "__log-pump", hide = true)]
     LogPump {
@@ -312,13 +327,16 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             print_json(&v);
             Ok(0)
         }
+        Cmd::Install(a) => install::run_install(a),
+        Cmd::Uninstall(a) => install::run_uninstall(a),
         Cmd::Metrics {
             listen,
             state_dir,
             timeout,
+            configs,
         } => {
             let timeout = Duration::from_secs_f64(timeout.clamp(0.01, 3600.0));
-            crate::metrics::serve(&listen, &state_dir, timeout, |addr| {
+            crate::metrics::serve(&listen, &state_dir, timeout, &configs, |addr| {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(
                     out,
