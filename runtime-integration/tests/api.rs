@@ -645,9 +645,12 @@ fn metrics_exporter_scrape_passes_promtool() {
         .display()
         .to_string();
     let state = s.state.display().to_string();
-    let _a = start(&s, &cfg, "pod-a", &[]);
+    let mut started = common::Started::new(&state);
+    let a = start(&s, &cfg, "pod-a", &[]);
+    started.add("pod-a");
     let ann = format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-ops-size=300"]"#);
-    let _b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
+    let b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
+    started.add("pod-b");
     // With --config, the build-info series of the configured daemon path (the real daemon).
     let exporter = Exporter::start(&state, "1", &["--config", &cfg]);
     let (status, text) = exporter.get("/metrics");
@@ -688,5 +691,10 @@ fn metrics_exporter_scrape_passes_promtool() {
             text.contains(&format!("{}{{sandbox=\"{sb}\",", metrics::REQUESTS_TOTAL)),
             "{sb}: {text}"
         );
+    }
+    // Both daemons are gone once their sandboxes are stopped (none outlives the test).
+    drop(started);
+    for pid in [&a, &b].map(|v| v["pid"].as_u64().unwrap() as u32) {
+        assert!(wait_gone(pid, Duration::from_secs(3)), "daemon {pid} left");
     }
 }

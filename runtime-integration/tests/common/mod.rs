@@ -139,6 +139,36 @@ pub fn json_out(out: &Output) -> serde_json::Value {
     })
 }
 
+/// Sandboxes started by a test, stopped when it ends (also when an assertion fails first), so a
+/// detached daemon never outlives its test.
+pub struct Started {
+    state: String,
+    ids: Vec<String>,
+}
+
+impl Started {
+    /// Nothing started yet, under the state directory `state`.
+    pub fn new(state: &str) -> Started {
+        Started {
+            state: state.to_string(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Records `id` (started by the caller) for stopping.
+    pub fn add(&mut self, id: &str) {
+        self.ids.push(id.to_string());
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            cli(&["stop", id, "--state-dir", &self.state]);
+        }
+    }
+}
+
 /// Whether `pid` is a running (not zombie) process.
 pub fn running(pid: u32) -> bool {
     match runtime_integration::supervisor::proc_stat(pid) {
