@@ -54,7 +54,12 @@ fn generate(out: &Path) -> io::Result<()> {
         // One page per visible subcommand too (`virtiofs-sandbox-start.1`, ...).
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
             let sub_name = format!("{name}-{}", sub.get_name());
-            write_man(&man, &sub_name, sub.clone().name(sub_name.clone()))?;
+            let page = sub
+                .clone()
+                .bin_name(format!("{name} {}", sub.get_name()))
+                // A one-shot program: the few leaked names live until it exits anyway.
+                .name(&*Box::leak(sub_name.clone().into_boxed_str()));
+            write_man(&man, &sub_name, page)?;
         }
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut c = cmd.clone();
