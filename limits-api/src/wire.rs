@@ -195,12 +195,8 @@ pub mod metrics {
     pub const GROUP_LEVEL: &str = "virtiofsd_group_level";
     /// Gauge, labels `group`, `bucket`: this daemon's current share of its group's rate.
     pub const GROUP_SHARE: &str = "virtiofsd_group_share";
-    /// The exporter's build-info gauge (1), labels `path`, `kind`, `version`: which daemon
-    /// binary each configured `virtio_fs_daemon` path holds (`kind="ratelimit"`: this project's).
-    pub const DAEMON_BINARY_INFO: &str = "virtiofs_sandbox_daemon_binary_info";
-    /// Families the dashboard and alerts (configs/monitoring) name that a plain daemon and
-    /// exporter do not serve yet: the group budget's and the exporter's build info.
-    pub const NOT_YET_SERVED: [&str; 3] = [GROUP_LEVEL, GROUP_SHARE, DAEMON_BINARY_INFO];
+    /// The group families, which only a daemon in a node group serves.
+    pub const GROUP: [&str; 2] = [GROUP_LEVEL, GROUP_SHARE];
 }
 
 #[cfg(test)]
