@@ -21,6 +21,7 @@ if [ -z "$deb" ]; then
   cargo build --quiet --profile deb -p virtiofsd -p runtime-integration -p vufs-docgen --bins
   rm -rf target/deb/gen
   target/deb/vufs-docgen target/deb/gen
+  gzip -9n target/deb/gen/man1/*.1
   rm -f target/debian/${PKG}_*.deb
   cargo deb --no-build -p vufs-docgen --quiet
   deb=$(ls target/debian/${PKG}_*.deb)
@@ -106,21 +107,24 @@ kill "$exporter"; wait "$exporter" 2>/dev/null || true; exporter=""
 unit=$(dpkg -L $PKG | grep "/$UNIT\$") || fail "no $UNIT in the package"
 said=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify $unit: $said"
 [ -z "$said" ] || fail "systemd-analyze verify $unit: $said"
-# postinst enabled it through deb-systemd-helper, which needs no running systemd.
-deb-systemd-helper is-enabled $UNIT || fail "$UNIT not enabled by postinst"
-deb-systemd-helper debian-installed $UNIT || fail "$UNIT not recorded by deb-systemd-helper"
+# postinst enabled it through deb-systemd-helper, which needs no running systemd. (Its
+# read-only queries too want to be called from a maintainer script: dsh below says so.)
+dsh() { DPKG_MAINTSCRIPT_PACKAGE=$PKG deb-systemd-helper "$@"; }
+dsh is-enabled $UNIT || fail "$UNIT not enabled by postinst"
+dsh debian-installed $UNIT || fail "$UNIT not recorded by deb-systemd-helper"
 [ -L /etc/systemd/system/multi-user.target.wants/$UNIT ] || fail "no multi-user.target.wants/$UNIT link"
 
 # Reinstall (prerm upgrade, postinst configure again), then remove and purge.
 $sudo dpkg -i "$deb"
-deb-systemd-helper is-enabled $UNIT || fail "$UNIT not enabled after reinstall"
+dsh is-enabled $UNIT || fail "$UNIT not enabled after reinstall"
 $sudo dpkg -r $PKG
 [ ! -e /usr/bin/virtiofs-sandbox ] || fail "virtiofs-sandbox still there after dpkg -r"
-[ ! -L /etc/systemd/system/multi-user.target.wants/$UNIT ] || fail "wants link left after dpkg -r"
+# As debhelper's: removal masks the unit (its enablement stays until purge).
 [ "$(readlink /etc/systemd/system/$UNIT)" = /dev/null ] || fail "$UNIT not masked after dpkg -r"
 [ -f /etc/default/virtiofs-sandbox-metrics ] || fail "conffile removed by dpkg -r"
 $sudo dpkg --purge $PKG
 [ ! -e /etc/systemd/system/$UNIT ] || fail "mask left after purge"
+[ ! -L /etc/systemd/system/multi-user.target.wants/$UNIT ] || fail "wants link left after purge"
 [ ! -e /etc/default/virtiofs-sandbox-metrics ] || fail "conffile left after purge"
 ! ls /var/lib/systemd/deb-systemd-helper-enabled/ 2>/dev/null | grep -q virtiofs || fail "deb-systemd-helper state left after purge"
 echo "package $PKG $VERSION: OK"
