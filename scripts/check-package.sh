@@ -28,9 +28,10 @@ if [ -z "$deb" ]; then
 fi
 echo "package: $deb"
 
-if dpkg-query -W -f='${Status}' $PKG 2>/dev/null | grep -q installed; then
-  fail "$PKG is already installed on this machine: remove it first (dpkg --purge $PKG)"
-fi
+case "$(dpkg-query -W -f='${Status}' $PKG 2>/dev/null || true)" in
+  "" | *" not-installed") ;;
+  *) fail "$PKG is already on this machine: remove it first (dpkg --purge $PKG)" ;;
+esac
 scratch=$(mktemp -d)
 exporter=""
 cleanup() {
