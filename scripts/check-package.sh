@@ -80,6 +80,10 @@ fi
 # The installed binaries run and say who they are.
 v=$(/usr/bin/virtiofsd-ratelimit --version) && [ "$v" = "virtiofsd $VERSION" ] || fail "virtiofsd-ratelimit --version: $v"
 v=$(/usr/libexec/virtiofs-ratelimit/virtiofsd --version) && [ "$v" = "virtiofsd $VERSION" ] || fail "libexec virtiofsd --version: $v"
+[ "$(readlink -f /usr/bin/virtiofs-sandbox)" = /usr/libexec/virtiofs-ratelimit/virtiofs-sandbox ] ||
+  fail "virtiofs-sandbox is not beside the daemon (install's default --daemon-source)"
+[ "$(readlink -f /usr/bin/virtiofsd-ratelimit)" = /usr/libexec/virtiofs-ratelimit/virtiofsd ] ||
+  fail "virtiofsd-ratelimit does not link to the daemon"
 v=$(/usr/bin/virtiofs-sandbox --version) && [ "$v" = "virtiofs-sandbox $VERSION" ] || fail "virtiofs-sandbox --version: $v"
 /usr/bin/virtiofsd-ratelimit --help | grep -q -- '--fs-bw-size' || fail "virtiofsd-ratelimit --help lists no --fs-bw-size"
 /usr/bin/virtiofs-sandbox metrics --help | grep -q -- '--listen' || fail "virtiofs-sandbox metrics --help"
