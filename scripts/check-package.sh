@@ -97,6 +97,27 @@ bash -c 'source /usr/share/bash-completion/completions/virtiofs-sandbox && compl
 bash -c 'source /usr/share/bash-completion/completions/virtiofsd-ratelimit && complete -p virtiofsd-ratelimit' >/dev/null ||
   fail "bash completion of virtiofsd-ratelimit"
 
+# `virtiofs-sandbox install` (when this build has it) finds the packaged daemon by default
+# (beside its own binary), puts it at the configured path, and uninstall puts the original back.
+if /usr/bin/virtiofs-sandbox install --help >/dev/null 2>&1; then
+  k="$scratch/kata"
+  mkdir -p "$k/libexec"
+  printf '#!/bin/sh\necho upstream\n' >"$k/libexec/virtiofsd"
+  chmod 755 "$k/libexec/virtiofsd"
+  cp "$k/libexec/virtiofsd" "$scratch/upstream"
+  sed "s|^virtio_fs_daemon = .*|virtio_fs_daemon = \"$k/libexec/virtiofsd\"|; s|^valid_virtio_fs_daemon_paths = .*|valid_virtio_fs_daemon_paths = [\"$k/libexec/virtiofsd\"]|" \
+    configs/configuration-qemu.toml >"$k/configuration.toml"
+  cp "$k/configuration.toml" "$scratch/configuration.orig"
+  /usr/bin/virtiofs-sandbox install --config "$k/configuration.toml" >/dev/null ||
+    fail "virtiofs-sandbox install with the packaged daemon"
+  cmp -s "$k/libexec/virtiofsd" /usr/libexec/virtiofs-ratelimit/virtiofsd ||
+    fail "install did not put the packaged daemon at $k/libexec/virtiofsd"
+  /usr/bin/virtiofs-sandbox uninstall --config "$k/configuration.toml" >/dev/null || fail "virtiofs-sandbox uninstall"
+  cmp -s "$k/libexec/virtiofsd" "$scratch/upstream" || fail "uninstall did not restore the original daemon"
+  cmp -s "$k/configuration.toml" "$scratch/configuration.orig" || fail "uninstall did not restore the configuration"
+  echo "virtiofs-sandbox install/uninstall with the packaged daemon: OK"
+fi
+
 # The installed exporter serves /metrics that promtool accepts.
 mkdir -m 0700 "$scratch/state"
 /usr/bin/virtiofs-sandbox metrics --listen 127.0.0.1:0 --state-dir "$scratch/state" >"$scratch/listen" 2>/dev/null &
