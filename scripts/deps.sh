@@ -1,7 +1,10 @@
 # Sourced by the scripts: installs the Debian packages and cargo tools the project needs,
 # only when something is missing.
 DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio libseccomp-dev libcap-ng-dev pkg-config
-    prometheus) # prometheus: promtool, which the metrics test runs on a live scrape
+    prometheus # prometheus: promtool, which the metrics test runs on a live scrape
+    # scripts/check-package.sh: the unit's verifier, deb-systemd-helper, man -w, curl;
+    # scripts/check-kubernetes.sh: a venv for PyPI's kubernetes-validate.
+    systemd init-system-helpers man-db curl python3-venv)
 
 install_deps() {
   local missing=()
@@ -17,6 +20,10 @@ install_deps() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest"
     cargo install --locked cargo-nextest
+  fi
+  if ! cargo deb --version >/dev/null 2>&1; then
+    echo "installing cargo-deb"
+    cargo install --locked cargo-deb
   fi
   if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

@@ -19,6 +19,14 @@ cargo build --workspace --all-targets --quiet
 # Tiers, with budgets that keep the whole run under 45 minutes on 2 cores:
 #   unit + protocol (real daemon over its socket) ... 5 min
 #   guest (real Linux guests under QEMU/TCG) ........ 20 min
+# The operator's files (well under 1 min each, plus the package's release build, ~4 min on
+# 2 busy cores): alert rules and their tests (promtool), Kubernetes manifests (schemas), and
+# the Debian package built, installed, checked and purged.
+step "monitoring rules, Kubernetes manifests, Debian package (budget 8 min)"
+scripts/check-monitoring.sh
+scripts/check-kubernetes.sh
+scripts/check-package.sh
+
 step "all tests"
 cargo nextest run --workspace --no-fail-fast "$@"
 

@@ -189,6 +189,14 @@ pub mod metrics {
         RATELIMIT_BURST,
         RATELIMIT_LEVEL,
     ];
+
+    /// Gauge, labels `group`, `bucket`: the node group's bucket tokens now, negative in debt
+    /// (name agreed for the group budget; the alert `VirtiofsGroupBudgetSaturated` uses it).
+    pub const GROUP_LEVEL: &str = "virtiofsd_group_level";
+    /// Gauge, labels `group`, `bucket`: this daemon's current share of its group's rate.
+    pub const GROUP_SHARE: &str = "virtiofsd_group_share";
+    /// The group families, which only a daemon in a node group serves.
+    pub const GROUP: [&str; 2] = [GROUP_LEVEL, GROUP_SHARE];
 }
 
 #[cfg(test)]
