@@ -3,9 +3,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{cli, daemon_bin, json_out, wait_gone, Scratch};
@@ -312,86 +310,6 @@ fn operator_api_socket_flag_is_refused_and_opt_out_works() {
     d.stop(Duration::from_secs(2)).unwrap();
 }
 
-/// The metrics exporter, killed (and waited for, bounded) on drop.
-struct Exporter {
-    child: Child,
-    addr: String,
-}
-
-impl Exporter {
-    fn start(state: &str, timeout: &str, extra: &[&str]) -> Exporter {
-        let mut child = Command::new(common::cli_bin())
-            .args([
-                "metrics",
-                "--listen",
-                "127.0.0.1:0",
-                "--state-dir",
-                state,
-                "--timeout",
-                timeout,
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // The first stdout line announces the bound address.
-        let mut out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = Vec::new();
-            let mut b = [0u8; 1];
-            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-                line.push(b[0]);
-            }
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                common::run_wait(&mut child, Duration::from_secs(5));
-                panic!("metrics exporter did not announce its address within 10 s");
-            }
-        };
-        let v: serde_json::Value = serde_json::from_slice(&line)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&line)));
-        let addr = v["listen"].as_str().unwrap().to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-        Exporter { child, addr }
-    }
-
-    /// GET `path` (HTTP/1.0, bounded); returns (status, body).
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut c = std::net::TcpStream::connect_timeout(
-            &self.addr.parse().unwrap(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(c, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).unwrap();
-        let mut raw = String::new();
-        c.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-        (status, body.to_string())
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        common::run_wait(&mut self.child, Duration::from_secs(5));
-    }
-}
-
 /// A Prometheus text-format check independent of the crate's parser: every non-comment line
 /// is `name{labels} value`, every family has a `# TYPE` before its series, and no family is
 /// declared twice. Returns the series as (name, labels, value).
@@ -485,7 +403,7 @@ fn metrics_exporter_labels_every_series_by_sandbox() {
     let a = start(&s, &cfg, "pod-a", &[]);
     let ann = format!(r#"{EXTRA}=["--fs-bw-size=5M","--fs-ops-size=300"]"#);
     let b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
-    let exporter = Exporter::start(&state, "1", &[]);
+    let exporter = common::Exporter::start(&state, "1", &[]);
 
     let (status, text) = exporter.get("/metrics");
     assert_eq!(status, 200, "{text}");
@@ -652,7 +570,7 @@ fn metrics_exporter_scrape_passes_promtool() {
     let b = start(&s, &cfg, "pod-b", &["--launch", "rs", "--annotation", &ann]);
     started.add("pod-b");
     // With --config, the build-info series of the configured daemon path (the real daemon).
-    let exporter = Exporter::start(&state, "1", &["--config", &cfg]);
+    let exporter = common::Exporter::start(&state, "1", &["--config", &cfg]);
     let (status, text) = exporter.get("/metrics");
     assert_eq!(status, 200, "{text}");
     let v = env!("CARGO_PKG_VERSION");

@@ -5,23 +5,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::{cli, daemon_bin, json_out, Scratch};
 use limits_api::wire::metrics;
 use runtime_integration::api::Client;
 
 /// Families the rules and dashboard name that this scrape cannot have: the group budget's (a
-/// daemon in a node group serves them) and the exporter's build info (served with `metrics
-/// --config`, runtime-integration's `daemon_binaries`, once merged).
-const NOT_IN_THIS_SCRAPE: [&str; 3] = [
-    metrics::GROUP[0],
-    metrics::GROUP[1],
-    "virtiofs_sandbox_daemon_binary_info",
-];
+/// daemon in a node group serves them).
+const NOT_IN_THIS_SCRAPE: [&str; 2] = [metrics::GROUP[0], metrics::GROUP[1]];
 
 fn monitoring(file: &str) -> PathBuf {
     common::workspace_root()
@@ -44,76 +36,6 @@ fn served_series(text: &str) -> BTreeSet<String> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
         .collect()
-}
-
-/// `promtool ARGS...` with `stdin`; returns (success, what it said).
-fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
-    let mut c = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool is needed (apt-get install prometheus): {e}"));
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
-
-/// The exporter on a free port, killed on drop.
-struct Exporter(Child, String);
-
-impl Exporter {
-    fn start(state: &str) -> Exporter {
-        let mut child = Command::new(common::cli_bin())
-            .args(["metrics", "--listen", "127.0.0.1:0", "--state-dir", state])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut line, mut b) = (Vec::new(), [0u8; 1]);
-            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-                line.push(b[0]);
-            }
-            let _ = tx.send(line);
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else {
-            let _ = child.kill();
-            panic!("the exporter did not announce its address within 10 s");
-        };
-        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        Exporter(child, v["listen"].as_str().unwrap().to_string())
-    }
-
-    fn scrape(&self) -> String {
-        let mut c = std::net::TcpStream::connect(&self.1).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        write!(c, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.1).unwrap();
-        let mut raw = String::new();
-        c.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}"
-        );
-        body.to_string()
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -143,11 +65,12 @@ fn every_series_the_rules_and_dashboard_name_is_in_a_live_scrape() {
         String::from_utf8_lossy(&out.stderr)
     );
     let api = json_out(&out)["api_socket"].as_str().unwrap().to_string();
-    let exporter = Exporter::start(&state);
-    let node = exporter.scrape();
+    let exporter = common::Exporter::start(&state, "5", &["--config", &cfg]);
+    let (status, node) = exporter.get("/metrics");
+    assert_eq!(status, 200, "{node}");
     let daemon = Client::new(&api).metrics().unwrap();
     for (what, text) in [("exporter", &node), ("daemon", &daemon)] {
-        let (ok, said) = promtool(&["check", "metrics"], text);
+        let (ok, said) = common::promtool(&["check", "metrics"], text);
         assert!(
             ok && said.trim().is_empty(),
             "{what}: promtool check metrics: {said}\n{text}"
@@ -209,7 +132,7 @@ fn every_dashboard_expression_parses_with_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("dashboard-rules.yml");
     std::fs::write(&f, &rules).unwrap();
-    let (ok, said) = promtool(&["check", "rules", f.to_str().unwrap()], "");
+    let (ok, said) = common::promtool(&["check", "rules", f.to_str().unwrap()], "");
     assert!(
         ok,
         "promtool check rules on the dashboard's expressions: {said}\n{rules}"

@@ -2,9 +2,9 @@
 //! at it, the CLI with timeouts, and process checks.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime_integration::supervisor::{liveness, Liveness};
@@ -290,17 +290,18 @@ pub fn frontend_vmm_bin() -> PathBuf {
     .clone()
 }
 
-/// `promtool check metrics` on `text`: (exit success, what it said).
-pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+/// `promtool ARGS...` with `stdin` (panics naming the package if promtool is missing);
+/// returns (success, what it said).
+pub fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
     let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("promtool is needed (apt-get install prometheus): {e}"));
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    p.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
@@ -308,4 +309,90 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), said)
+}
+
+/// `promtool check metrics` on an exposition text.
+pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+    promtool(&["check", "metrics"], text)
+}
+
+/// The metrics exporter, killed (and waited for, bounded) on drop.
+pub struct Exporter {
+    child: Child,
+    addr: String,
+}
+
+impl Exporter {
+    /// `virtiofs-sandbox metrics` over `state` on a free port, with `--timeout` and `extra`.
+    pub fn start(state: &str, timeout: &str, extra: &[&str]) -> Exporter {
+        let mut child = Command::new(cli_bin())
+            .args([
+                "metrics",
+                "--listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                state,
+                "--timeout",
+                timeout,
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first stdout line announces the bound address.
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                run_wait(&mut child, Duration::from_secs(5));
+                panic!("metrics exporter did not announce its address within 10 s");
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&line)));
+        let addr = v["listen"].as_str().unwrap().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+        Exporter { child, addr }
+    }
+
+    /// GET `path` (HTTP/1.0, bounded); returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut c = std::net::TcpStream::connect_timeout(
+            &self.addr.parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        (status, body.to_string())
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        run_wait(&mut self.child, Duration::from_secs(5));
+    }
 }
