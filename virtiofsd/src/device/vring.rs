@@ -135,6 +135,11 @@ impl FsVring {
     pub fn inflight(&self) -> &Arc<Inflight> {
         &self.inflight
     }
+
+    /// Whether `other` is a handle to the same ring.
+    pub fn same_ring(&self, other: &FsVring) -> bool {
+        Arc::ptr_eq(&self.inflight, &other.inflight)
+    }
 }
 
 impl<'a> VringStateGuard<'a, GuestMem> for FsVring {
