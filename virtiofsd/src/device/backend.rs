@@ -83,7 +83,15 @@ impl QueueMap {
 /// Seeded bug for the multi-queue test (`seeded-bugs` builds only): the library's event number
 /// is taken for the queue index, so every request queue past the first arrives as hiprio.
 fn seeded_event_is_queue() -> bool {
-    cfg!(feature = "seeded-bugs") && std::env::var_os("VIRTIOFSD_SEEDED_BUG_EVENT_INDEX").is_some()
+    seeded("VIRTIOFSD_SEEDED_BUG_EVENT_INDEX")
+}
+
+/// Whether the seeded bug `var` is switched on (`seeded-bugs` builds only). The multi-queue
+/// ones: `..._EVENT_INDEX` (above), `..._UNCHARGED_QUEUES` (only queue 1 pays the limits, as
+/// with a limiter per queue that was never wired) and `..._TIMER_RING` (released chains
+/// complete into the timer thread's first ring, not their own).
+fn seeded(var: &str) -> bool {
+    cfg!(feature = "seeded-bugs") && std::env::var_os(var).is_some()
 }
 
 /// A condition that stops the device: the ring itself cannot be trusted any more.
@@ -295,9 +303,10 @@ impl FsBackend {
     }
 
     /// Serves the parked chains whose tokens now exist, each into the ring it came from.
-    fn on_timer(&self) {
+    /// (`wrong_ring`: the seeded bug completing them into another.)
+    fn on_timer(&self, wrong_ring: Option<&FsVring>) {
         for p in self.limiter.on_timer() {
-            self.dispatch(p.chain, p.verdict, &p.vring, p.queue);
+            self.dispatch(p.chain, p.verdict, wrong_ring.unwrap_or(&p.vring), p.queue);
         }
     }
 
@@ -311,6 +320,7 @@ impl FsBackend {
             QueueKind::Request
         };
         let event_idx = self.event_idx.load(std::sync::atomic::Ordering::Relaxed);
+        let uncharged = queue > 1 && seeded("VIRTIOFSD_SEEDED_BUG_UNCHARGED_QUEUES");
         loop {
             if event_idx {
                 let _ = vring.disable_notification();
@@ -319,6 +329,9 @@ impl FsBackend {
             for chain in chains {
                 let verdict = self.handler.inspect(&chain, kind);
                 match verdict {
+                    Verdict::Serve { .. } if uncharged => {
+                        self.dispatch(chain, verdict, vring, queue)
+                    }
                     Verdict::Serve { cost, .. } => {
                         if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring, queue)
                         {
@@ -410,7 +423,8 @@ impl VhostUserBackend for FsBackend {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
         }
         if device_event == TIMER_EVENT {
-            self.on_timer();
+            let seeded_ring = seeded("VIRTIOFSD_SEEDED_BUG_TIMER_RING");
+            self.on_timer(vrings.first().filter(|_| seeded_ring));
             return Ok(());
         }
         // `vrings` are this thread's only, indexed by the event.
