@@ -353,8 +353,16 @@ fn drain_where_empties_only_the_picked_items_and_keeps_the_others_in_order() {
     // (ring, id): rings 1 and 2 interleaved, each 400 bytes.
     for id in 1..=6u32 {
         let ring = 1 + id % 2;
-        let c = if id % 3 == 0 { Class::Read } else { Class::Write };
-        let cost = if c == Class::Read { read(400) } else { write(400) };
+        let c = if id % 3 == 0 {
+            Class::Read
+        } else {
+            Class::Write
+        };
+        let cost = if c == Class::Read {
+            read(400)
+        } else {
+            write(400)
+        };
         parked(submit(&mut th, (ring, id), c, cost, t0));
     }
     // Ring 2 stops: its items 1, 3, 5 in arrival order; two fit in one burst of debt.

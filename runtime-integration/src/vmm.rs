@@ -55,7 +55,12 @@ pub struct DeviceSpec {
 /// The virtio-fs device and shared-memory arguments for `vmm`.
 pub fn device_args(vmm: Vmm, spec: &DeviceSpec) -> Vec<String> {
     let mut v = memory_args(vmm, spec.memory_mib);
-    v.extend(fs_args(vmm, &spec.socket, spec.queue_size, spec.request_queues));
+    v.extend(fs_args(
+        vmm,
+        &spec.socket,
+        spec.queue_size,
+        spec.request_queues,
+    ));
     v
 }
 
@@ -294,7 +299,10 @@ mod tests {
             "tag=kataShared,socket=/s,num_queues=2,queue_size=1024"
         );
         let (a, _) = complete_command(Vmm::Qemu, &[], Path::new("/s"), 1024, 4).unwrap();
-        assert!(a.last().unwrap().ends_with(",num-request-queues=4"), "{a:?}");
+        assert!(
+            a.last().unwrap().ends_with(",num-request-queues=4"),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ mod tests {
             queue_size: 1024,
             chardev_opts: "",
         };
-        assert_eq!(fs_device(&d)[3], "vhost-user-fs-pci,chardev=c,tag=t,queue-size=1024");
+        assert_eq!(
+            fs_device(&d)[3],
+            "vhost-user-fs-pci,chardev=c,tag=t,queue-size=1024"
+        );
         assert_eq!(
             fs_device_with_queues(&d, 4)[3],
             "vhost-user-fs-pci,chardev=c,tag=t,queue-size=1024,num-request-queues=4"

@@ -68,13 +68,13 @@ fn write_on(fs: &mut FuseSession, q: usize, node: u64, fh: u64, off: &mut u64, d
 
 /// The reply of one pending request on queue `q`: it must come back on that queue.
 fn reply_on(fs: &mut FuseSession, d: &Daemon, q: usize) -> (Pending, Result<u64, i32>) {
-    let (p, r) = fs.wait_any_reply_on(q).unwrap_or_else(|e| {
-        panic!(
-            "no reply on queue {q}: {e}\n{}",
-            d.log_tail(20)
-        )
-    });
-    assert_eq!(p.token.queue as usize, q, "reply of another queue's request");
+    let (p, r) = fs
+        .wait_any_reply_on(q)
+        .unwrap_or_else(|e| panic!("no reply on queue {q}: {e}\n{}", d.log_tail(20)));
+    assert_eq!(
+        p.token.queue as usize, q,
+        "reply of another queue's request"
+    );
     (p, write_result(r))
 }
 
@@ -86,7 +86,12 @@ fn queue_requests(s: &Scratch) -> HashMap<u64, u64> {
         .as_array()
         .unwrap_or_else(|| panic!("no queues: {v}"))
         .iter()
-        .map(|q| (q["queue"].as_u64().unwrap(), q["requests"].as_u64().unwrap()))
+        .map(|q| {
+            (
+                q["queue"].as_u64().unwrap(),
+                q["requests"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -109,10 +114,10 @@ fn four_queues_in_flight_share_one_limit_and_reply_on_their_own_queue() {
     let mut ok = 0u64;
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(3) {
-        for q in 1..=QUEUES {
-            while in_flight[q] < 4 {
+        for (q, n) in in_flight.iter_mut().enumerate().skip(1) {
+            while *n < 4 {
                 write_on(&mut fs, q, node, fh, &mut off, &data);
-                in_flight[q] += 1;
+                *n += 1;
             }
         }
         // Take one reply from each queue in turn: a reply on another queue would never come.
@@ -167,7 +172,10 @@ fn every_request_queue_is_charged() {
         fs.set_request_queue(q).unwrap();
         let t0 = Instant::now();
         let pending: Vec<Pending> = (0..25)
-            .map(|_| fs.submit(3 /* GETATTR */, ROOT_ID, &[&[0u8; 16]], 104).unwrap())
+            .map(|_| {
+                fs.submit(3 /* GETATTR */, ROOT_ID, &[&[0u8; 16]], 104)
+                    .unwrap()
+            })
             .collect();
         for _ in &pending {
             let (p, r) = fs.wait_any_reply_on(q).unwrap_or_else(|e| {
@@ -184,7 +192,10 @@ fn every_request_queue_is_charged() {
             t >= Duration::from_millis(450),
             "25 GETATTRs on queue {q} took {t:?}: the ops limit (40/s, burst 5) did not apply"
         );
-        assert!(waited >= 10, "only {waited} requests on queue {q} waited for tokens");
+        assert!(
+            waited >= 10,
+            "only {waited} requests on queue {q} waited for tokens"
+        );
     }
 }
 
@@ -219,7 +230,10 @@ fn a_ring_stop_of_one_queue_leaves_the_others_running() {
     }
     std::thread::sleep(Duration::from_millis(50));
     let (_, lost) = fs.frontend().restart_queue(STOPPED).unwrap();
-    assert_eq!(lost, 0, "queue {STOPPED}: a chain was not returned before the stop");
+    assert_eq!(
+        lost, 0,
+        "queue {STOPPED}: a chain was not returned before the stop"
+    );
     let (mut ok, mut eio) = (0, 0);
     for _ in 0..4 {
         match reply_on(&mut fs, &d, STOPPED).1 {
@@ -241,7 +255,10 @@ fn a_ring_stop_of_one_queue_leaves_the_others_running() {
             assert_eq!(n, W as u64);
         }
     }
-    println!("the other queues' 12 writes finished {:?} after the stop", t0.elapsed());
+    println!(
+        "the other queues' 12 writes finished {:?} after the stop",
+        t0.elapsed()
+    );
     // The restarted queue serves again.
     write_on(&mut fs, STOPPED, node, fh, &mut off, &data);
     let (_, r) = reply_on(&mut fs, &d, STOPPED);

@@ -87,7 +87,11 @@ pub fn encode(stats: &Stats, limiter: &Limiter) -> String {
 }
 
 /// A counter family labelled `queue`, one series per (queue, value).
-fn per_queue(name: &str, help: &str, values: impl Iterator<Item = (u16, u64)>) -> Box<dyn Collector> {
+fn per_queue(
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (u16, u64)>,
+) -> Box<dyn Collector> {
     let c = IntCounterVec::new(Opts::new(name, help), &["queue"]).expect("valid counter");
     for (q, v) in values {
         c.with_label_values(&[&q.to_string()]).inc_by(v);

@@ -50,7 +50,9 @@ impl Default for Stats {
             start: Instant::now(),
             requests: Default::default(),
             bytes: Default::default(),
-            queues: (0..=MAX_REQUEST_QUEUES).map(|_| Default::default()).collect(),
+            queues: (0..=MAX_REQUEST_QUEUES)
+                .map(|_| Default::default())
+                .collect(),
             wait_histogram: wait_histogram(),
             waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }

@@ -28,10 +28,10 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::config::MAX_REQUEST_QUEUES;
 use crate::device::chain::{complete, Chain};
 use crate::device::pool::Pool;
 use crate::device::throttle::Limiter;
-use crate::config::MAX_REQUEST_QUEUES;
 use crate::device::vring::{FsVring, GuestMem, MAX_QUEUE_SIZE};
 use crate::fuse::handler::{reply_error, Handler};
 use crate::fuse::request::{Cost, QueueKind, Verdict};
