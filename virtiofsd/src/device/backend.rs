@@ -288,7 +288,7 @@ impl FsBackend {
                     );
                 }
                 for p in &parked.paid {
-                    let len = handler.serve(&p.chain, p.verdict, p.queue);
+                    let len = handler.serve(&p.chain, p.verdict, p.vring.queue());
                     complete(&p.vring, p.chain.head_index(), len);
                 }
                 for p in &parked.refused {
@@ -306,12 +306,14 @@ impl FsBackend {
     /// (`wrong_ring`: the seeded bug completing them into another.)
     fn on_timer(&self, wrong_ring: Option<&FsVring>) {
         for p in self.limiter.on_timer() {
-            self.dispatch(p.chain, p.verdict, wrong_ring.unwrap_or(&p.vring), p.queue);
+            let queue = p.vring.queue();
+            self.dispatch(p.chain, p.verdict, wrong_ring.unwrap_or(&p.vring), queue);
         }
     }
 
     fn process(&self, vring: &FsVring, queue: u16) -> Result<(), Fatal> {
         if queue != HIPRIO {
+            vring.set_queue(queue);
             self.hook_drain(vring, queue);
         }
         let kind = if queue == HIPRIO {
@@ -333,8 +335,7 @@ impl FsBackend {
                         self.dispatch(chain, verdict, vring, queue)
                     }
                     Verdict::Serve { cost, .. } => {
-                        if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring, queue)
-                        {
+                        if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {
                             self.dispatch(chain, verdict, vring, queue);
                         }
                     }

@@ -30,10 +30,8 @@ pub struct Parked {
     pub chain: Chain,
     /// What inspection decided (always `Serve`).
     pub verdict: Verdict,
-    /// The ring it completes into.
+    /// The ring it completes into (it knows its queue index: [`FsVring::queue`]).
     pub vring: FsVring,
-    /// That ring's queue index.
-    pub queue: u16,
     /// When it was parked.
     pub since: Instant,
 }
@@ -118,7 +116,6 @@ impl Limiter {
         chain: Chain,
         verdict: Verdict,
         vring: &FsVring,
-        queue: u16,
     ) -> Option<Chain> {
         if self.unlimited.load(Ordering::Relaxed) {
             return Some(chain);
@@ -139,7 +136,6 @@ impl Limiter {
             chain,
             verdict,
             vring: vring.clone(),
-            queue,
             since: now,
         };
         th.park(item, class, cost);
