@@ -631,7 +631,11 @@ fn tag_is_in_the_config_space() {
     fs.init().unwrap();
     fs.getattr(ROOT_ID).unwrap();
 
-    let env = Env::start(Build::Normal, &["--tag=mytag", "--max-request-queues=3"], &[]);
+    let env = Env::start(
+        Build::Normal,
+        &["--tag=mytag", "--max-request-queues=3"],
+        &[],
+    );
     let mut fs = env.connect_with(ConnectOptions::default());
     let cfg = fs.frontend().read_config(0, 40).unwrap();
     assert_eq!(u32::from_le_bytes(cfg[36..40].try_into().unwrap()), 3);
