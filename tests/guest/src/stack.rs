@@ -105,7 +105,7 @@ impl Stack {
                     kernel: find_kernel()?,
                 }
             }
-            Stack::Backports => backports()?,
+            Stack::Backports => backports_in(&stacks_dir())?,
         };
         if env_overrides {
             if let Some(q) = std::env::var_os("GUEST_QEMU") {
@@ -204,8 +204,8 @@ pub(crate) fn parse_env_file(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn backports() -> Result<StackInstall> {
-    let file = stacks_dir().join("backports/stack.env");
+fn backports_in(stacks: &std::path::Path) -> Result<StackInstall> {
+    let file = stacks.join("backports/stack.env");
     let text = fs::read_to_string(&file).map_err(|e| {
         Error::Setup(format!(
             "{} is unreadable ({e}): the backports stack is not installed; run \
@@ -261,6 +261,25 @@ mod tests {
         assert_eq!(m["QEMU"], "/a b/q");
         assert_eq!(m["KERNEL_VERSION"], "6.12.1");
         assert!(!m.contains_key("# c"));
+    }
+
+    #[test]
+    fn missing_backports_stack_says_how_to_install_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = backports_in(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("scripts/backports-stack.sh"), "{e}");
+        fs::create_dir_all(dir.path().join("backports")).unwrap();
+        fs::write(
+            dir.path().join("backports/stack.env"),
+            "QEMU='/nonexistent/qemu'\nKERNEL='/nonexistent/vmlinuz-x'\nKERNEL_VERSION='x'\n\
+             KERNEL_MODULES='/nonexistent'\nQEMU_DATA_DIRS='/nonexistent'\n",
+        )
+        .unwrap();
+        let e = backports_in(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/qemu") && e.contains("is missing"),
+            "{e}"
+        );
     }
 
     #[test]

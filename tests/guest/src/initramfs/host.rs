@@ -275,3 +275,54 @@ pub(super) fn read_module(path: &Path) -> Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Initramfs, Stack};
+
+    #[test]
+    fn built_in_modules_need_no_modules_dep() {
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = ["virtio_pci".to_string(), "virtiofs".to_string()];
+        // A kernel package unpacked without depmod: only modules.builtin.
+        fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/fuse/virtiofs.ko\n",
+        )
+        .unwrap();
+        assert!(resolve_modules(dir.path(), &wanted).unwrap().is_empty());
+        // Not built in and no modules.dep: a loud error naming the module and the package.
+        let e = resolve_modules(dir.path(), &["vsock".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vsock") && e.contains("linux-image-cloud-amd64"),
+            "{e}"
+        );
+    }
+
+    /// The backports kernel has virtio-fs built in: its initramfs carries no module and boots
+    /// with an empty load list (the harness fails loudly if the stack is not installed).
+    #[test]
+    fn backports_initramfs_has_no_modules() {
+        let stack = Stack::Backports.install().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let i = Initramfs::builder()
+            .kernel(stack.kernel.clone())
+            .cache_dir(dir.path())
+            .build()
+            .unwrap();
+        let listing = Command::new("cpio")
+            .args(["-t", "--quiet", "-F"])
+            .arg(i.path())
+            .output()
+            .expect("cpio (package cpio)");
+        let l = String::from_utf8_lossy(&listing.stdout);
+        assert!(
+            !l.contains(".ko"),
+            "modules in a built-in kernel's initramfs"
+        );
+        assert!(l.lines().any(|x| x == "etc/guest-vm/modules"), "{l}");
+    }
+}
