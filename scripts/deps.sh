@@ -1,5 +1,7 @@
 # Sourced by the scripts: installs the Debian packages and cargo tools the project needs,
-# only when something is missing.
+# only when something is missing, and the second guest stack (bookworm-backports' QEMU and
+# kernel, unpacked into a cache folder: scripts/backports-stack.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/backports-stack.sh"
 DEB_PACKAGES=(qemu-system-x86 linux-image-cloud-amd64 busybox-static fio cpio libseccomp-dev libcap-ng-dev pkg-config
     prometheus # prometheus: promtool, which the metrics test runs on a live scrape
     # scripts/check-package.sh: the unit's verifier, deb-systemd-helper, man -w, curl;
@@ -17,6 +19,7 @@ install_deps() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
+  install_backports_stack
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest"
     cargo install --locked cargo-nextest

@@ -130,7 +130,7 @@ fn run(w: &World, data: &[u8]) {
             continue; // the daemon stops the device here (tested elsewhere)
         }
         let verdict = w.handler.inspect(&chain, kind);
-        let _ = w.handler.serve(&chain, verdict);
+        let _ = w.handler.serve(&chain, verdict, u16::from(kind == QueueKind::Request));
     }
     assert_eq!(
         std::fs::read(&w.canary).unwrap(),

@@ -126,6 +126,21 @@ pub struct StatsView {
     pub bytes: Bytes,
     /// Requests that waited for tokens, and how long.
     pub throttled: Throttled,
+    /// Per virtqueue: hiprio (0) and request queue 1 always, then every request queue that
+    /// has carried a request. Over the request queues they add up to `requests` and `bytes`.
+    #[serde(default)]
+    pub queues: Vec<QueueStats>,
+}
+
+/// What one virtqueue carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// The virtqueue index: 0 is hiprio, 1 and up the request queues.
+    pub queue: u16,
+    /// Requests served from it (on hiprio: FORGET, BATCH_FORGET, INTERRUPT).
+    pub requests: u64,
+    /// File bytes its READs and WRITEs moved.
+    pub bytes: u64,
 }
 
 /// Requests served on the request queue, by kind.
@@ -180,14 +195,20 @@ pub mod metrics {
     pub const RATELIMIT_BURST: &str = "virtiofsd_ratelimit_burst";
     /// Gauge, label `bucket`: tokens now, negative in debt (absent for an unlimited bucket).
     pub const RATELIMIT_LEVEL: &str = "virtiofsd_ratelimit_level";
+    /// Counter, label `queue` = the virtqueue index (0: hiprio): requests served from it.
+    pub const QUEUE_REQUESTS_TOTAL: &str = "virtiofsd_queue_requests_total";
+    /// Counter, label `queue`: file bytes its READs and WRITEs moved.
+    pub const QUEUE_BYTES_TOTAL: &str = "virtiofsd_queue_bytes_total";
     /// Every family (`/metrics` gives them sorted by name).
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         REQUESTS_TOTAL,
         BYTES_TOTAL,
         THROTTLE_WAIT_SECONDS,
         RATELIMIT_SIZE,
         RATELIMIT_BURST,
         RATELIMIT_LEVEL,
+        QUEUE_REQUESTS_TOTAL,
+        QUEUE_BYTES_TOTAL,
     ];
 
     /// Gauge, labels `group`, `bucket`: the node group's bucket tokens now, negative in debt
@@ -249,6 +270,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(st.requests.metadata, 3);
+        assert!(st.queues.is_empty(), "absent queues parse as none");
+        let q = QueueStats {
+            queue: 2,
+            requests: 7,
+            bytes: 4096,
+        };
+        let text = serde_json::to_string(&q).unwrap();
+        assert_eq!(text, r#"{"queue":2,"requests":7,"bytes":4096}"#);
         assert_eq!(st.throttled.wait_seconds_p99, 0.25);
     }
 }

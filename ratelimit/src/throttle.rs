@@ -397,4 +397,34 @@ impl<T> Throttle<T> {
         }
         out
     }
+
+    /// [`Throttle::drain`] for the items `pick` selects only (e.g. those of one stopped ring):
+    /// they are judged and charged the same way, in arrival order; the others stay parked in
+    /// their order. Call `next_deadline` and re-arm the timer afterwards.
+    pub fn drain_where(&mut self, now: Instant, mut pick: impl FnMut(&T) -> bool) -> Drained<T> {
+        let mut all: Vec<Parked<T>> = Vec::new();
+        for q in &mut self.queues {
+            let (take, keep): (VecDeque<_>, VecDeque<_>) = q.drain(..).partition(|p| pick(&p.item));
+            *q = keep;
+            all.extend(take);
+        }
+        all.sort_unstable_by_key(|p| p.seq);
+        self.parked -= all.len();
+        let mut out = Drained {
+            paid: Vec::new(),
+            refused: Vec::new(),
+        };
+        for p in all {
+            let payable = Bucket::ALL
+                .iter()
+                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(*b), now));
+            if payable {
+                self.charge(&p.cost, now);
+                out.paid.push(p.item);
+            } else {
+                out.refused.push(p.item);
+            }
+        }
+        out
+    }
 }

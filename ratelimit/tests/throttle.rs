@@ -343,3 +343,36 @@ fn try_admit_charges_only_what_it_admits_and_park_queues_in_order() {
     assert_eq!(out, vec![1]);
     assert!(th.try_admit(Class::Read, read(KIB), clock.now()));
 }
+
+#[test]
+fn drain_where_empties_only_the_picked_items_and_keeps_the_others_in_order() {
+    let clock = FakeClock::new();
+    let t0 = clock.now();
+    let mut th = Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(1000, 1000), t0);
+    admitted(submit(&mut th, (0, 0), Class::Write, write(1000), t0));
+    // (ring, id): rings 1 and 2 interleaved, each 400 bytes.
+    for id in 1..=6u32 {
+        let ring = 1 + id % 2;
+        let c = if id % 3 == 0 {
+            Class::Read
+        } else {
+            Class::Write
+        };
+        let cost = if c == Class::Read {
+            read(400)
+        } else {
+            write(400)
+        };
+        parked(submit(&mut th, (ring, id), c, cost, t0));
+    }
+    // Ring 2 stops: its items 1, 3, 5 in arrival order; two fit in one burst of debt.
+    let d = th.drain_where(t0, |(ring, _)| *ring == 2);
+    assert_eq!(d.paid, vec![(2, 1), (2, 3)]);
+    assert_eq!(d.refused, vec![(2, 5)]);
+    assert_eq!(th.parked(), 3, "ring 1's items stay parked");
+    // Ring 1's items still leave normally, in order, once the debt is repaid.
+    let mut out = Vec::new();
+    th.release_into(t0 + ms(3000), &mut out);
+    th.release_into(t0 + ms(4000), &mut out);
+    assert_eq!(out, vec![(1, 2), (1, 4), (1, 6)]);
+}

@@ -46,6 +46,8 @@ pub struct DeviceSpec {
     pub socket: PathBuf,
     /// Virtqueue size.
     pub queue_size: u32,
+    /// Request queues (1: Kata's; the daemon serves up to 16).
+    pub request_queues: u32,
     /// Guest RAM in MiB (the shared backend's size).
     pub memory_mib: u64,
 }
@@ -53,7 +55,12 @@ pub struct DeviceSpec {
 /// The virtio-fs device and shared-memory arguments for `vmm`.
 pub fn device_args(vmm: Vmm, spec: &DeviceSpec) -> Vec<String> {
     let mut v = memory_args(vmm, spec.memory_mib);
-    v.extend(fs_args(vmm, &spec.socket, spec.queue_size));
+    v.extend(fs_args(
+        vmm,
+        &spec.socket,
+        spec.queue_size,
+        spec.request_queues,
+    ));
     v
 }
 
@@ -65,17 +72,22 @@ pub fn memory_args(vmm: Vmm, memory_mib: u64) -> Vec<String> {
     }
 }
 
-/// Only the virtio-fs device arguments.
-pub fn fs_args(vmm: Vmm, socket: &Path, queue_size: u32) -> Vec<String> {
+/// Only the virtio-fs device arguments, with `request_queues` request queues.
+pub fn fs_args(vmm: Vmm, socket: &Path, queue_size: u32, request_queues: u32) -> Vec<String> {
     match vmm {
-        Vmm::Qemu => vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
-            chardev_id: QEMU_CHARDEV_ID,
-            socket,
-            tag: TAG,
-            queue_size,
-            chardev_opts: "",
-        }),
-        Vmm::CloudHypervisor => vmm_args::clh::fs_device(socket, TAG, queue_size),
+        Vmm::Qemu => vmm_args::qemu::fs_device_with_queues(
+            &vmm_args::qemu::FsDevice {
+                chardev_id: QEMU_CHARDEV_ID,
+                socket,
+                tag: TAG,
+                queue_size,
+                chardev_opts: "",
+            },
+            request_queues,
+        ),
+        Vmm::CloudHypervisor => {
+            vmm_args::clh::fs_device_with_queues(socket, TAG, queue_size, request_queues)
+        }
     }
 }
 
@@ -139,6 +151,7 @@ pub fn complete_command(
     args: &[String],
     socket: &Path,
     queue_size: u32,
+    request_queues: u32,
 ) -> Result<(Vec<String>, u64)> {
     let mut out: Vec<String> = args.to_vec();
     match vmm {
@@ -166,6 +179,7 @@ pub fn complete_command(
                 &DeviceSpec {
                     socket: socket.to_path_buf(),
                     queue_size,
+                    request_queues,
                     memory_mib: mib,
                 },
             ));
@@ -203,7 +217,7 @@ pub fn complete_command(
                     DEFAULT_MEMORY_MIB
                 }
             };
-            out.extend(fs_args(vmm, socket, queue_size));
+            out.extend(fs_args(vmm, socket, queue_size, request_queues));
             Ok((out, mib))
         }
     }
@@ -224,6 +238,7 @@ mod tests {
             &DeviceSpec {
                 socket: "/run/v/s.sock".into(),
                 queue_size: 1024,
+                request_queues: 1,
                 memory_mib: 2048,
             },
         );
@@ -249,6 +264,7 @@ mod tests {
             &DeviceSpec {
                 socket: "/s".into(),
                 queue_size: 512,
+                request_queues: 1,
                 memory_mib: 1024,
             },
         );
@@ -260,6 +276,32 @@ mod tests {
                 "--fs",
                 "tag=kataShared,socket=/s,num_queues=1,queue_size=512"
             ])
+        );
+    }
+
+    #[test]
+    fn request_queues_reach_both_vmms() {
+        let spec = DeviceSpec {
+            socket: "/s".into(),
+            queue_size: 1024,
+            request_queues: 2,
+            memory_mib: 1024,
+        };
+        let q = device_args(Vmm::Qemu, &spec);
+        assert_eq!(
+            q.last().unwrap(),
+            "vhost-user-fs-pci,chardev=char-kataShared,tag=kataShared,queue-size=1024,\
+             num-request-queues=2"
+        );
+        let c = device_args(Vmm::CloudHypervisor, &spec);
+        assert_eq!(
+            c.last().unwrap(),
+            "tag=kataShared,socket=/s,num_queues=2,queue_size=1024"
+        );
+        let (a, _) = complete_command(Vmm::Qemu, &[], Path::new("/s"), 1024, 4).unwrap();
+        assert!(
+            a.last().unwrap().ends_with(",num-request-queues=4"),
+            "{a:?}"
         );
     }
 
@@ -283,19 +325,20 @@ mod tests {
     #[test]
     fn complete_qemu() {
         let (a, mib) =
-            complete_command(Vmm::Qemu, &s(&["-kernel", "k"]), Path::new("/s"), 1024).unwrap();
+            complete_command(Vmm::Qemu, &s(&["-kernel", "k"]), Path::new("/s"), 1024, 1).unwrap();
         assert_eq!(mib, 1024);
         assert_eq!(&a[..4], &s(&["-kernel", "k", "-m", "1024M"])[..]);
         assert!(a.contains(&"memory-backend-memfd,id=mem,size=1024M,share=on".to_string()));
         let (a, mib) =
-            complete_command(Vmm::Qemu, &s(&["-m", "768M"]), Path::new("/s"), 1024).unwrap();
+            complete_command(Vmm::Qemu, &s(&["-m", "768M"]), Path::new("/s"), 1024, 1).unwrap();
         assert_eq!(mib, 768);
         assert!(a.contains(&"memory-backend-memfd,id=mem,size=768M,share=on".to_string()));
         assert!(complete_command(
             Vmm::Qemu,
             &s(&["-device", "vhost-user-fs-pci"]),
             Path::new("/s"),
-            1024
+            1024,
+            1
         )
         .is_err());
     }
@@ -307,6 +350,7 @@ mod tests {
             &s(&["--memory", "size=2G,shared=off"]),
             Path::new("/s"),
             1024,
+            1,
         )
         .unwrap();
         assert_eq!(mib, 2048);
@@ -316,6 +360,7 @@ mod tests {
             &s(&["--cpus", "boot=1"]),
             Path::new("/s"),
             1024,
+            1,
         )
         .unwrap();
         assert!(a.contains(&"size=1024M,shared=on".to_string()));

@@ -1,5 +1,5 @@
-//! A real guest through `virtiofs-sandbox run`: QEMU (TCG by default, `$GUEST_ACCEL`) boots
-//! the guest-vm harness's kernel and base initramfs; `run` adds the vhost-user-fs device and
+//! A real guest through `virtiofs-sandbox run`: QEMU (TCG by default, `$GUEST_ACCEL`) of the
+//! `$GUEST_STACK` stack boots its kernel with the guest-vm harness's base initramfs; `run` adds the vhost-user-fs device and
 //! the shared memory backend, the guest mounts `kataShared` and runs fio.
 //!
 //! The QEMU command is built here (not by `guest_vm::GuestRun`, which adds its own device and
@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use common::{daemon_bin, Scratch};
 use guest_vm::cpio::CpioWriter;
-use guest_vm::{shell_quote, Initramfs};
+use guest_vm::{shell_quote, Initramfs, StackInstall};
 
 const EXTRA: &str = "io.katacontainers.config.hypervisor.virtio_fs_extra_args";
 /// The operator's burst in configs/configuration-qemu.toml.
 const CONFIG_BURST: f64 = 20_000_000.0;
 
 struct GuestCmd {
+    qemu: PathBuf,
     qemu_args: Vec<String>,
     console: PathBuf,
     results: PathBuf,
@@ -30,7 +31,9 @@ struct GuestCmd {
 
 /// Per-run initramfs and the QEMU arguments (without device and memory backend).
 fn guest_cmd(work: &Path, job: &str) -> GuestCmd {
-    let base = Initramfs::cached().unwrap_or_else(|e| panic!("guest initramfs: {e}"));
+    let stack = StackInstall::from_env().unwrap_or_else(|e| panic!("guest stack: {e}"));
+    let base =
+        Initramfs::cached_for(&stack.kernel).unwrap_or_else(|e| panic!("guest initramfs: {e}"));
     let initrd = work.join("initrd.cpio");
     std::fs::copy(base.path(), &initrd).unwrap();
     let f = std::fs::OpenOptions::new()
@@ -62,12 +65,14 @@ fn guest_cmd(work: &Path, job: &str) -> GuestCmd {
         Ok("kvm") => vec!["-accel", "kvm", "-cpu", "host"],
         _ => vec!["-accel", "tcg,thread=multi", "-cpu", "max"],
     };
-    let mut a: Vec<String> = ["-nodefaults", "-display", "none", "-no-reboot"]
-        .iter()
-        .chain(accel.iter())
-        .chain(["-smp", "2", "-m", "1024M"].iter())
-        .map(|s| s.to_string())
-        .collect();
+    let mut a = stack.qemu_data_args();
+    a.extend(
+        ["-nodefaults", "-display", "none", "-no-reboot"]
+            .iter()
+            .chain(accel.iter())
+            .chain(["-smp", "2", "-m", "1024M"].iter())
+            .map(|s| s.to_string()),
+    );
     a.extend([
         "-kernel".into(),
         base.kernel().path.display().to_string(),
@@ -81,14 +86,11 @@ fn guest_cmd(work: &Path, job: &str) -> GuestCmd {
         format!("file:{}", results.display()),
     ]);
     GuestCmd {
+        qemu: stack.qemu,
         qemu_args: a,
         console,
         results,
     }
-}
-
-fn qemu() -> String {
-    std::env::var("GUEST_QEMU").unwrap_or_else(|_| "/usr/bin/qemu-system-x86_64".into())
 }
 
 fn run_command(s: &Scratch, cfg: &Path, id: &str, annotation: &str, g: &GuestCmd) -> Command {
@@ -99,7 +101,8 @@ fn run_command(s: &Scratch, cfg: &Path, id: &str, annotation: &str, g: &GuestCmd
         .arg(&s.share)
         .arg("--state-dir")
         .arg(&s.state)
-        .args(["--annotation", annotation, "--", &qemu()])
+        .args(["--annotation", annotation, "--"])
+        .arg(&g.qemu)
         .args(&g.qemu_args);
     c
 }

@@ -204,6 +204,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub thread_pool_size: usize,
 
+    /// Request queues offered to the VMM (1-16; not an upstream flag). The VMM sets up as many
+    /// as it wants up to this (QEMU `num-request-queues`, Cloud Hypervisor `num_queues`);
+    /// with --tag the config space announces this many.
+    #[arg(long, default_value_t = crate::config::MAX_REQUEST_QUEUES, value_name = "N")]
+    pub max_request_queues: usize,
+
     /// Isolation: namespace (new mount/pid/net/ipc/uts namespaces, pivot into the shared
     /// directory), chroot (new mount/pid namespaces, chroot into it), or none (unprivileged use).
     #[arg(long, value_enum, default_value_t = DEFAULT_SANDBOX)]
@@ -446,6 +452,13 @@ impl Cli {
                 return usage(format!("--tag={tag}: must be 1 to {MAX_TAG_LEN} bytes"));
             }
         }
+        if !(1..=crate::config::MAX_REQUEST_QUEUES).contains(&self.max_request_queues) {
+            return usage(format!(
+                "--max-request-queues={}: must be 1 to {}",
+                self.max_request_queues,
+                crate::config::MAX_REQUEST_QUEUES
+            ));
+        }
         let limits = Limits {
             bw: limit("bw", self.fs_bw_size, self.fs_bw_burst)?,
             read_bw: limit("read-bw", self.fs_read_bw_size, self.fs_read_bw_burst)?,
@@ -476,6 +489,7 @@ impl Cli {
             inode_file_handles: self.inode_file_handles,
             rlimit_nofile: self.rlimit_nofile,
             thread_pool_size: self.thread_pool_size,
+            request_queues: self.max_request_queues,
             log_level: self.log_level,
             syslog: self.syslog,
         })

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 use ratelimit::{Bucket, Limit};
 
+/// The most request queues the device offers (besides hiprio): the default of
+/// `--max-request-queues`. Each has its own vring thread, created with the daemon.
+pub const MAX_REQUEST_QUEUES: usize = 16;
+
 /// A validated daemon configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,6 +42,8 @@ pub struct Config {
     pub rlimit_nofile: Option<u64>,
     /// Worker threads (`--thread-pool-size`; 0: serve on the vring thread).
     pub thread_pool_size: usize,
+    /// Request queues offered to the VMM (`--max-request-queues`, 1 to [`MAX_REQUEST_QUEUES`]).
+    pub request_queues: usize,
     /// Log verbosity (`--log-level`).
     pub log_level: LogLevel,
     /// Log to syslog when it exists (`--syslog`).

@@ -115,6 +115,10 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     signals::hold_termination_signals(false);
 
     let stats = Arc::new(Stats::default());
+    info!(
+        "serving up to {} request queue(s), one vring thread each",
+        cfg.request_queues
+    );
     let handler = Arc::new(Handler::new(fs, policy, stats.clone()));
     let limiter = Limiter::new(cfg.limits, stats.clone())
         .map(Arc::new)
@@ -134,8 +138,15 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         Box::new(move |_| cleanup.exit(1))
     };
     let threads = cfg.thread_pool_size;
-    let backend = FsBackend::new(handler, limiter.clone(), threads, mem.clone(), on_fatal)
-        .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
+    let backend = FsBackend::new(
+        handler,
+        limiter.clone(),
+        threads,
+        cfg.request_queues,
+        mem.clone(),
+        on_fatal,
+    )
+    .map_err(|e| format!("cannot start {threads} worker threads: {e}"))?;
     let backend = Arc::new(backend.with_tag(cfg.tag.as_deref()));
     let mut daemon = VhostUserDaemon::new("virtiofsd".into(), backend, mem)
         .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;

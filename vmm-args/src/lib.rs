@@ -7,9 +7,10 @@
 //! dependencies: strings in, strings out.
 //!
 //! - QEMU: `-object memory-backend-memfd,id=mem,size=<M>M,share=on -numa node,memdev=mem`
-//!   and `-chardev socket,id=<id>,path=<sock> -device vhost-user-fs-pci,chardev=<id>,tag=<tag>,queue-size=<N>`;
+//!   and `-chardev socket,id=<id>,path=<sock> -device vhost-user-fs-pci,chardev=<id>,tag=<tag>,queue-size=<N>`
+//!   (plus `,num-request-queues=<R>` for R > 1 request queues);
 //! - Cloud Hypervisor: `--memory size=<M>M,shared=on` and
-//!   `--fs tag=<tag>,socket=<sock>,num_queues=1,queue_size=<N>`.
+//!   `--fs tag=<tag>,socket=<sock>,num_queues=<R>,queue_size=<N>`.
 
 #![deny(missing_docs)]
 

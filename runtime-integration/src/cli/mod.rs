@@ -202,6 +202,11 @@ pub struct StartArgs {
     /// Do not add --xattr (guest SELinux disabled).
     #[arg(long)]
     pub no_xattr: bool,
+    /// Request queues of the virtio-fs device (QEMU `num-request-queues`, Cloud Hypervisor
+    /// `num_queues`; 1 as Kata). Guests use more than one from Linux 6.11 on.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub request_queues: u32,
     /// Guest RAM for the printed VMM arguments (start only; run reads -m).
     #[arg(long, default_value = "1G")]
     pub memory: String,
@@ -383,6 +388,7 @@ fn start(a: StartArgs) -> Result<i32> {
         &vmm::DeviceSpec {
             socket: paths.socket.clone(),
             queue_size: cfg.virtio_fs_queue_size,
+            request_queues: a.request_queues,
             memory_mib,
         },
     );

@@ -109,6 +109,7 @@ pub(super) fn run(a: StartArgs, vmm_cmd: Vec<String>) -> Result<i32> {
         user_args,
         daemon.socket(),
         cfg.virtio_fs_queue_size,
+        a.request_queues,
     ) {
         Ok(x) => x,
         Err(e) => {

@@ -110,6 +110,8 @@ fn rejected_flags_and_values_exit_2_naming_them() {
         (&["--cache=sometimes"], "--cache"),
         (&["--inode-file-handles=maybe"], "--inode-file-handles"),
         (&["--thread-pool-size=-1"], "--thread-pool-size"),
+        (&["--max-request-queues=0"], "--max-request-queues"),
+        (&["--max-request-queues=17"], "--max-request-queues"),
         (&["--sandbox=jail"], "--sandbox"),
         (&["--seccomp=maybe"], "--seccomp"),
         (&["--modcaps=sys_admin"], "--modcaps"),

@@ -626,9 +626,19 @@ fn tag_is_in_the_config_space() {
         cfg[5..36].iter().all(|b| *b == 0),
         "tag not NUL padded: {cfg:?}"
     );
-    assert_eq!(u32::from_le_bytes(cfg[36..40].try_into().unwrap()), 1);
+    // num_request_queues: as many as the device serves (--max-request-queues, default 16).
+    assert_eq!(u32::from_le_bytes(cfg[36..40].try_into().unwrap()), 16);
     fs.init().unwrap();
     fs.getattr(ROOT_ID).unwrap();
+
+    let env = Env::start(
+        Build::Normal,
+        &["--tag=mytag", "--max-request-queues=3"],
+        &[],
+    );
+    let mut fs = env.connect_with(ConnectOptions::default());
+    let cfg = fs.frontend().read_config(0, 40).unwrap();
+    assert_eq!(u32::from_le_bytes(cfg[36..40].try_into().unwrap()), 3);
 
     let env = Env::start(Build::Normal, &[], &[]);
     let mut fs = env.connect_with(ConnectOptions::default());

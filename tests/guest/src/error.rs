@@ -21,6 +21,14 @@ pub enum Error {
         /// Why it was judged missing.
         detail: String,
     },
+    /// A guest stack (QEMU + kernel, see [`crate::Stack`]) is not installed or incomplete.
+    #[error("guest-vm: the {stack} guest stack is not usable: {detail}")]
+    StackMissing {
+        /// The stack's name (`debian12`, `backports`).
+        stack: &'static str,
+        /// What is missing and how to install it.
+        detail: String,
+    },
     /// An I/O error with context.
     #[error("guest-vm: {context}: {source}")]
     Io {

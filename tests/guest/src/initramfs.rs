@@ -6,10 +6,11 @@ use std::io::{BufWriter, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use crate::cpio::CpioWriter;
 use crate::error::{Error, Result};
+use crate::stack::StackInstall;
 
 mod host;
 
@@ -23,22 +24,33 @@ const GUEST_SIGNAL_SH: &str = include_str!("guest-signal.sh");
 /// Modules loaded by default; their dependencies are resolved from modules.dep.
 pub(crate) const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtiofs"];
 
-/// A guest kernel image and its version (the `/lib/modules/<version>` name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A guest kernel image, its version and its modules folder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Kernel {
     /// Path of the bzImage.
     pub path: PathBuf,
     /// Kernel release, e.g. `6.1.0-56-cloud-amd64`.
     pub version: String,
+    /// Its modules: `/lib/modules/<version>` for a host kernel. It may lack `modules.dep`
+    /// when everything the guest needs is built in (`modules.builtin`).
+    pub modules: PathBuf,
 }
 
 impl Kernel {
     /// A kernel at `path` whose modules live in `/lib/modules/<version>`.
     pub fn new(path: impl Into<PathBuf>, version: impl Into<String>) -> Self {
+        let version = version.into();
         Self {
             path: path.into(),
-            version: version.into(),
+            modules: Path::new("/lib/modules").join(&version),
+            version,
         }
+    }
+
+    /// The same kernel with its modules in `dir` (e.g. a kernel package unpacked elsewhere).
+    pub fn with_modules_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.modules = dir.into();
+        self
     }
 }
 
@@ -125,13 +137,26 @@ pub struct Initramfs {
 }
 
 impl Initramfs {
-    /// The default base initramfs for the auto-detected kernel ([`find_kernel`]),
-    /// built on first use and cached on disk (see [`InitramfsBuilder::cache_dir`])
-    /// and in-process.
+    /// The default base initramfs for the kernel of the `$GUEST_STACK` stack
+    /// ([`StackInstall::from_env`]), built on first use and cached on disk (see
+    /// [`InitramfsBuilder::cache_dir`]) and in-process.
     pub fn cached() -> Result<Initramfs> {
-        static CACHED: OnceLock<std::result::Result<Initramfs, String>> = OnceLock::new();
-        CACHED
-            .get_or_init(|| Initramfs::builder().build().map_err(|e| e.to_string()))
+        Initramfs::cached_for(&StackInstall::from_env()?.kernel)
+    }
+
+    /// The default base initramfs for `kernel`, cached like [`Initramfs::cached`].
+    pub fn cached_for(kernel: &Kernel) -> Result<Initramfs> {
+        type Built = std::result::Result<Initramfs, String>;
+        static CACHED: Mutex<BTreeMap<String, Built>> = Mutex::new(BTreeMap::new());
+        let key = format!("{}\0{}", kernel.path.display(), kernel.modules.display());
+        let mut map = CACHED.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                Initramfs::builder()
+                    .kernel(kernel.clone())
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
             .clone()
             .map_err(Error::Setup)
     }
@@ -174,7 +199,7 @@ pub struct InitramfsBuilder {
 }
 
 impl InitramfsBuilder {
-    /// Use this kernel (default: [`find_kernel`]).
+    /// Use this kernel (default: the `$GUEST_STACK` stack's, [`StackInstall::from_env`]).
     pub fn kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = Some(kernel);
         self
@@ -218,7 +243,7 @@ impl InitramfsBuilder {
     pub fn build(self) -> Result<Initramfs> {
         let kernel = match self.kernel.clone() {
             Some(k) => k,
-            None => find_kernel()?,
+            None => StackInstall::from_env()?.kernel,
         };
         let entries = self.collect(&kernel)?;
 
@@ -437,18 +462,18 @@ impl InitramfsBuilder {
         }
 
         // Kernel modules in dependency order.
-        let moddir = Path::new("/lib/modules").join(&kernel.version);
+        let moddir = &kernel.modules;
         let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|s| s.to_string()).collect();
         wanted.extend(self.modules.iter().cloned());
         let mut list = String::new();
-        for rel in resolve_modules(&moddir, &wanted)? {
+        for rel in resolve_modules(moddir, &wanted)? {
             let host = moddir.join(&rel);
             let data = read_module(&host)?;
             let plain = rel
                 .trim_end_matches(".xz")
                 .trim_end_matches(".zst")
                 .trim_end_matches(".gz");
-            let guest = archive_path(&moddir.join(plain));
+            let guest = archive_path(&Path::new("/lib/modules").join(&kernel.version).join(plain));
             list.push_str(&guest);
             list.push('\n');
             add(&mut entries, &guest, Entry::Data { data, perm: 0o644 });

@@ -30,11 +30,13 @@ mod error;
 pub mod fio;
 mod initramfs;
 mod results;
+mod stack;
 mod vm;
 
 pub use error::{Error, Result};
 pub use initramfs::{find_kernel, Initramfs, InitramfsBuilder, Kernel};
 pub use results::JobRun;
+pub use stack::{stacks_dir, Stack, StackInstall};
 pub use vm::{probe_kvm, Accel, GuestOutput, GuestRun, Vm};
 
 /// A process-wide lock for tests that boot guests: TCG guests on a 2-core

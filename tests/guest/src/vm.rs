@@ -2,8 +2,8 @@
 //! handle and QMP (`handle`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::results::JobRun;
+use crate::stack::{Stack, StackInstall};
 
 mod handle;
 mod run;
@@ -43,26 +44,10 @@ impl Accel {
     }
 }
 
-fn qemu_binary() -> Result<PathBuf> {
-    if let Some(q) = std::env::var_os("GUEST_QEMU") {
-        return Ok(PathBuf::from(q));
-    }
-    let p = PathBuf::from("/usr/bin/qemu-system-x86_64");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::MissingPackage {
-            what: p.display().to_string(),
-            package: "qemu-system-x86",
-            detail: "file not found".into(),
-        })
-    }
-}
-
-/// Whether KVM can actually boot `kernel` (to its "no root" panic) within
-/// 15 s. The answer is computed once per process. On nested setups where
+/// Whether KVM can actually boot `stack`'s kernel (to its "no root" panic) with its QEMU
+/// within 15 s. The answer is computed once per process. On nested setups where
 /// `/dev/kvm` exists but `-cpu host` aborts or hangs this returns false.
-pub fn probe_kvm(kernel: &Path) -> bool {
+pub fn probe_kvm(stack: &StackInstall) -> bool {
     static KVM: OnceLock<bool> = OnceLock::new();
     *KVM.get_or_init(|| {
         if fs::OpenOptions::new()
@@ -73,13 +58,11 @@ pub fn probe_kvm(kernel: &Path) -> bool {
         {
             return false;
         }
-        let Ok(qemu) = qemu_binary() else {
-            return false;
-        };
-        let Ok(mut child) = Command::new(qemu)
+        let Ok(mut child) = stack
+            .qemu_command()
             .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults"])
             .args(["-display", "none", "-no-reboot", "-kernel"])
-            .arg(kernel)
+            .arg(&stack.kernel.path)
             .args(["-append", "panic=-1 quiet"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -130,6 +113,8 @@ pub struct GuestOutput {
     pub signals: Vec<String>,
     /// Every boot's result (more than one if the guest was reset).
     pub runs: Vec<JobRun>,
+    /// The stack the guest ran on.
+    pub stack: Stack,
 }
 
 impl GuestOutput {
@@ -159,6 +144,7 @@ impl GuestOutput {
 /// A running guest, from [`GuestRun::spawn`]. Dropping it SIGKILLs QEMU.
 #[derive(Debug)]
 pub struct Vm {
+    stack: Stack,
     child: Option<Child>,
     started: Instant,
     timeout: Duration,

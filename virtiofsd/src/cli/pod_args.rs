@@ -70,7 +70,7 @@ fn why(id: &str) -> &'static str {
         "socket_path" | "fd" | "socket_group" | "api_socket" | "tag" => {
             "it would change the daemon's sockets on the host"
         }
-        "thread_pool_size" | "rlimit_nofile" => {
+        "thread_pool_size" | "rlimit_nofile" | "max_request_queues" => {
             "it would change the host resources the daemon uses"
         }
         "log_level" | "syslog" | "compat_debug" => "it would change the host's logging",

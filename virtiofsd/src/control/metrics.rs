@@ -8,7 +8,8 @@
 //! metrics` would have to learn a second format.
 
 use limits_api::wire::metrics::{
-    BYTES_TOTAL, RATELIMIT_BURST, RATELIMIT_LEVEL, RATELIMIT_SIZE, REQUESTS_TOTAL,
+    BYTES_TOTAL, QUEUE_BYTES_TOTAL, QUEUE_REQUESTS_TOTAL, RATELIMIT_BURST, RATELIMIT_LEVEL,
+    RATELIMIT_SIZE, REQUESTS_TOTAL,
 };
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
@@ -44,6 +45,16 @@ pub fn encode(stats: &Stats, limiter: &Limiter) -> String {
             &[("read", s.bytes.read), ("write", s.bytes.write)],
         ),
         Box::new(stats.wait_histogram().clone()),
+        per_queue(
+            QUEUE_REQUESTS_TOTAL,
+            "Requests served, by virtqueue (0: hiprio).",
+            s.queues.iter().map(|q| (q.queue, q.requests)),
+        ),
+        per_queue(
+            QUEUE_BYTES_TOTAL,
+            "File bytes READs and WRITEs moved, by virtqueue.",
+            s.queues.iter().map(|q| (q.queue, q.bytes)),
+        ),
     ];
     let gauge = |name: &str, help: &str| {
         GaugeVec::new(Opts::new(name, help), &["bucket"]).expect("valid gauge")
@@ -73,4 +84,17 @@ pub fn encode(stats: &Stats, limiter: &Limiter) -> String {
         log::warn!("api: encoding /metrics: {e}");
     }
     out
+}
+
+/// A counter family labelled `queue`, one series per (queue, value).
+fn per_queue(
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (u16, u64)>,
+) -> Box<dyn Collector> {
+    let c = IntCounterVec::new(Opts::new(name, help), &["queue"]).expect("valid counter");
+    for (q, v) in values {
+        c.with_label_values(&[&q.to_string()]).inc_by(v);
+    }
+    Box::new(c)
 }

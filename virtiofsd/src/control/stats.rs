@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use limits_api::wire::metrics::THROTTLE_WAIT_SECONDS;
-use limits_api::wire::{Bytes, Requests, StatsView, Throttled};
+use limits_api::wire::{Bytes, QueueStats, Requests, StatsView, Throttled};
 use prometheus::{Histogram, HistogramOpts};
 
+use crate::config::MAX_REQUEST_QUEUES;
 use crate::fuse::request::Cost;
 
 const SUB: u32 = 8; // steps per octave
@@ -36,6 +37,8 @@ pub struct Stats {
     start: Instant,
     requests: [AtomicU64; 3],
     bytes: [AtomicU64; 2],
+    /// Per virtqueue (hiprio and every request queue the device can have): requests, bytes.
+    queues: Box<[[AtomicU64; 2]]>,
     /// Every wait, for `/metrics`, and their count and sum for both endpoints.
     wait_histogram: Histogram,
     waits: Box<[AtomicU64]>,
@@ -47,6 +50,9 @@ impl Default for Stats {
             start: Instant::now(),
             requests: Default::default(),
             bytes: Default::default(),
+            queues: (0..=MAX_REQUEST_QUEUES)
+                .map(|_| Default::default())
+                .collect(),
             wait_histogram: wait_histogram(),
             waits: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -74,9 +80,13 @@ fn bucket_top(i: usize) -> u64 {
 }
 
 impl Stats {
-    /// Counts one request served on the request queue, of the kind `cost` says, that moved
+    /// Counts one request served from virtqueue `queue`, of the kind `cost` says, that moved
     /// `bytes` bytes of file data (what was served, not what was asked for).
-    pub fn record(&self, cost: Cost, bytes: u64) {
+    pub fn record(&self, queue: u16, cost: Cost, bytes: u64) {
+        if let Some([requests, moved]) = self.queues.get(usize::from(queue)) {
+            requests.fetch_add(1, Relaxed);
+            moved.fetch_add(bytes, Relaxed);
+        }
         match cost {
             Cost::Read(_) => {
                 self.requests[0].fetch_add(1, Relaxed);
@@ -141,7 +151,22 @@ impl Stats {
                 wait_seconds_total: self.wait_histogram.get_sample_sum(),
                 wait_seconds_p99: self.wait_p99().as_secs_f64(),
             },
+            queues: self.queues(),
         }
+    }
+
+    /// Queues 0 and 1, then every queue that has carried a request (in index order).
+    fn queues(&self) -> Vec<QueueStats> {
+        self.queues
+            .iter()
+            .enumerate()
+            .map(|(i, [r, b])| QueueStats {
+                queue: i as u16,
+                requests: r.load(Relaxed),
+                bytes: b.load(Relaxed),
+            })
+            .filter(|q| q.queue <= 1 || q.requests > 0)
+            .collect()
     }
 }
 
@@ -171,11 +196,11 @@ mod tests {
     #[test]
     fn counts_requests_bytes_and_p99() {
         let s = Stats::default();
-        s.record(Cost::Read(8192), 4096); // a short read: what moved counts
-        s.record(Cost::Write(10), 10);
-        s.record(Cost::Write(20), 20);
-        s.record(Cost::Other, 0);
-        s.record(Cost::Free, 0);
+        s.record(1, Cost::Read(8192), 4096); // a short read: what moved counts
+        s.record(3, Cost::Write(10), 10);
+        s.record(1, Cost::Write(20), 20);
+        s.record(1, Cost::Other, 0);
+        s.record(0, Cost::Free, 0);
         for _ in 0..99 {
             s.record_wait(Duration::from_millis(1));
         }
@@ -195,6 +220,16 @@ mod tests {
                 read: 4096,
                 write: 30
             }
+        );
+        let q = |queue, requests, bytes| QueueStats {
+            queue,
+            requests,
+            bytes,
+        };
+        assert_eq!(
+            snap.queues,
+            vec![q(0, 1, 0), q(1, 3, 4116), q(3, 1, 10)],
+            "queue 2 carried nothing and is left out"
         );
         assert_eq!(snap.throttled.requests, 100);
         assert!((snap.throttled.wait_seconds_total - 0.599).abs() < 1e-9);

@@ -1,6 +1,11 @@
 //! The vhost-user-fs device: pops descriptor chains, has them served, completes them.
 //!
-//! Queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT), queue 1 carries every other request.
+//! Queue 0 is hiprio (FORGET, BATCH_FORGET, INTERRUPT); queues 1 to N carry every other request
+//! (N is `--max-request-queues`; the VMM sets up as many of them as it wants). Each vring
+//! thread pops its own queues: thread 0 hiprio and queue 1, thread k queue k + 1. The library
+//! numbers a thread's events by the queue's place *within that thread* (every thread but the
+//! first sees its queue as event 0), so [`QueueMap`] turns (thread, event) into the queue index.
+//! The limits are one set of buckets for the whole device, whatever queue a request came from.
 //! A chain is inspected by the FUSE [`Handler`] on the vring thread, admitted by the
 //! [`Limiter`] (or parked there), then served on the vring thread (`--thread-pool-size=0`) or on
 //! the worker [`Pool`]. Whatever the filesystem does with it, the guest gets a reply when one is
@@ -23,6 +28,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::config::MAX_REQUEST_QUEUES;
 use crate::device::chain::{complete, Chain};
 use crate::device::pool::Pool;
 use crate::device::throttle::Limiter;
@@ -31,10 +37,62 @@ use crate::fuse::handler::{reply_error, Handler};
 use crate::fuse::request::{Cost, QueueKind, Verdict};
 
 const HIPRIO: u16 = 0;
-const REQUESTS: u16 = 1;
-const NUM_QUEUES: usize = 2;
-/// Epoll event id of the throttle timer (ids up to NUM_QUEUES are the library's).
-pub const TIMER_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Epoll event id of the throttle timer: above every id the library uses (a thread's queues
+/// and, at `num_queues`, its exit event), whatever the queue count.
+pub const TIMER_EVENT: u16 = MAX_REQUEST_QUEUES as u16 + 2;
+
+/// Which queue each vring thread's events stand for: thread 0 serves hiprio and request queue
+/// 1, thread k (k ≥ 1) request queue k + 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMap {
+    threads: Vec<Vec<u16>>,
+}
+
+impl QueueMap {
+    /// The map for hiprio plus `request_queues` request queues (at least 1).
+    pub fn new(request_queues: usize) -> Self {
+        let n = request_queues.clamp(1, MAX_REQUEST_QUEUES) as u16;
+        let mut threads = vec![vec![HIPRIO, 1]];
+        threads.extend((2..=n).map(|q| vec![q]));
+        QueueMap { threads }
+    }
+
+    /// Queues in all: hiprio plus the request queues.
+    pub fn num_queues(&self) -> usize {
+        self.threads.iter().map(Vec::len).sum()
+    }
+
+    /// The library's `queues_per_thread`: one bit mask of queue indexes per thread.
+    pub fn masks(&self) -> Vec<u64> {
+        self.threads
+            .iter()
+            .map(|qs| qs.iter().fold(0u64, |m, q| m | 1 << q))
+            .collect()
+    }
+
+    /// The queue index of event `event` on thread `thread` (the event is the queue's place
+    /// among that thread's queues, in index order).
+    pub fn queue(&self, thread: usize, event: u16) -> Option<u16> {
+        if seeded_event_is_queue() {
+            return Some(event);
+        }
+        self.threads.get(thread)?.get(usize::from(event)).copied()
+    }
+}
+
+/// Seeded bug for the multi-queue test (`seeded-bugs` builds only): the library's event number
+/// is taken for the queue index, so every request queue past the first arrives as hiprio.
+fn seeded_event_is_queue() -> bool {
+    seeded("VIRTIOFSD_SEEDED_BUG_EVENT_INDEX")
+}
+
+/// Whether the seeded bug `var` is switched on (`seeded-bugs` builds only). The multi-queue
+/// ones: `..._EVENT_INDEX` (above), `..._UNCHARGED_QUEUES` (only queue 1 pays the limits, as
+/// with a limiter per queue that was never wired) and `..._TIMER_RING` (released chains
+/// complete into the timer thread's first ring, not their own).
+fn seeded(var: &str) -> bool {
+    cfg!(feature = "seeded-bugs") && std::env::var_os(var).is_some()
+}
 
 /// A condition that stops the device: the ring itself cannot be trusted any more.
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +140,16 @@ struct Job {
     chain: Chain,
     verdict: Verdict,
     vring: FsVring,
+    queue: u16,
 }
 
 /// The `VhostUserBackend` of the daemon.
 pub struct FsBackend {
     handler: Arc<Handler>,
     limiter: Arc<Limiter>,
-    drain_hooked: std::sync::Once,
+    queues: QueueMap,
+    /// Per queue: its ring-stop hook is installed.
+    drain_hooked: Box<[std::sync::Once]>,
     pool: Option<Pool<Job>>,
     mem: Mutex<GuestMem>,
     event_idx: std::sync::atomic::AtomicBool,
@@ -97,12 +158,14 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
-    /// A backend serving through `handler`, on `threads` pool workers (0: on the vring thread).
-    /// `fatal` is called when a ring is corrupt; the caller stops the daemon.
+    /// A backend serving `request_queues` request queues through `handler`, on `threads` pool
+    /// workers shared by every queue (0: on the vring threads). `fatal` is called when a ring
+    /// is corrupt; the caller stops the daemon.
     pub fn new(
         handler: Arc<Handler>,
         limiter: Arc<Limiter>,
         threads: usize,
+        request_queues: usize,
         mem: GuestMem,
         fatal: Box<dyn Fn(Fatal) + Send + Sync>,
     ) -> io::Result<Self> {
@@ -111,15 +174,19 @@ impl FsBackend {
             n => {
                 let handler = handler.clone();
                 Some(Pool::new(n, move |job: Job| {
-                    let len = handler.serve(&job.chain, job.verdict);
+                    let len = handler.serve(&job.chain, job.verdict, job.queue);
                     complete(&job.vring, job.chain.head_index(), len);
                 })?)
             }
         };
+        let queues = QueueMap::new(request_queues);
         Ok(FsBackend {
             handler,
             limiter,
-            drain_hooked: std::sync::Once::new(),
+            drain_hooked: (0..queues.num_queues())
+                .map(|_| std::sync::Once::new())
+                .collect(),
+            queues,
             pool,
             mem: Mutex::new(mem),
             event_idx: Default::default(),
@@ -128,12 +195,14 @@ impl FsBackend {
         })
     }
 
-    /// Advertise the CONFIG protocol feature with this tag (virtio-fs config space).
+    /// Advertise the CONFIG protocol feature with this tag (virtio-fs config space), announcing
+    /// as many request queues as the device serves.
     pub fn with_tag(mut self, tag: Option<&str>) -> Self {
+        let request_queues = self.queues.num_queues() as u32 - 1;
         self.config_tag = tag.map(|t| {
             let mut v = t.as_bytes().to_vec();
             v.resize(36, 0);
-            v.extend_from_slice(&1u32.to_le_bytes()); // num_request_queues
+            v.extend_from_slice(&request_queues.to_le_bytes()); // num_request_queues
             v
         });
         self
@@ -181,40 +250,45 @@ impl FsBackend {
     /// Serves an admitted chain on the pool, or inline. Each completion is signalled at once
     /// (if the guest asked, with EVENT_IDX): the driver refills the ring while the rest of the
     /// batch is served, instead of waiting for the whole batch.
-    fn dispatch(&self, chain: Chain, verdict: Verdict, vring: &FsVring) {
+    fn dispatch(&self, chain: Chain, verdict: Verdict, vring: &FsVring, queue: u16) {
         match (&self.pool, verdict) {
             (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
                 pool.submit(Job {
                     chain,
                     verdict,
                     vring: vring.clone(),
+                    queue,
                 });
             }
             _ => {
-                let len = self.handler.serve(&chain, verdict);
+                let len = self.handler.serve(&chain, verdict, queue);
                 complete(vring, chain.head_index(), len);
             }
         }
     }
 
-    /// When the request ring stops (GET_VRING_BASE), every parked chain is finished before the
-    /// ring position is reported, so none is lost or completed into a ring that was reset. Those
-    /// the buckets can pay are served; the others get EIO and are not performed (a reset must
-    /// not be a way around the limits).
-    fn hook_drain(&self, vring: &FsVring) {
-        self.drain_hooked.call_once(|| {
+    /// When a request ring stops (GET_VRING_BASE), every chain parked from it is finished
+    /// before the ring position is reported, so none is lost or completed into a ring that was
+    /// reset. Those the buckets can pay are served; the others get EIO and are not performed (a
+    /// reset must not be a way around the limits). Other rings' parked chains stay parked.
+    fn hook_drain(&self, vring: &FsVring, queue: u16) {
+        let Some(once) = self.drain_hooked.get(usize::from(queue)) else {
+            return;
+        };
+        once.call_once(|| {
             let (handler, limiter) = (self.handler.clone(), self.limiter.clone());
+            let ring = vring.clone();
             vring.inflight().on_stop(Box::new(move || {
-                let parked = limiter.drain();
+                let parked = limiter.drain(&ring);
                 let (paid, refused) = (parked.paid.len(), parked.refused.len());
                 if paid + refused > 0 {
                     log::info!(
-                        "ring stop: serving {paid} parked request(s) the limits can pay, \
+                        "ring stop of queue {queue}: serving {paid} parked request(s) the limits can pay, \
                          failing {refused} with EIO"
                     );
                 }
                 for p in &parked.paid {
-                    let len = handler.serve(&p.chain, p.verdict);
+                    let len = handler.serve(&p.chain, p.verdict, p.vring.queue());
                     complete(&p.vring, p.chain.head_index(), len);
                 }
                 for p in &parked.refused {
@@ -228,16 +302,19 @@ impl FsBackend {
         });
     }
 
-    /// Serves the parked chains whose tokens now exist (all from the request ring).
-    fn on_timer(&self) {
+    /// Serves the parked chains whose tokens now exist, each into the ring it came from.
+    /// (`wrong_ring`: the seeded bug completing them into another.)
+    fn on_timer(&self, wrong_ring: Option<&FsVring>) {
         for p in self.limiter.on_timer() {
-            self.dispatch(p.chain, p.verdict, &p.vring);
+            let queue = p.vring.queue();
+            self.dispatch(p.chain, p.verdict, wrong_ring.unwrap_or(&p.vring), queue);
         }
     }
 
     fn process(&self, vring: &FsVring, queue: u16) -> Result<(), Fatal> {
-        if queue == REQUESTS {
-            self.hook_drain(vring);
+        if queue != HIPRIO {
+            vring.set_queue(queue);
+            self.hook_drain(vring, queue);
         }
         let kind = if queue == HIPRIO {
             QueueKind::Hiprio
@@ -245,6 +322,7 @@ impl FsBackend {
             QueueKind::Request
         };
         let event_idx = self.event_idx.load(std::sync::atomic::Ordering::Relaxed);
+        let uncharged = queue > 1 && seeded("VIRTIOFSD_SEEDED_BUG_UNCHARGED_QUEUES");
         loop {
             if event_idx {
                 let _ = vring.disable_notification();
@@ -253,12 +331,15 @@ impl FsBackend {
             for chain in chains {
                 let verdict = self.handler.inspect(&chain, kind);
                 match verdict {
+                    Verdict::Serve { .. } if uncharged => {
+                        self.dispatch(chain, verdict, vring, queue)
+                    }
                     Verdict::Serve { cost, .. } => {
                         if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {
-                            self.dispatch(chain, verdict, vring);
+                            self.dispatch(chain, verdict, vring, queue);
                         }
                     }
-                    _ => self.dispatch(chain, verdict, vring),
+                    _ => self.dispatch(chain, verdict, vring, queue),
                 }
             }
             if !event_idx || !vring.enable_notification().unwrap_or(false) {
@@ -273,7 +354,11 @@ impl VhostUserBackend for FsBackend {
     type Vring = FsVring;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        self.queues.num_queues()
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        self.queues.masks()
     }
 
     fn max_queue_size(&self) -> usize {
@@ -333,25 +418,52 @@ impl VhostUserBackend for FsBackend {
         device_event: u16,
         evset: EventSet,
         vrings: &[FsVring],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
         }
         if device_event == TIMER_EVENT {
-            self.on_timer();
+            let seeded_ring = seeded("VIRTIOFSD_SEEDED_BUG_TIMER_RING");
+            self.on_timer(vrings.first().filter(|_| seeded_ring));
             return Ok(());
         }
-        let Some(vring) = vrings.get(device_event as usize) else {
-            return Err(io::Error::other(format!("unknown event {device_event}")));
+        // `vrings` are this thread's only, indexed by the event.
+        let (Some(vring), Some(queue)) = (
+            vrings.get(usize::from(device_event)),
+            self.queues.queue(thread_id, device_event),
+        ) else {
+            return Err(io::Error::other(format!(
+                "unknown event {device_event} on vring thread {thread_id}"
+            )));
         };
-        if device_event == REQUESTS || device_event == HIPRIO {
-            if let Err(f) = self.process(vring, device_event) {
-                error!("{f}; stopping the device");
-                (self.fatal)(f);
-                return Err(io::Error::other("corrupt virtqueue"));
-            }
+        if let Err(f) = self.process(vring, queue) {
+            error!("{f}; stopping the device");
+            (self.fatal)(f);
+            return Err(io::Error::other("corrupt virtqueue"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_queues_per_thread() {
+        let m = QueueMap::new(4);
+        assert_eq!(m.num_queues(), 5);
+        assert_eq!(m.masks(), vec![0b11, 1 << 2, 1 << 3, 1 << 4]);
+        assert_eq!(m.queue(0, 0), Some(HIPRIO));
+        assert_eq!(m.queue(0, 1), Some(1));
+        // Every later thread sees its one queue as event 0.
+        assert_eq!(m.queue(1, 0), Some(2));
+        assert_eq!(m.queue(3, 0), Some(4));
+        assert_eq!(m.queue(3, 1), None);
+        assert_eq!(m.queue(4, 0), None);
+        let one = QueueMap::new(1);
+        assert_eq!((one.num_queues(), one.masks()), (2, vec![0b11]));
+        assert!(usize::from(TIMER_EVENT) > QueueMap::new(MAX_REQUEST_QUEUES).num_queues());
     }
 }

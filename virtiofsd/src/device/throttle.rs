@@ -30,7 +30,7 @@ pub struct Parked {
     pub chain: Chain,
     /// What inspection decided (always `Serve`).
     pub verdict: Verdict,
-    /// The ring it completes into.
+    /// The ring it completes into (it knows its queue index: [`FsVring::queue`]).
     pub vring: FsVring,
     /// When it was parked.
     pub since: Instant,
@@ -67,6 +67,12 @@ pub struct Limiter {
 /// queue, so metadata waits behind throttled writes — what the per-class queues prevent.
 fn seeded_one_queue() -> bool {
     cfg!(feature = "seeded-bugs") && std::env::var_os("VIRTIOFSD_SEEDED_BUG_ONE_QUEUE").is_some()
+}
+
+/// Seeded bug for the multi-queue test (`seeded-bugs` builds only): a ring stop drains every
+/// ring's parked requests, so one queue's reset fails another's requests.
+fn seeded_drain_all() -> bool {
+    cfg!(feature = "seeded-bugs") && std::env::var_os("VIRTIOFSD_SEEDED_BUG_DRAIN_ALL").is_some()
 }
 
 impl Limiter {
@@ -191,15 +197,17 @@ impl Limiter {
         Bucket::ALL.map(|b| (b, st.0.limit(b), st.0.level(b, now)))
     }
 
-    /// Every parked chain, because the ring is stopping: those the buckets can pay with at most
-    /// one burst more debt are charged and come back `paid` (serve them); the rest come back
-    /// `refused`, charged nothing (fail them without performing them).
-    pub fn drain(&self) -> Drained<Parked> {
+    /// Every parked chain of `ring`, because that ring is stopping: those the buckets can pay
+    /// with at most one burst more debt are charged and come back `paid` (serve them); the rest
+    /// come back `refused`, charged nothing (fail them without performing them). Chains of the
+    /// other rings stay parked, in their order, and the timer is re-armed for them.
+    pub fn drain(&self, ring: &FsVring) -> Drained<Parked> {
+        let all = seeded_drain_all();
         let mut st = self.state.lock().unwrap();
         let (th, timer) = &mut *st;
-        let _ = timer.clear();
         let now = self.clock.now();
-        let out = th.drain(now);
+        let out = th.drain_where(now, |p| all || p.vring.same_ring(ring));
+        arm(th, timer, now);
         self.record_waits(&out.paid, now);
         self.record_waits(&out.refused, now);
         out

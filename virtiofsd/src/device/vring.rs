@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub struct Inflight {
     lock: Mutex<()>,
     idle: Condvar,
     on_stop: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// The ring's virtqueue index, once the backend has processed it (the library creates
+    /// rings without telling them).
+    queue: AtomicU16,
 }
 
 impl Default for Inflight {
@@ -48,6 +51,7 @@ impl Default for Inflight {
             lock: Mutex::default(),
             idle: Condvar::default(),
             on_stop: Mutex::default(),
+            queue: AtomicU16::new(0),
         }
     }
 }
@@ -134,6 +138,21 @@ impl FsVring {
     /// The ring's in-flight accounting.
     pub fn inflight(&self) -> &Arc<Inflight> {
         &self.inflight
+    }
+
+    /// The ring's virtqueue index (0 until [`Self::set_queue`]).
+    pub fn queue(&self) -> u16 {
+        self.inflight.queue.load(Ordering::Relaxed)
+    }
+
+    /// Records the ring's virtqueue index.
+    pub fn set_queue(&self, queue: u16) {
+        self.inflight.queue.store(queue, Ordering::Relaxed);
+    }
+
+    /// Whether `other` is a handle to the same ring.
+    pub fn same_ring(&self, other: &FsVring) -> bool {
+        Arc::ptr_eq(&self.inflight, &other.inflight)
     }
 }
 

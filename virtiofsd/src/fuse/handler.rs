@@ -74,17 +74,17 @@ impl Handler {
         v
     }
 
-    /// Carries out a verdict; returns the number of bytes written to the chain. A served
-    /// request moves at most the bytes it was charged for ([`crate::device::budget`]), and the
-    /// statistics count what it really moved.
-    pub fn serve(&self, chain: &Chain, verdict: Verdict) -> u32 {
+    /// Carries out a verdict for a chain of virtqueue `queue`; returns the number of bytes
+    /// written to the chain. A served request moves at most the bytes it was charged for
+    /// ([`crate::device::budget`]), and the statistics count what it really moved.
+    pub fn serve(&self, chain: &Chain, verdict: Verdict, queue: u16) -> u32 {
         match verdict {
             Verdict::Drop => 0,
             Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
             Verdict::Serve { cost, .. } => {
                 let (len, moved) =
                     budget::serving(cost.bytes(), || self.serve_request(chain, verdict));
-                self.stats.record(cost, moved);
+                self.stats.record(queue, cost, moved);
                 len
             }
         }

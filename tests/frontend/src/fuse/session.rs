@@ -27,8 +27,10 @@ pub struct Pending {
 
 /// Typed FUSE session over a [`Frontend`]. Nodeid 1 ([`ROOT_ID`]) is the root.
 ///
-/// Synchronous helpers (`lookup`, `read`, ...) send on the request queue and wait;
-/// for pipelining use [`submit`](Self::submit) / [`wait_any_reply`](Self::wait_any_reply).
+/// Synchronous helpers (`lookup`, `read`, ...) send on the current request queue (queue 1
+/// unless [`set_request_queue`](Self::set_request_queue) picked another) and wait; for
+/// pipelining use [`submit`](Self::submit) / [`wait_any_reply`](Self::wait_any_reply), and
+/// [`wait_any_reply_on`](Self::wait_any_reply_on) with several request queues.
 pub struct FuseSession {
     fe: Frontend,
     unique: u64,
@@ -38,6 +40,8 @@ pub struct FuseSession {
     compact: bool,
     init_out: Option<InitOut>,
     pending: HashMap<Token, Pending>,
+    /// The request queue `submit` and the synchronous helpers use.
+    request_queue: usize,
 }
 
 impl std::fmt::Debug for FuseSession {
@@ -68,6 +72,7 @@ impl FuseSession {
             compact: false,
             init_out: None,
             pending: HashMap::new(),
+            request_queue: REQUEST_QUEUE,
         }
     }
 
@@ -225,7 +230,22 @@ impl FuseSession {
         args: &[&[u8]],
         reply_size: usize,
     ) -> Result<Pending> {
-        self.submit_on(REQUEST_QUEUE, opcode, nodeid, args, Some(reply_size))
+        self.submit_on(self.request_queue, opcode, nodeid, args, Some(reply_size))
+    }
+
+    /// Sends what follows (`submit`, `submit_write`, `lookup`, ...) on request queue `q`
+    /// (1 and up; the frontend must have set it up).
+    pub fn set_request_queue(&mut self, q: usize) -> Result<()> {
+        if q == HIPRIO_QUEUE || q >= self.fe.num_queues() {
+            return Err(Error::InvalidArgument(format!("no request queue {q}")));
+        }
+        self.request_queue = q;
+        Ok(())
+    }
+
+    /// The request queue `submit` uses.
+    pub fn request_queue(&self) -> usize {
+        self.request_queue
     }
 
     fn check(&mut self, p: Pending, c: Completion) -> Result<Reply> {
@@ -249,6 +269,12 @@ impl FuseSession {
     /// Wait for whichever pending request-queue reply comes first. The outer error is a
     /// transport error (timeout, bad used id); the inner result is that request's reply.
     pub fn wait_any_reply(&mut self) -> Result<(Pending, Result<Reply>)> {
+        self.wait_any_reply_on(self.request_queue)
+    }
+
+    /// [`wait_any_reply`](Self::wait_any_reply) for a reply on queue `q`: a request sent on
+    /// another queue is never taken from this one.
+    pub fn wait_any_reply_on(&mut self, q: usize) -> Result<(Pending, Result<Reply>)> {
         if self.pending.is_empty() {
             return Err(Error::InvalidArgument("no request pending".into()));
         }
@@ -256,7 +282,7 @@ impl FuseSession {
         let pending = &self.pending;
         let c = self
             .fe
-            .wait_any_matching(REQUEST_QUEUE, t, |tok| pending.contains_key(tok))?;
+            .wait_any_matching(q, t, |tok| pending.contains_key(tok))?;
         let p = self
             .pending
             .remove(&c.token)

@@ -31,7 +31,8 @@ pub(super) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Finds the guest kernel: `$GUEST_KERNEL` (version from `$GUEST_KERNEL_VERSION`
-/// or the file name `vmlinuz-<version>`), else the newest
+/// or the file name `vmlinuz-<version>`, modules in `$GUEST_KERNEL_MODULES` or
+/// `/lib/modules/<version>`), else the newest
 /// `/boot/vmlinuz-*-cloud-amd64` whose `/lib/modules/<version>/modules.dep` exists.
 pub fn find_kernel() -> Result<Kernel> {
     if let Some(p) = std::env::var_os("GUEST_KERNEL") {
@@ -56,7 +57,11 @@ pub fn find_kernel() -> Result<Kernel> {
                 path.display()
             )));
         }
-        return Ok(Kernel { path, version });
+        let mut k = Kernel::new(path, version);
+        if let Some(m) = std::env::var_os("GUEST_KERNEL_MODULES") {
+            k = k.with_modules_dir(m);
+        }
+        return Ok(k);
     }
     let mut found: Vec<String> = fs::read_dir("/boot")
         .map_err(Error::io("reading /boot"))?
@@ -86,7 +91,7 @@ pub fn find_kernel() -> Result<Kernel> {
         "kernel {} is not readable (run as root?)",
         path.display()
     )))?;
-    Ok(Kernel { path, version })
+    Ok(Kernel::new(path, version))
 }
 
 /// True if the ELF file at `path` has a `PT_INTERP` header (is dynamically linked).
@@ -153,20 +158,16 @@ pub(super) fn ldd_libs(bin: &Path) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// Module resolution from `modules.dep`: returns relative paths in load order.
+/// Module resolution from `modules.dep`: returns relative paths in load order. Modules the
+/// kernel has built in (`modules.builtin`) need nothing; `modules.dep` may then be absent (a
+/// kernel package unpacked without `depmod`, whose virtio-fs is built in).
 pub(super) fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<String>> {
     let dep_path = moddir.join("modules.dep");
-    let dep = fs::read_to_string(&dep_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            missing(
-                dep_path.display().to_string(),
-                "linux-image-cloud-amd64",
-                "kernel modules of the guest kernel are not installed",
-            )
-        } else {
-            Error::io(format!("reading {}", dep_path.display()))(e)
-        }
-    })?;
+    let dep = match fs::read_to_string(&dep_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(format!("reading {}", dep_path.display()))(e)),
+    };
     fn mod_name(rel: &str) -> String {
         let base = rel.rsplit('/').next().unwrap_or(rel);
         let base = base.split(".ko").next().unwrap_or(base);
@@ -224,6 +225,13 @@ pub(super) fn resolve_modules(moddir: &Path, wanted: &[String]) -> Result<Vec<St
             continue;
         }
         if !table.contains_key(&n) {
+            if dep.is_empty() {
+                return Err(missing(
+                    format!("kernel module {w} ({} is absent)", dep_path.display()),
+                    "linux-image-cloud-amd64",
+                    "the guest kernel's modules are not installed and it is not built in",
+                ));
+            }
             return Err(Error::Setup(format!(
                 "kernel module {w} is neither in {} nor built in",
                 dep_path.display()
@@ -266,4 +274,55 @@ pub(super) fn read_module(path: &Path) -> Result<Vec<u8>> {
         )));
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Initramfs, Stack};
+
+    #[test]
+    fn built_in_modules_need_no_modules_dep() {
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = ["virtio_pci".to_string(), "virtiofs".to_string()];
+        // A kernel package unpacked without depmod: only modules.builtin.
+        fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/fuse/virtiofs.ko\n",
+        )
+        .unwrap();
+        assert!(resolve_modules(dir.path(), &wanted).unwrap().is_empty());
+        // Not built in and no modules.dep: a loud error naming the module and the package.
+        let e = resolve_modules(dir.path(), &["vsock".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vsock") && e.contains("linux-image-cloud-amd64"),
+            "{e}"
+        );
+    }
+
+    /// The backports kernel has virtio-fs built in: its initramfs carries no module and boots
+    /// with an empty load list (the harness fails loudly if the stack is not installed).
+    #[test]
+    fn backports_initramfs_has_no_modules() {
+        let stack = Stack::Backports.install().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let i = Initramfs::builder()
+            .kernel(stack.kernel.clone())
+            .cache_dir(dir.path())
+            .build()
+            .unwrap();
+        let listing = Command::new("cpio")
+            .args(["-t", "--quiet", "-F"])
+            .arg(i.path())
+            .output()
+            .expect("cpio (package cpio)");
+        let l = String::from_utf8_lossy(&listing.stdout);
+        assert!(
+            !l.contains(".ko"),
+            "modules in a built-in kernel's initramfs"
+        );
+        assert!(l.lines().any(|x| x == "etc/guest-vm/modules"), "{l}");
+    }
 }

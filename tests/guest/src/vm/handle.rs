@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::results::{parse, JobRun};
 
 use super::{GuestOutput, Vm};
+use crate::stack::Stack;
 
 fn tail_lines(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
@@ -20,6 +21,11 @@ fn tail_lines(text: &str, lines: usize) -> String {
 }
 
 impl Vm {
+    /// The stack the guest runs on.
+    pub fn stack(&self) -> Stack {
+        self.stack
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -267,6 +273,7 @@ impl Vm {
             job_time: last.job_time,
             signals: last.signals.clone(),
             runs,
+            stack: self.stack,
         })
     }
 }

@@ -2,21 +2,23 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::cpio::CpioWriter;
 use crate::error::{Error, Result};
-use crate::initramfs::{find_kernel, Initramfs, Kernel};
+use crate::initramfs::{Initramfs, Kernel};
 use crate::shell_quote;
+use crate::stack::{Stack, StackInstall};
 
-use super::{probe_kvm, qemu_binary, Accel, GuestOutput, Vm};
+use super::{probe_kvm, Accel, GuestOutput, Vm};
 
-/// Builder for one guest run. Defaults: auto-detected kernel, cached base
-/// initramfs, 1 GiB shared memfd RAM, 2 vCPUs, TCG (or `$GUEST_ACCEL`), tag
-/// `kataShared` mounted at `/mnt`, queue size 1024, 180 s timeout.
+/// Builder for one guest run. Defaults: the stack of `$GUEST_STACK` (its QEMU and
+/// kernel), cached base initramfs, 1 GiB shared memfd RAM, 2 vCPUs, TCG (or
+/// `$GUEST_ACCEL`), tag `kataShared` mounted at `/mnt`, queue size 1024, 180 s timeout.
 #[derive(Debug, Clone)]
 pub struct GuestRun {
+    stack: Option<Stack>,
     kernel: Option<Kernel>,
     initramfs: Option<Initramfs>,
     memory_mib: u64,
@@ -34,6 +36,7 @@ pub struct GuestRun {
     files: Vec<(String, Vec<u8>, u32)>,
     append: Vec<String>,
     chardev_opts: String,
+    device_props: Vec<String>,
     accel: Option<Accel>,
     timeout: Duration,
     no_reboot: bool,
@@ -51,6 +54,7 @@ impl GuestRun {
     /// A run with the defaults described on [`GuestRun`] and an empty job.
     pub fn new() -> Self {
         Self {
+            stack: None,
             kernel: None,
             initramfs: None,
             memory_mib: 1024,
@@ -68,6 +72,7 @@ impl GuestRun {
             files: Vec::new(),
             append: Vec::new(),
             chardev_opts: String::new(),
+            device_props: Vec::new(),
             accel: None,
             timeout: Duration::from_secs(180),
             no_reboot: true,
@@ -76,13 +81,20 @@ impl GuestRun {
         }
     }
 
-    /// Guest kernel (default: [`find_kernel`]).
+    /// The QEMU + kernel stack (default: [`StackInstall::from_env`], i.e. `$GUEST_STACK` with
+    /// the `$GUEST_QEMU` / `$GUEST_KERNEL` overrides; a stack named here ignores those).
+    pub fn stack(mut self, stack: Stack) -> Self {
+        self.stack = Some(stack);
+        self
+    }
+
+    /// Guest kernel (default: the stack's).
     pub fn kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = Some(kernel);
         self
     }
 
-    /// Base initramfs (default: [`Initramfs::cached`]).
+    /// Base initramfs (default: [`Initramfs::cached_for`] the kernel).
     pub fn initramfs(mut self, initramfs: Initramfs) -> Self {
         self.initramfs = Some(initramfs);
         self
@@ -123,6 +135,14 @@ impl GuestRun {
     /// Extra options appended to the main `-chardev socket,...` (e.g. `reconnect=1`).
     pub fn chardev_opts(mut self, opts: impl Into<String>) -> Self {
         self.chardev_opts = opts.into();
+        self
+    }
+
+    /// Extra `vhost-user-fs-pci` properties, comma-separated `key=value` (e.g.
+    /// `num-request-queues=2`, which needs the [`Stack::Backports`] QEMU); added after
+    /// `vmm_args::qemu::fs_device`'s own. Repeated calls accumulate.
+    pub fn device_props(mut self, props: impl Into<String>) -> Self {
+        self.device_props.push(props.into());
         self
     }
 
@@ -248,15 +268,18 @@ impl GuestRun {
     /// Starts QEMU and returns at once; use the [`Vm`] handle to interact
     /// with the running guest and [`Vm::wait`] to collect the result.
     pub fn spawn(self) -> Result<Vm> {
-        let qemu = qemu_binary()?;
-        let initramfs = match self.initramfs.clone() {
-            Some(i) => i,
-            None => Initramfs::cached()?,
+        let stack = match self.stack {
+            Some(s) => s.install()?,
+            None => StackInstall::from_env()?,
         };
         let kernel = match (&self.kernel, &self.initramfs) {
             (Some(k), _) => k.clone(),
             (None, Some(i)) => i.kernel().clone(),
-            (None, None) => find_kernel()?,
+            (None, None) => stack.kernel.clone(),
+        };
+        let initramfs = match self.initramfs.clone() {
+            Some(i) => i,
+            None => Initramfs::cached_for(&kernel)?,
         };
         if kernel.version != initramfs.kernel().version {
             return Err(Error::Setup(format!(
@@ -278,7 +301,7 @@ impl GuestRun {
             None => Accel::from_env()?,
         };
         let accel = match accel {
-            Accel::Auto if probe_kvm(&kernel.path) => Accel::Kvm,
+            Accel::Auto if probe_kvm(&stack) => Accel::Kvm,
             Accel::Auto => Accel::Tcg,
             a => a,
         };
@@ -350,7 +373,7 @@ impl GuestRun {
             let _ = fs::remove_file(p);
         }
         let mem = self.memory_mib;
-        let mut cmd = Command::new(&qemu);
+        let mut cmd = stack.qemu_command();
         cmd.args(["-nodefaults", "-display", "none"]);
         if self.no_reboot {
             cmd.arg("-no-reboot");
@@ -362,13 +385,22 @@ impl GuestRun {
         cmd.args(["-smp", &self.smp.to_string(), "-m", &format!("{mem}M")]);
         cmd.args(vmm_args::qemu::shared_memory(mem));
         if let Some(socket) = &self.socket {
-            cmd.args(vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
+            let mut dev = vmm_args::qemu::fs_device(&vmm_args::qemu::FsDevice {
                 chardev_id: "vufs0",
                 socket,
                 tag: &self.tag,
                 queue_size: self.queue_size.into(),
                 chardev_opts: &self.chardev_opts,
-            }));
+            });
+            let device = dev
+                .iter_mut()
+                .find(|a| a.starts_with("vhost-user-fs-pci,"))
+                .ok_or_else(|| Error::Setup("vmm-args gave no vhost-user-fs-pci device".into()))?;
+            for p in &self.device_props {
+                device.push(',');
+                device.push_str(p.trim_matches(','));
+            }
+            cmd.args(dev);
         }
         let mut append = String::from("console=ttyS0 quiet panic=-1 rdinit=/init");
         for a in &self.append {
@@ -397,8 +429,9 @@ impl GuestRun {
         let started = Instant::now();
         let child = cmd
             .spawn()
-            .map_err(Error::io(format!("starting {}", qemu.display())))?;
+            .map_err(Error::io(format!("starting {}", stack.qemu.display())))?;
         Ok(Vm {
+            stack: stack.stack,
             child: Some(child),
             started,
             timeout: self.timeout,
