@@ -8,7 +8,9 @@
 //! two instructions leaves a consistent word behind.
 //!
 //! Every input is untrusted: a `z` more than [`MAX_DEBT`] ahead is taken as `now + MAX_DEBT`
-//! (a corrupt peer can make others wait at most that long per request, never forever), the
+//! and written back so (a corrupt peer can make others wait that long, never forever; honest
+//! debt beyond two seconds of the rate, which only requests bigger than the rate can make, is
+//! forgiven), the
 //! CAS loop gives up after [`MAX_CAS`] attempts and charges with one `fetch_add`, and a rate
 //! or burst of 0 is replaced by the member's own flag values.
 
@@ -21,7 +23,7 @@ use crate::bucket::Limit;
 pub const TICKS_PER_NS: u128 = 16;
 const TICKS_PER_SEC: u128 = 1_000_000_000 * TICKS_PER_NS;
 /// The most debt a reader believes: a word further ahead is clamped to this.
-pub const MAX_DEBT: Duration = Duration::from_secs(10);
+pub const MAX_DEBT: Duration = Duration::from_secs(2);
 /// Compare-and-swap attempts before charging unconditionally.
 pub const MAX_CAS: usize = 64;
 
@@ -52,9 +54,25 @@ impl SharedBucket<'_> {
         (z as u128).clamp(full, cap.max(full))
     }
 
+    /// The effective word at `t`; a word beyond the debt cap is repaired to the cap (once: a
+    /// lost race leaves it to the next reader), so that time can pay it off.
+    fn read(&self, t: u64) -> u128 {
+        let seen = self.word.load(Ordering::Relaxed);
+        let z = self.effective(seen, t);
+        if (seen as u128) > z {
+            let _ = self.word.compare_exchange(
+                seen,
+                clamp64(z),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        z
+    }
+
     /// Whole units in the bucket at `t` (ticks), negative in debt.
     pub fn level(&self, t: u64) -> i64 {
-        let z = self.effective(self.word.load(Ordering::Relaxed), t);
+        let z = self.read(t);
         let size = self.limit.size.max(1) as i128;
         let level = (t as i128 - z as i128) * size / TICKS_PER_SEC as i128;
         level.clamp(i64::MIN as i128, i64::MAX as i128) as i64
@@ -111,7 +129,7 @@ impl SharedBucket<'_> {
 
     /// How long from `t` until `n` units are admitted, if nothing else is charged.
     pub fn time_until(&self, n: u64, t: u64) -> Duration {
-        let z = self.effective(self.word.load(Ordering::Relaxed), t);
+        let z = self.read(t);
         let ready = z + span(n.min(self.limit.burst), self.limit.size);
         let ticks = ready.saturating_sub(t as u128);
         Duration::from_nanos(clamp64(ticks.div_ceil(TICKS_PER_NS)))
