@@ -76,3 +76,43 @@ mod tests {
         assert!(!is_operator_only("--fs-weight") && !is_operator_only("--fs-bw-size"));
     }
 }
+
+/// The path of the group endpoint: `GET` shows the group, `PATCH` changes its live budget
+/// (for every member) or this member's weight.
+pub const GROUP_PATH: &str = "/api/v1/group";
+
+/// `GET /api/v1/group` (and a PATCH's answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupView {
+    /// The group's live bw bucket, with the shared level.
+    pub bw: crate::wire::BucketView,
+    /// The group's live ops bucket, with the shared level.
+    pub ops: crate::wire::BucketView,
+    /// This member's weight.
+    pub weight: u64,
+    /// The bw share this member enforces on itself (bytes/s; 0: bucket not limited).
+    pub share_bw: u64,
+    /// The ops share this member enforces on itself (requests/s).
+    pub share_ops: u64,
+    /// The slot it holds (absent while it has had no demand).
+    pub slot: Option<u64>,
+    /// Bytes admitted by this member.
+    pub bytes: u64,
+    /// Requests that waited.
+    pub waits: u64,
+}
+
+/// A `PATCH /api/v1/group` body; unknown fields are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupUpdate {
+    /// The group's bw bucket (size 0 is refused: a group bucket cannot be removed live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bw: Option<crate::wire::BucketUpdate>,
+    /// The group's ops bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<crate::wire::BucketUpdate>,
+    /// This member's weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
+}

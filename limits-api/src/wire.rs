@@ -180,6 +180,27 @@ pub mod metrics {
     pub const RATELIMIT_BURST: &str = "virtiofsd_ratelimit_burst";
     /// Gauge, label `bucket`: tokens now, negative in debt (absent for an unlimited bucket).
     pub const RATELIMIT_LEVEL: &str = "virtiofsd_ratelimit_level";
+    /// Gauge, label `bucket` = `bw`, `ops`: the node group's live rate (with `--fs-group`).
+    pub const GROUP_SIZE: &str = "virtiofsd_group_size";
+    /// Gauge, label `bucket`: tokens in the group's shared bucket now (negative in debt).
+    pub const GROUP_LEVEL: &str = "virtiofsd_group_level";
+    /// Gauge, label `bucket`: the share of the group this member enforces on itself, per second.
+    pub const GROUP_SHARE: &str = "virtiofsd_group_share";
+    /// Gauge: this member's weight.
+    pub const GROUP_WEIGHT: &str = "virtiofsd_group_weight";
+    /// Counter: bytes this member took from the group.
+    pub const GROUP_BYTES_TOTAL: &str = "virtiofsd_group_bytes_total";
+    /// Counter: this member's requests that waited.
+    pub const GROUP_WAITS_TOTAL: &str = "virtiofsd_group_waits_total";
+    /// The group families (present only in a member's `/metrics`).
+    pub const GROUP_ALL: [&str; 6] = [
+        GROUP_SIZE,
+        GROUP_LEVEL,
+        GROUP_SHARE,
+        GROUP_WEIGHT,
+        GROUP_BYTES_TOTAL,
+        GROUP_WAITS_TOTAL,
+    ];
     /// Every family (`/metrics` gives them sorted by name).
     pub const ALL: [&str; 6] = [
         REQUESTS_TOTAL,
