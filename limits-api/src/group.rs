@@ -70,7 +70,9 @@ mod tests {
         assert_eq!(check_weight(100, 50), Ok(50));
         assert_eq!(check_weight(100, 100), Ok(100));
         let e = check_weight(100, 101).unwrap_err();
-        assert!(e.to_string().contains("--fs-weight=101 is above the operator's 100"));
+        assert!(e
+            .to_string()
+            .contains("--fs-weight=101 is above the operator's 100"));
         assert!(is_operator_only("--fs-group"));
         assert!(is_operator_only("--fs-group-ops-burst"));
         assert!(!is_operator_only("--fs-weight") && !is_operator_only("--fs-bw-size"));

@@ -170,11 +170,13 @@ fn a_corrupt_slot_skews_but_cannot_uncap_or_stop_others() {
         w.store(x, Ordering::Relaxed);
     }
     for s in (0..ratelimit::group::SLOTS).filter(|s| !mine.contains(s)) {
-        sim.region.slot(s, 1).store(sim.now + 100 * MS, Ordering::Relaxed); // lease: live
+        sim.region
+            .slot(s, 1)
+            .store(sim.now + 100 * MS, Ordering::Relaxed); // lease: live
         sim.region.slot(s, 0).store(7, Ordering::Relaxed);
     }
-    for i in 9..13 {
-        words[i].store(0, Ordering::Relaxed); // live budget zeroed: "unlimited"?
+    for w in &words[9..13] {
+        w.store(0, Ordering::Relaxed); // live budget zeroed: "unlimited"?
     }
     words[13].store(u64::MAX, Ordering::Relaxed);
     sim.take_window();

@@ -14,16 +14,16 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::config::{Config, GroupConfig, Listen};
-use crate::device::group::Group;
-use ratelimit::group::Member;
 use crate::confine::{caps, sandbox, seccomp, signals};
 use crate::control::api;
 use crate::control::stats::Stats;
 use crate::device::backend::{FsBackend, TIMER_EVENT};
+use crate::device::group::Group;
 use crate::device::throttle::Limiter;
 use crate::fuse::handler::Handler;
 use crate::fuse::request::Policy;
 use crate::setup::{self, Cleanup, PidFile};
+use ratelimit::group::Member;
 
 /// Seeded bug for the hostile-input tests: builds with the `seeded-bugs` feature turn name
 /// validation off when this variable is set. Release builds cannot.

@@ -73,10 +73,15 @@ pub struct Mapped {
 
 /// `CLOCK_MONOTONIC` now, in ns: the same clock in every namespace of the machine.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 fn refused(path: &Path, why: impl Into<String>) -> GroupError {
@@ -88,7 +93,10 @@ fn refused(path: &Path, why: impl Into<String>) -> GroupError {
 
 /// Checks that `path`'s directory is owned by root and writable by no one else.
 fn check_dir(path: &Path) -> Result<(), GroupError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let m = std::fs::metadata(dir).map_err(|e| refused(path, format!("directory: {e}")))?;
     if m.uid() != 0 || m.mode() & 0o022 != 0 {
         return Err(refused(
@@ -114,10 +122,16 @@ fn check_file(path: &Path, f: &File) -> Result<(), GroupError> {
         return Err(refused(path, format!("owned by uid {}, not root", m.uid())));
     }
     if m.mode() & 0o7777 != 0o600 {
-        return Err(refused(path, format!("mode {:o}, not 600", m.mode() & 0o7777)));
+        return Err(refused(
+            path,
+            format!("mode {:o}, not 600", m.mode() & 0o7777),
+        ));
     }
     if m.len() != FILE_SIZE as u64 {
-        return Err(refused(path, format!("size {} bytes, not {FILE_SIZE}", m.len())));
+        return Err(refused(
+            path,
+            format!("size {} bytes, not {FILE_SIZE}", m.len()),
+        ));
     }
     Ok(())
 }
@@ -135,7 +149,10 @@ fn map(path: &Path, f: &File) -> Result<Region, GroupError> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(refused(path, format!("mmap: {}", io::Error::last_os_error())));
+        return Err(refused(
+            path,
+            format!("mmap: {}", io::Error::last_os_error()),
+        ));
     }
     // SAFETY: FILE_SIZE bytes, page aligned, live for the process; AtomicU64 has u64's layout.
     let words = unsafe { std::slice::from_raw_parts(p as *const AtomicU64, WORDS) };
@@ -145,8 +162,12 @@ fn map(path: &Path, f: &File) -> Result<Region, GroupError> {
 /// Writes a new group's header into `region`: the magic last.
 pub fn init(region: &Region, budget: Budget, epoch: u64) {
     region.hdr(hdr::VERSION).store(VERSION, Ordering::Relaxed);
-    region.hdr(hdr::SIZE).store(FILE_SIZE as u64, Ordering::Relaxed);
-    region.hdr(hdr::SLOTS).store(SLOTS as u64, Ordering::Relaxed);
+    region
+        .hdr(hdr::SIZE)
+        .store(FILE_SIZE as u64, Ordering::Relaxed);
+    region
+        .hdr(hdr::SLOTS)
+        .store(SLOTS as u64, Ordering::Relaxed);
     region.hdr(hdr::EPOCH).store(epoch, Ordering::Relaxed);
     for (i, w) in budget.words().iter().enumerate() {
         region.hdr(hdr::CREATION + i).store(*w, Ordering::Relaxed);
@@ -163,14 +184,23 @@ pub fn check_header(path: &Path, region: &Region, now_ns: u64) -> Result<u64, Gr
     }
     let v = region.load(hdr::VERSION);
     if v != VERSION {
-        return Err(refused(path, format!("version {v}, this daemon knows {VERSION}")));
+        return Err(refused(
+            path,
+            format!("version {v}, this daemon knows {VERSION}"),
+        ));
     }
     if region.load(hdr::SIZE) != FILE_SIZE as u64 || region.load(hdr::SLOTS) != SLOTS as u64 {
-        return Err(refused(path, "header size or slot count does not match the file"));
+        return Err(refused(
+            path,
+            "header size or slot count does not match the file",
+        ));
     }
     let epoch = region.load(hdr::EPOCH);
     if epoch > now_ns {
-        return Err(refused(path, "epoch in the future (not created on this boot?)"));
+        return Err(refused(
+            path,
+            "epoch in the future (not created on this boot?)",
+        ));
     }
     Ok(epoch)
 }
@@ -193,7 +223,8 @@ pub fn join(path: &Path, budget: Budget) -> Result<Mapped, GroupError> {
         .open(path);
     let (file, created) = match created {
         Ok(f) => {
-            f.set_len(FILE_SIZE as u64).map_err(|e| refused(path, e.to_string()))?;
+            f.set_len(FILE_SIZE as u64)
+                .map_err(|e| refused(path, e.to_string()))?;
             (f, true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (open_existing(path)?, false),

@@ -100,7 +100,9 @@ pub struct Region(&'static [AtomicU64]);
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region").field("words", &self.0.len()).finish()
+        f.debug_struct("Region")
+            .field("words", &self.0.len())
+            .finish()
     }
 }
 

@@ -44,7 +44,8 @@ impl Budget {
 
     /// From the four words, as read (untrusted: a burst of 0 becomes the size).
     pub fn from_words(w: [u64; 4]) -> Budget {
-        let l = |size: u64, burst: u64| Limit::with_burst(size, if burst == 0 { size } else { burst });
+        let l =
+            |size: u64, burst: u64| Limit::with_burst(size, if burst == 0 { size } else { burst });
         Budget {
             bw: l(w[0], w[1]),
             ops: l(w[2], w[3]),
@@ -139,7 +140,11 @@ impl Member {
     fn bucket(&self, b: GroupBucket, budget: &Budget) -> Option<SharedBucket<'static>> {
         let limit = budget.get(b);
         (!limit.is_unlimited()).then(|| SharedBucket {
-            word: self.region.words().get(hdr::BUCKET + b.index()).expect("header word"),
+            word: self
+                .region
+                .words()
+                .get(hdr::BUCKET + b.index())
+                .expect("header word"),
             limit,
         })
     }
@@ -157,10 +162,12 @@ impl Member {
     pub fn admits(&self, cost: [u64; 2], now_ns: u64) -> bool {
         let budget = self.budget();
         let t = ticks(self.since_epoch(now_ns));
-        GroupBucket::ALL.iter().all(|b| match self.bucket(*b, &budget) {
-            Some(s) => s.time_until(cost[b.index()], t).is_zero(),
-            None => true,
-        })
+        GroupBucket::ALL
+            .iter()
+            .all(|b| match self.bucket(*b, &budget) {
+                Some(s) => s.time_until(cost[b.index()], t).is_zero(),
+                None => true,
+            })
     }
 
     /// Charges `cost` to the shared buckets and counts it as this member's.
@@ -189,7 +196,10 @@ impl Member {
         let t = ticks(self.since_epoch(now_ns));
         GroupBucket::ALL
             .iter()
-            .filter_map(|b| self.bucket(*b, &budget).map(|s| s.time_until(cost[b.index()], t)))
+            .filter_map(|b| {
+                self.bucket(*b, &budget)
+                    .map(|s| s.time_until(cost[b.index()], t))
+            })
             .max()
             .unwrap_or_default()
     }
@@ -217,7 +227,9 @@ impl Member {
             (true, true) => u64::MAX,
             (true, false) => {
                 let rate = window[i] as u128 * 1_000_000_000 / elapsed as u128;
-                u64::try_from(rate * 5 / 4).unwrap_or(u64::MAX).saturating_add(MIN_DEMAND[i])
+                u64::try_from(rate * 5 / 4)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(MIN_DEMAND[i])
             }
         });
         let now = self.since_epoch(now_ns);
@@ -226,10 +238,15 @@ impl Member {
         }
         if let Some(s) = self.slot {
             let r = &self.region;
-            r.slot(s, slot::WEIGHT).store(self.weight, Ordering::Relaxed);
+            r.slot(s, slot::WEIGHT)
+                .store(self.weight, Ordering::Relaxed);
             r.slot(s, slot::DEMAND).store(demand[0], Ordering::Relaxed);
-            r.slot(s, slot::DEMAND + 1).store(demand[1], Ordering::Relaxed);
-            for (i, w) in [slot::BYTES, slot::OPS, slot::WAITS, slot::WAIT_NS].iter().enumerate() {
+            r.slot(s, slot::DEMAND + 1)
+                .store(demand[1], Ordering::Relaxed);
+            for (i, w) in [slot::BYTES, slot::OPS, slot::WAITS, slot::WAIT_NS]
+                .iter()
+                .enumerate()
+            {
                 r.slot(s, *w).store(self.totals[i], Ordering::Relaxed);
             }
             if has_demand {
@@ -239,8 +256,12 @@ impl Member {
         }
         let shares = self.compute_shares(now);
         if let Some(s) = self.slot {
-            self.region.slot(s, slot::SHARE).store(shares[0], Ordering::Relaxed);
-            self.region.slot(s, slot::SHARE + 1).store(shares[1], Ordering::Relaxed);
+            self.region
+                .slot(s, slot::SHARE)
+                .store(shares[0], Ordering::Relaxed);
+            self.region
+                .slot(s, slot::SHARE + 1)
+                .store(shares[1], Ordering::Relaxed);
         }
         let changed = shares != self.shares;
         self.shares = shares;
@@ -254,7 +275,10 @@ impl Member {
             if live(&self.region, s, now) {
                 out.push(Claim {
                     weight: self.region.slot(s, slot::WEIGHT).load(Ordering::Relaxed),
-                    demand: self.region.slot(s, slot::DEMAND + b.index()).load(Ordering::Relaxed),
+                    demand: self
+                        .region
+                        .slot(s, slot::DEMAND + b.index())
+                        .load(Ordering::Relaxed),
                 });
             }
         }
@@ -319,7 +343,9 @@ impl Member {
         for (i, w) in new.words().iter().enumerate() {
             self.region.hdr(hdr::LIVE + i).store(*w, Ordering::Release);
         }
-        self.region.hdr(hdr::GENERATION).fetch_add(1, Ordering::AcqRel);
+        self.region
+            .hdr(hdr::GENERATION)
+            .fetch_add(1, Ordering::AcqRel);
         self.last_tick = 0; // recompute at the next admission
     }
 
@@ -327,8 +353,12 @@ impl Member {
     pub fn leave(&mut self) {
         if let Some(s) = self.slot.take() {
             self.region.slot(s, slot::LEASE).store(0, Ordering::Release);
-            self.region.slot(s, slot::DEMAND).store(0, Ordering::Relaxed);
-            self.region.slot(s, slot::DEMAND + 1).store(0, Ordering::Relaxed);
+            self.region
+                .slot(s, slot::DEMAND)
+                .store(0, Ordering::Relaxed);
+            self.region
+                .slot(s, slot::DEMAND + 1)
+                .store(0, Ordering::Relaxed);
         }
     }
 }

@@ -60,12 +60,9 @@ impl SharedBucket<'_> {
         let seen = self.word.load(Ordering::Relaxed);
         let z = self.effective(seen, t);
         if (seen as u128) > z {
-            let _ = self.word.compare_exchange(
-                seen,
-                clamp64(z),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.word
+                    .compare_exchange(seen, clamp64(z), Ordering::AcqRel, Ordering::Relaxed);
         }
         z
     }
@@ -173,7 +170,10 @@ mod tests {
         b.force(1000, t + S / 10);
         assert_eq!(b.level(t + S / 10), -1000);
         // Over-burst: waits for min(n, burst).
-        assert_eq!(b.time_until(10_000, t + S / 10), Duration::from_millis(1500));
+        assert_eq!(
+            b.time_until(10_000, t + S / 10),
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]

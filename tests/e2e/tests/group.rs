@@ -124,7 +124,10 @@ fn backlogged_members_share_by_weight_1_1_2() {
         .map(|i| r[0][i] + r[1][i] + r[2][i])
         .collect();
     for w in windows(&sum) {
-        assert!(w <= total * 1.03, "sum {w:.2} MiB/s over the group's {total:.2}");
+        assert!(
+            w <= total * 1.03,
+            "sum {w:.2} MiB/s over the group's {total:.2}"
+        );
     }
 }
 
@@ -216,7 +219,11 @@ fn refused(args: &[String]) -> String {
     let mut d = Daemon::spawn(
         &vufs_testkit::daemon_bin(vufs_testkit::Build::Normal),
         &s.socket(),
-        &[&[format!("--shared-dir={}", s.share.display()).as_str()], &refs[..]].concat(),
+        &[
+            &[format!("--shared-dir={}", s.share.display()).as_str()],
+            &refs[..],
+        ]
+        .concat(),
         &[],
     );
     let st = d
@@ -292,12 +299,20 @@ fn a_corrupted_group_file_neither_crashes_nor_uncaps_the_members() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let (ra, rb) = (ha.join().unwrap(), hb.join().unwrap());
-    assert!(a.d.alive() && b.d.alive(), "{}\n{}", a.d.stderr(), b.d.stderr());
+    assert!(
+        a.d.alive() && b.d.alive(),
+        "{}\n{}",
+        a.d.stderr(),
+        b.d.stderr()
+    );
     let (ra, rb) = (ra.expect("a served"), rb.expect("b served"));
     // After the corruption (t = 2 s on): not uncapped (the members' own flags stand in for
     // the live budget), and neither stopped.
     let sum: f64 = ra[20..50].iter().chain(&rb[20..50]).sum::<f64>() / 30.0;
-    assert!(sum <= rate_mib(RATE) * 1.10, "uncapped: {sum:.2} MiB/s ({ra:.1?} {rb:.1?})");
+    assert!(
+        sum <= rate_mib(RATE) * 1.10,
+        "uncapped: {sum:.2} MiB/s ({ra:.1?} {rb:.1?})"
+    );
     for (n, r) in [("a", &ra), ("b", &rb)] {
         let tail = r[30..50].iter().sum::<f64>() / 20.0;
         assert!(tail > 0.5, "{n} stopped: {r:.1?}");
@@ -310,11 +325,18 @@ fn a_pod_may_not_touch_the_group_and_may_only_lower_its_weight() {
     let mut base = group_args(&path, RATE);
     base.push("--fs-weight=100".into());
     base.push("--pod-args-follow".into());
-    for bad in ["--fs-group=/tmp/x", "--fs-group-bw-size=1", "--fs-group-ops-burst=5"] {
+    for bad in [
+        "--fs-group=/tmp/x",
+        "--fs-group-bw-size=1",
+        "--fs-group-ops-burst=5",
+    ] {
         let mut args = base.clone();
         args.push(bad.into());
         let err = refused(&args);
-        assert!(err.contains(bad) && err.contains("operator's"), "{bad}: {err}");
+        assert!(
+            err.contains(bad) && err.contains("operator's"),
+            "{bad}: {err}"
+        );
     }
     let mut args = base.clone();
     args.push("--fs-weight=101".into());

@@ -74,9 +74,7 @@ impl GroupArgs {
         };
         let Some(path) = &self.fs_group else {
             if budget != Budget::default() {
-                return Err(UsageError(
-                    "--fs-group-* flags need --fs-group=PATH".into(),
-                ));
+                return Err(UsageError("--fs-group-* flags need --fs-group=PATH".into()));
             }
             return Ok(None);
         };

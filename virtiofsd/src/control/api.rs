@@ -31,11 +31,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use limits_api::group::GROUP_PATH;
 use limits_api::wire::{
     BucketUpdate, BucketView, ErrorBody, RateLimitUpdate, RateLimitView, JSON_CONTENT_TYPE,
     METRICS_CONTENT_TYPE, METRICS_PATH, RATELIMIT_PATH, STATS_PATH,
 };
-use limits_api::group::GROUP_PATH;
 use ratelimit::Limit;
 use serde::Serialize;
 

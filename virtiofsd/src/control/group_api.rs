@@ -60,7 +60,9 @@ pub fn patch(limiter: &Limiter, body: &[u8]) -> Result<Option<GroupView>, String
     let bucket = |name: &str, u: Option<limits_api::wire::BucketUpdate>, cur: Limit| {
         let Some(u) = u else { return Ok(cur) };
         let size = u.size.unwrap_or(cur.size);
-        let burst = u.burst.unwrap_or(if u.size.is_some() { size } else { cur.burst });
+        let burst = u
+            .burst
+            .unwrap_or(if u.size.is_some() { size } else { cur.burst });
         match (size, burst) {
             (0, _) if !cur.is_unlimited() => Err(format!(
                 "{name}.size: a group bucket cannot be removed live"
@@ -82,7 +84,10 @@ pub fn patch(limiter: &Limiter, body: &[u8]) -> Result<Option<GroupView>, String
             };
             if new != cur {
                 g.set_budget(new);
-                log::info!("group budget changed: {}", ratelimit::group::file::show(&new));
+                log::info!(
+                    "group budget changed: {}",
+                    ratelimit::group::file::show(&new)
+                );
             }
             if let Some(w) = u.weight {
                 g.member.set_weight(w);
@@ -101,7 +106,10 @@ pub fn collectors(limiter: &Limiter) -> Vec<Box<dyn Collector>> {
         GaugeVec::new(Opts::new(name, help), &["bucket"]).expect("valid gauge")
     };
     let size = gauge(GROUP_SIZE, "The node group's live rate per second.");
-    let level = gauge(GROUP_LEVEL, "Tokens in the group's shared bucket (negative in debt).");
+    let level = gauge(
+        GROUP_LEVEL,
+        "Tokens in the group's shared bucket (negative in debt).",
+    );
     let share = gauge(GROUP_SHARE, "This member's share of the group, per second.");
     for (b, bv, sh) in [("bw", v.bw, v.share_bw), ("ops", v.ops, v.share_ops)] {
         if bv.size == 0 {
@@ -118,8 +126,8 @@ pub fn collectors(limiter: &Limiter) -> Vec<Box<dyn Collector>> {
     let bytes = IntCounter::new(GROUP_BYTES_TOTAL, "Bytes this member took from the group.")
         .expect("counter");
     bytes.inc_by(v.bytes);
-    let waits = IntCounter::new(GROUP_WAITS_TOTAL, "This member's requests that waited.")
-        .expect("counter");
+    let waits =
+        IntCounter::new(GROUP_WAITS_TOTAL, "This member's requests that waited.").expect("counter");
     waits.inc_by(v.waits);
     vec![
         Box::new(size),

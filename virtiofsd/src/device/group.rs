@@ -128,8 +128,17 @@ mod tests {
     #[test]
     fn the_local_bucket_is_the_tighter_of_own_and_share() {
         assert_eq!(combine(Limit::UNLIMITED, 0, 1), Limit::UNLIMITED);
-        assert_eq!(combine(Limit::UNLIMITED, 2000, 10), Limit::with_burst(2000, 100));
-        assert_eq!(combine(Limit::new(1000), 2000, 10), Limit::with_burst(1000, 100));
-        assert_eq!(combine(Limit::new(5000), 2000, 10), Limit::with_burst(2000, 100));
+        assert_eq!(
+            combine(Limit::UNLIMITED, 2000, 10),
+            Limit::with_burst(2000, 100)
+        );
+        assert_eq!(
+            combine(Limit::new(1000), 2000, 10),
+            Limit::with_burst(1000, 100)
+        );
+        assert_eq!(
+            combine(Limit::new(5000), 2000, 10),
+            Limit::with_burst(2000, 100)
+        );
     }
 }

@@ -20,8 +20,8 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use crate::config::Limits;
 use crate::control::stats::Stats;
-use crate::device::group::Group;
 use crate::device::chain::Chain;
+use crate::device::group::Group;
 use crate::device::vring::FsVring;
 use crate::fuse::request::{self, Verdict};
 
