@@ -216,16 +216,11 @@ fn a_live_budget_change_reaches_every_member() {
 fn refused(args: &[String]) -> String {
     let s = Scratch::new();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = Daemon::spawn(
-        &vufs_testkit::daemon_bin(vufs_testkit::Build::Normal),
-        &s.socket(),
-        &[
-            &[format!("--shared-dir={}", s.share.display()).as_str()],
-            &refs[..],
-        ]
-        .concat(),
-        &[],
-    );
+    let share = format!("--shared-dir={}", s.share.display());
+    let sock = format!("--socket-path={}", s.socket().display());
+    let all = [&[share.as_str(), sock.as_str()], &refs[..]].concat();
+    let bin = vufs_testkit::daemon_bin(vufs_testkit::Build::Normal);
+    let mut d = Daemon::spawn(&bin, &s.socket(), &all, &[]);
     let st = d
         .wait_exit(Duration::from_secs(10))
         .expect("a refused group exits");
