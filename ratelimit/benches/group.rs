@@ -50,7 +50,9 @@ fn admission(c: &mut Criterion) {
                 if now % 100_000_000 == 0 {
                     // The others renew their leases (as they would, each in its own process).
                     for s in (0..n).filter(|s| Some(*s) != me.slot()) {
-                        region.slot(s, 1).store(now + 500_000_000, Ordering::Relaxed);
+                        region
+                            .slot(s, 1)
+                            .store(now + 500_000_000, Ordering::Relaxed);
                     }
                 }
                 if me.tick_due(now) {
