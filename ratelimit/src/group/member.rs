@@ -19,6 +19,12 @@ pub const LEASE: Duration = Duration::from_millis(500);
 /// The least demand a member that moved anything in a tick publishes, per bucket.
 pub const MIN_DEMAND: [u64; 2] = [64 * 1024, 16];
 
+/// Shares add up to `1 - 1/HEADROOM` of the group's rate (see `compute_shares`).
+pub const HEADROOM: u64 = 100;
+
+/// How far a live budget value may be from the creation value (either way) and be believed.
+pub const LIVE_FACTOR: u64 = 64;
+
 /// The group's budget: a limit for each group bucket (size 0: that bucket is not limited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Budget {
@@ -126,11 +132,21 @@ impl Member {
         now_ns.saturating_sub(self.epoch)
     }
 
-    /// The live budget, sanitised: a bucket limited by the member's flags stays limited
-    /// whatever the file says (a zeroed word cannot uncap it).
+    /// The live budget, sanitised: a live value outside `1/LIVE_FACTOR..=LIVE_FACTOR` times
+    /// the member's own flag value is not believed (the flag value stands in), and a bucket
+    /// the flags leave unlimited stays so: a zeroed or garbage word cannot uncap a member.
     pub fn budget(&self) -> Budget {
         let live = Budget::from_words(std::array::from_fn(|i| self.region.load(hdr::LIVE + i)));
-        let pick = |l: Limit, f: Limit| if l.size == 0 { f } else { l };
+        let pick = |l: Limit, f: Limit| {
+            let within = |v: u64, base: u64| {
+                v >= (base / LIVE_FACTOR).max(1) && v <= base.saturating_mul(LIVE_FACTOR)
+            };
+            if f.is_unlimited() || !within(l.size, f.size) || !within(l.burst, f.burst) {
+                f
+            } else {
+                l
+            }
+        };
         Budget {
             bw: pick(live.bw, self.flags.bw),
             ops: pick(live.ops, self.flags.ops),
@@ -298,6 +314,10 @@ impl Member {
             }
             let mut claims = self.claims(now, b);
             let me = claims.len() - 1;
+            // Shares add up to 99 % of the rate: the local buckets bind, and the shared one
+            // keeps a little slack, so that no member is systematically the one that finds
+            // it empty.
+            let cap = cap - cap / HEADROOM;
             // A corrupt peer may shrink our share, never to nothing.
             own_share(cap, &mut claims, me).max(cap / 100_000).max(1)
         })

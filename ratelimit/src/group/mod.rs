@@ -15,4 +15,4 @@ pub mod share;
 pub mod shared;
 
 pub use layout::{GroupBucket, Region, FILE_SIZE, SLOTS};
-pub use member::{live, Budget, Member, LEASE, MIN_DEMAND, TICK};
+pub use member::{live, Budget, Member, LEASE, LIVE_FACTOR, MIN_DEMAND, TICK};
