@@ -61,6 +61,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 mod error;
+pub mod group_args;
 pub mod limits;
 pub mod metrics;
 pub mod statedir;
