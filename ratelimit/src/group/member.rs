@@ -98,6 +98,17 @@ impl Member {
         }
     }
 
+    /// Whether the members would believe `b` as a live budget: each value within
+    /// `1/LIVE_FACTOR..=LIVE_FACTOR` times the flags' (see [`Member::budget`]).
+    pub fn believes(&self, b: &Budget) -> bool {
+        let within = |v: u64, base: u64| {
+            v >= (base / LIVE_FACTOR).max(1) && v <= base.saturating_mul(LIVE_FACTOR)
+        };
+        [(b.bw, self.flags.bw), (b.ops, self.flags.ops)]
+            .iter()
+            .all(|(l, f)| f.is_unlimited() || (within(l.size, f.size) && within(l.burst, f.burst)))
+    }
+
     /// The member's weight.
     pub fn weight(&self) -> u64 {
         self.weight

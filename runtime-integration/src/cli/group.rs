@@ -66,6 +66,15 @@ pub fn run(a: GroupCmd) -> i32 {
                 .map_err(|e| format!("--fs-group-ops-*: {e}"))
         });
     match new {
+        Ok(new) if !node.believes(&new) => {
+            eprintln!(
+                "virtiofs-sandbox: error: {}: every value must be within 1/{f}..{f} times the \
+                 group's creation value",
+                file::show(&new),
+                f = ratelimit::group::LIVE_FACTOR
+            );
+            return 2;
+        }
         Ok(new) if new != cur => node.set_budget(new, monotonic_ns()),
         Ok(_) => {}
         Err(e) => {

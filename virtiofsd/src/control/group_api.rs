@@ -82,6 +82,13 @@ pub fn patch(limiter: &Limiter, body: &[u8]) -> Result<Option<GroupView>, String
                 bw: bucket("bw", u.bw, cur.bw)?,
                 ops: bucket("ops", u.ops, cur.ops)?,
             };
+            if !g.member.believes(&new) {
+                return Err(format!(
+                    "{}: every value must be within 1/{f}..{f} times the group's creation value",
+                    ratelimit::group::file::show(&new),
+                    f = ratelimit::group::LIVE_FACTOR
+                ));
+            }
             if new != cur {
                 g.set_budget(new);
                 log::info!(
