@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{cli, daemon_bin, json_out};
+use common::{cli, json_out};
 use vufs_testkit::api::json;
 use vufs_testkit::Scratch;
 
