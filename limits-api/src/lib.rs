@@ -3,6 +3,7 @@
 //!
 //! - [`flags`]: the eight `--fs-*` rate-limit flags (which bucket, size or burst, what unit)
 //!   and the values a command line gives them ([`RateLimits`]);
+//! - [`group`]: the node-group flags (`--fs-group*`, `--fs-weight`) and their pod rule;
 //! - [`tighten`]: the only-tighten rule, by which a pod's limit applies only if it is no looser
 //!   than the operator's;
 //! - [`wire`]: the JSON bodies of the control API (`/api/v1/ratelimit`, `/api/v1/stats`,
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod flags;
+pub mod group;
 pub mod marker;
 pub mod tighten;
 pub mod wire;

@@ -199,6 +199,27 @@ pub mod metrics {
     pub const QUEUE_REQUESTS_TOTAL: &str = "virtiofsd_queue_requests_total";
     /// Counter, label `queue`: file bytes its READs and WRITEs moved.
     pub const QUEUE_BYTES_TOTAL: &str = "virtiofsd_queue_bytes_total";
+    /// Gauge, label `bucket` = `bw`, `ops`: the node group's live rate (with `--fs-group`).
+    pub const GROUP_SIZE: &str = "virtiofsd_group_size";
+    /// Gauge, label `bucket`: tokens in the group's shared bucket now (negative in debt).
+    pub const GROUP_LEVEL: &str = "virtiofsd_group_level";
+    /// Gauge, label `bucket`: the share of the group this member enforces on itself, per second.
+    pub const GROUP_SHARE: &str = "virtiofsd_group_share";
+    /// Gauge: this member's weight.
+    pub const GROUP_WEIGHT: &str = "virtiofsd_group_weight";
+    /// Counter: bytes this member took from the group.
+    pub const GROUP_BYTES_TOTAL: &str = "virtiofsd_group_bytes_total";
+    /// Counter: this member's requests that waited.
+    pub const GROUP_WAITS_TOTAL: &str = "virtiofsd_group_waits_total";
+    /// The group families (present only in a member's `/metrics`).
+    pub const GROUP_ALL: [&str; 6] = [
+        GROUP_SIZE,
+        GROUP_LEVEL,
+        GROUP_SHARE,
+        GROUP_WEIGHT,
+        GROUP_BYTES_TOTAL,
+        GROUP_WAITS_TOTAL,
+    ];
     /// Every family (`/metrics` gives them sorted by name).
     pub const ALL: [&str; 8] = [
         REQUESTS_TOTAL,
@@ -210,14 +231,6 @@ pub mod metrics {
         QUEUE_REQUESTS_TOTAL,
         QUEUE_BYTES_TOTAL,
     ];
-
-    /// Gauge, labels `group`, `bucket`: the node group's bucket tokens now, negative in debt
-    /// (name agreed for the group budget; the alert `VirtiofsGroupBudgetSaturated` uses it).
-    pub const GROUP_LEVEL: &str = "virtiofsd_group_level";
-    /// Gauge, labels `group`, `bucket`: this daemon's current share of its group's rate.
-    pub const GROUP_SHARE: &str = "virtiofsd_group_share";
-    /// The group families, which only a daemon in a node group serves.
-    pub const GROUP: [&str; 2] = [GROUP_LEVEL, GROUP_SHARE];
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@
 
 mod bucket;
 mod clock;
+pub mod group;
 mod parse;
 mod throttle;
 

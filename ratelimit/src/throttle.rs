@@ -212,6 +212,11 @@ impl<T> Throttle<T> {
         self.buckets[bucket.index()].level(now)
     }
 
+    /// The cost of each class queue's head (what waits first), oldest first.
+    pub fn head_costs(&self) -> impl Iterator<Item = Cost> + '_ {
+        self.heads_by_age().map(|c| self.head(c).cost)
+    }
+
     /// Number of items parked, all classes together.
     pub fn parked(&self) -> usize {
         self.parked
@@ -279,8 +284,21 @@ impl<T> Throttle<T> {
     /// classes (see the type docs). Otherwise it changes nothing and returns false: the caller
     /// then [`Self::park`]s the item, so an item is built only for requests that wait.
     pub fn try_admit(&mut self, class: Class, cost: Cost, now: Instant) -> bool {
+        self.try_admit_gated(class, cost, now, &mut |_| true)
+    }
+
+    /// [`Self::try_admit`] with an outside gate: once the buckets would admit `cost`, `gate`
+    /// is asked (and may charge something of its own, e.g. a group's shared bucket); if it
+    /// says no, nothing is charged here either.
+    pub fn try_admit_gated(
+        &mut self,
+        class: Class,
+        cost: Cost,
+        now: Instant,
+        gate: &mut dyn FnMut(&Cost) -> bool,
+    ) -> bool {
         if cost.mask() & self.limited == 0 && self.parked == 0 {
-            return true;
+            return gate(&cost);
         }
         if !self.queues[class.index()].is_empty() {
             return false;
@@ -292,7 +310,7 @@ impl<T> Throttle<T> {
                 deadline: self.ready_at(&h.cost, now),
             });
         }
-        if self.may_admit(&cost, &older, now) {
+        if self.may_admit(&cost, &older, now) && gate(&cost) {
             self.charge(&cost, now);
             return true;
         }
@@ -314,12 +332,24 @@ impl<T> Throttle<T> {
     /// Releases every parked item admissible at `now`, charging each, oldest class head first,
     /// and appends them to `out`. Returns how many were released.
     pub fn release_into(&mut self, now: Instant, out: &mut Vec<T>) -> usize {
+        self.release_into_gated(now, out, &mut |_| true)
+    }
+
+    /// [`Self::release_into`] with an outside gate asked for each head the buckets would
+    /// release (see [`Self::try_admit_gated`]); a head it refuses stays parked and waits as if
+    /// its buckets had refused it.
+    pub fn release_into_gated(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<T>,
+        gate: &mut dyn FnMut(&Cost) -> bool,
+    ) -> usize {
         let before = out.len();
         'again: while self.parked > 0 {
             let mut older = [None; 3];
             for (i, c) in self.heads_by_age().enumerate() {
                 let cost = self.head(c).cost;
-                if self.may_admit(&cost, &older, now) {
+                if self.may_admit(&cost, &older, now) && gate(&cost) {
                     let p = self.queues[c]
                         .pop_front()
                         .expect("class queue is non-empty");

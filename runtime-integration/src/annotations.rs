@@ -118,6 +118,7 @@ pub fn apply(
 ) -> Result<VirtioFsConfig> {
     let mut out = cfg.clone();
     let mut pod_flags: Vec<PodFlag> = Vec::new();
+    let mut pod_weight: Option<u64> = None;
     for (name, value) in annotations {
         if !name.starts_with(PREFIX) {
             continue;
@@ -152,7 +153,11 @@ pub fn apply(
                     check_daemon_path(&cfg.valid_virtio_fs_daemon_paths, value).map_err(reject)?;
             }
             VIRTIO_FS_EXTRA_ARGS => {
-                let flags = parse_pod_extra_args(value).map_err(reject)?;
+                let op_weight = crate::group_args::operator_weight(&cfg.virtio_fs_extra_args);
+                let (weight, value) =
+                    crate::group_args::take_pod_weight(value, op_weight).map_err(reject)?;
+                pod_weight = weight;
+                let flags = parse_pod_extra_args(&value).map_err(reject)?;
                 check_tightening(&cfg.operator_limits(), &flags).map_err(reject)?;
                 pod_flags = flags;
             }
@@ -182,6 +187,8 @@ pub fn apply(
     }
     out.virtio_fs_extra_args
         .extend(pod_flags.iter().map(PodFlag::arg));
+    out.virtio_fs_extra_args
+        .extend(pod_weight.map(|w| format!("{}={w}", limits_api::group::WEIGHT)));
     Ok(out)
 }
 

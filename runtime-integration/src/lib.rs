@@ -66,6 +66,7 @@ pub mod config;
 pub mod daemon_binaries;
 pub mod dropin;
 mod error;
+pub mod group_args;
 pub mod install;
 pub mod limits;
 pub mod metrics;

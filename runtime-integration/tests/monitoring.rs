@@ -13,7 +13,7 @@ use runtime_integration::api::Client;
 
 /// Families the rules and dashboard name that this scrape cannot have: the group budget's (a
 /// daemon in a node group serves them).
-const NOT_IN_THIS_SCRAPE: [&str; 2] = [metrics::GROUP[0], metrics::GROUP[1]];
+const NOT_IN_THIS_SCRAPE: [&str; 6] = metrics::GROUP_ALL;
 
 fn monitoring(file: &str) -> PathBuf {
     common::workspace_root()

@@ -5,6 +5,7 @@
 //! repeated flag is not an error: the last one wins, because Kata appends
 //! `virtio_fs_extra_args` after its own.
 
+pub mod group;
 pub mod pod_args;
 
 use std::os::unix::io::RawFd;
@@ -37,7 +38,14 @@ Rate limits (token buckets, per daemon = per sandbox):
   refused. A throttled request waits off the vring thread, so other requests keep flowing; a
   device reset fails (EIO) the waiting requests the buckets cannot pay.
   Reads served from the guest's page cache never reach the daemon and are not counted;
-  writeback and mmap writes are.";
+  writeback and mmap writes are.
+
+Node groups (one budget shared by several daemons):
+  --fs-group=PATH      join (or create) the group; --fs-group-bw-size/-burst and
+                       --fs-group-ops-size/-burst give its budget, which must equal the values it
+                       was created with. Busy members share it in proportion to --fs-weight
+                       (weighted max-min: what one does not use goes to the others; alone, a
+                       member may use all of it). The daemon's own --fs-* limits still cap it.";
 
 /// A `--fs-*` value: an integer with an optional unit.
 pub(crate) fn quantity(s: &str) -> Result<u64, String> {
@@ -272,6 +280,10 @@ pub struct Cli {
     #[arg(long, value_parser = quantity, value_name = "REQUESTS")]
     pub fs_ops_burst: Option<u64>,
 
+    /// The node-group flags.
+    #[command(flatten)]
+    pub group: group::GroupArgs,
+
     /// Legacy options, comma separated: source=DIR, cache=none|auto|always|metadata,
     /// loglevel=LEVEL, xattr, no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
     /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2, no_killpriv_v2,
@@ -465,6 +477,8 @@ impl Cli {
             write_bw: limit("write-bw", self.fs_write_bw_size, self.fs_write_bw_burst)?,
             ops: limit("ops", self.fs_ops_size, self.fs_ops_burst)?,
         };
+        let group = self.group.config()?;
+        let weight = self.group.weight()?;
         let api_socket = match self.api_socket {
             Some(p) if p.as_os_str() == "auto" => Some(auto_api_socket(&listen)?),
             other => other,
@@ -475,6 +489,8 @@ impl Cli {
             seccomp: self.seccomp,
             modcaps,
             limits,
+            group,
+            weight,
             listen,
             shared_dir,
             tag: self.tag,

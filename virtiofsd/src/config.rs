@@ -50,6 +50,10 @@ pub struct Config {
     pub syslog: bool,
     /// The rate limits at start-up (`--fs-*`).
     pub limits: Limits,
+    /// The node group this daemon is a member of (`--fs-group=PATH` and its budget).
+    pub group: Option<GroupConfig>,
+    /// The share under contention in a group (`--fs-weight`, default 100).
+    pub weight: u64,
     /// Process isolation (`--sandbox`).
     pub sandbox: SandboxMode,
     /// Action on a system call outside the allowlist (`--seccomp`).
@@ -118,6 +122,15 @@ impl std::fmt::Display for Limits {
         }
         Ok(())
     }
+}
+
+/// A node group's configuration (`--fs-group*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The group's shared state file.
+    pub path: PathBuf,
+    /// The budget this daemon's flags give (checked against the group's creation values).
+    pub budget: ratelimit::group::Budget,
 }
 
 /// How long the guest may cache entries and attributes, and whether it may cache file data.

@@ -1,6 +1,6 @@
 //! Start-up and lifetime: open the share, take the socket, serve one frontend, exit.
 //!
-//! Exit status: 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
+//! Exit status: 2 when the `--fs-group` file is refused; 0 when the frontend disconnects or on SIGTERM/SIGINT; 1 when the shared
 //! directory cannot be opened, the socket cannot be used, or a virtqueue is corrupt.
 
 use std::os::unix::io::AsRawFd;
@@ -13,21 +13,37 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::config::{Config, Listen};
+use crate::config::{Config, GroupConfig, Listen};
 use crate::confine::{caps, sandbox, seccomp, signals};
 use crate::control::api;
 use crate::control::stats::Stats;
 use crate::device::backend::{FsBackend, TIMER_EVENT};
+use crate::device::group::Group;
 use crate::device::throttle::Limiter;
 use crate::fuse::handler::Handler;
 use crate::fuse::request::Policy;
 use crate::setup::{self, Cleanup, PidFile};
+use ratelimit::group::Member;
 
 /// Seeded bug for the hostile-input tests: builds with the `seeded-bugs` feature turn name
 /// validation off when this variable is set. Release builds cannot.
 fn name_checks_enabled() -> bool {
     !(cfg!(feature = "seeded-bugs")
         && std::env::var_os("VIRTIOFSD_SEEDED_BUG_NO_NAME_CHECKS").is_some())
+}
+
+/// Maps the group of `g` (creating it if it does not exist) and becomes a member.
+fn join_group(g: &GroupConfig, cfg: &Config) -> Result<Group, ratelimit::group::file::GroupError> {
+    let mapped = ratelimit::group::file::join(&g.path, g.budget)?;
+    let nonce = ratelimit::group::file::monotonic_ns() ^ (u64::from(std::process::id()) << 40);
+    let member = Member::new(mapped.region, cfg.weight, g.budget, mapped.epoch, nonce);
+    info!(
+        "group {}: {} (weight {})",
+        g.path.display(),
+        if mapped.created { "created" } else { "joined" },
+        cfg.weight
+    );
+    Ok(Group::new(member, &cfg.limits))
 }
 
 /// Runs the daemon until the frontend goes away; returns the exit status.
@@ -39,6 +55,15 @@ pub fn run(cfg: Config) -> i32 {
     // Released once the handlers exist (after the sandbox's fork, in both processes).
     signals::hold_termination_signals(true);
     setup::logging(cfg.log_level, cfg.syslog);
+    // The group file is mapped before anything starts (its descriptor closed at once): a
+    // refused group is a bad flag, exit 2.
+    let group = match cfg.group.as_ref().map(|g| join_group(g, &cfg)).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
     // The pid lock comes before the socket: a second daemon must not unlink a live socket.
     let pid_file = match &cfg.listen {
         Listen::Path { path, .. } => match PidFile::lock(path) {
@@ -56,7 +81,7 @@ pub fn run(cfg: Config) -> i32 {
     };
     ours.extend(cfg.api_socket.clone());
     let cleanup = Arc::new(Cleanup::new(&ours, pid_file));
-    let code = serve(&cfg, &cleanup).unwrap_or_else(|e| {
+    let code = serve(&cfg, group, &cleanup).unwrap_or_else(|e| {
         error!("{e}");
         1
     });
@@ -65,7 +90,7 @@ pub fn run(cfg: Config) -> i32 {
 
 /// Everything after the pid lock, in order: socket, sandbox, capabilities, seccomp, threads,
 /// then serving one frontend. Returns the exit status; an error is logged and exits 1.
-fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
+fn serve(cfg: &Config, group: Option<Group>, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let policy = Policy {
         check_names: name_checks_enabled(),
         readonly: cfg.readonly,
@@ -120,7 +145,7 @@ fn serve(cfg: &Config, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
         cfg.request_queues
     );
     let handler = Arc::new(Handler::new(fs, policy, stats.clone()));
-    let limiter = Limiter::new(cfg.limits, stats.clone())
+    let limiter = Limiter::new(cfg.limits, group, stats.clone())
         .map(Arc::new)
         .map_err(|e| format!("cannot create the throttle timer: {e}"))?;
     info!("rate limits: {}", cfg.limits);

@@ -57,6 +57,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+mod group;
 mod install;
 mod limit_args;
 mod run;
@@ -84,6 +85,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Show a node group (--fs-group file) as JSON; --fs-group-* change its live budget.
+    Group(group::GroupCmd),
     /// Start a sandbox's daemon and leave it running; prints JSON.
     Start(StartArgs),
     /// Stop a sandbox's daemon (SIGTERM, grace, SIGKILL) and remove its state.
@@ -275,6 +278,7 @@ fn print_json(v: &serde_json::Value) {
 
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
+        Cmd::Group(a) => Ok(group::run(a)),
         Cmd::Start(a) => start(a),
         Cmd::Stop {
             id,

@@ -9,6 +9,9 @@
 //! accepted only when it tightens the operator's. Kata's own trailing `--xattr` (the Go runtime
 //! and runtime-rs append it last when the guest runs SELinux) is accepted as the last token.
 //!
+//! The node group's flags (`--fs-group`, `--fs-group-*`) are refused there, and `--fs-weight`
+//! is accepted only at or below the operator's weight ([`limits_api::group`]).
+//!
 //! Without the boundary nothing changes: upstream's "last flag wins".
 
 use clap::{Arg, ArgMatches, Command, CommandFactory};
@@ -75,6 +78,10 @@ fn why(id: &str) -> &'static str {
         }
         "log_level" | "syslog" | "compat_debug" => "it would change the host's logging",
         "pod_args" => "the boundary may appear only once",
+        "fs_group" | "fs_group_bw_size" | "fs_group_bw_burst" | "fs_group_ops_size"
+        | "fs_group_ops_burst" => {
+            "the node group's budget is the operator's: a lower one would throttle the other tenants"
+        }
         _ => "only the operator may set it",
     }
 }
@@ -123,6 +130,35 @@ fn first_unknown(tokens: &[String]) -> Option<&str> {
     None
 }
 
+/// Takes `--fs-weight` out of the pod's tokens and applies it if it lowers the operator's
+/// weight (the only-lower rule of [`limits_api::group`]); the other tokens come back.
+fn take_weight(cli: &mut Cli, tokens: &[String]) -> Result<Vec<String>, UsageError> {
+    let weight = limits_api::group::WEIGHT;
+    let mut rest = Vec::with_capacity(tokens.len());
+    let mut it = tokens.iter();
+    while let Some(t) = it.next() {
+        let value = if let Some(v) = t.strip_prefix(&format!("{weight}=")) {
+            v.to_owned()
+        } else if t == weight {
+            it.next().cloned().unwrap_or_default()
+        } else {
+            rest.push(t.clone());
+            continue;
+        };
+        let pod: u64 = value
+            .parse()
+            .map_err(|_| refuse(t, &format!("invalid weight '{value}'")))?;
+        let operator = cli
+            .group
+            .fs_weight
+            .unwrap_or(limits_api::group::DEFAULT_WEIGHT);
+        let w = limits_api::group::check_weight(operator, pod)
+            .map_err(|e| refuse(t, &e.to_string()))?;
+        cli.group.fs_weight = Some(w);
+    }
+    Ok(rest)
+}
+
 /// Checks `tokens` (everything after the boundary) and applies them to `cli`: tighter limits,
 /// and `--xattr` when it is the last token. Errors name the refused token and why.
 pub fn apply(cli: &mut Cli, tokens: &[String]) -> Result<(), UsageError> {
@@ -134,6 +170,7 @@ pub fn apply(cli: &mut Cli, tokens: &[String]) -> Result<(), UsageError> {
     if let Some(t) = tokens.iter().find(|t| t.as_str() == "--") {
         return Err(refuse(t, explain(t)));
     }
+    let tokens = &take_weight(cli, tokens)?;
     let pod =
         pod_command()
             .try_get_matches_from(tokens)
@@ -175,7 +212,11 @@ mod tests {
         let cmd = Cli::command();
         let ours: Vec<_> = cmd
             .get_arguments()
-            .filter(|a| a.get_long().is_some_and(|l| l.starts_with("fs-")))
+            .filter(|a| {
+                a.get_long().is_some_and(|l| {
+                    l.starts_with("fs-") && !l.starts_with("fs-group") && l != "fs-weight"
+                })
+            })
             .collect();
         assert_eq!(ours.len(), FLAGS.len());
         for f in &FLAGS {

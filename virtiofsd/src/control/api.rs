@@ -9,6 +9,8 @@
 //!   is a 400 naming the field, and nothing changes.
 //! - `GET /api/v1/stats`: requests and bytes by kind, throttled requests and waits.
 //! - `GET /metrics`: the same in the Prometheus text format.
+//! - `GET /api/v1/group`, `PATCH /api/v1/group`: the node group (`--fs-group`), see
+//!   [`crate::control::group_api`].
 //!
 //! The socket is 0600. Each connection is served on its own thread, one request per
 //! connection: the whole request must arrive within 5 s of the connection (else 408, however
@@ -29,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use limits_api::group::GROUP_PATH;
 use limits_api::wire::{
     BucketUpdate, BucketView, ErrorBody, RateLimitUpdate, RateLimitView, JSON_CONTENT_TYPE,
     METRICS_CONTENT_TYPE, METRICS_PATH, RATELIMIT_PATH, STATS_PATH,
@@ -255,13 +258,22 @@ fn route(api: &Api, req: &Request) -> Response {
                 Err(e) => error(400, e),
             }
         }
+        ("GET", GROUP_PATH) => match crate::control::group_api::view(&api.limiter) {
+            Some(v) => json(&v),
+            None => error(404, "this daemon is in no group (--fs-group)".to_string()),
+        },
+        ("PATCH", GROUP_PATH) => match crate::control::group_api::patch(&api.limiter, &req.body) {
+            Ok(Some(v)) => json(&v),
+            Ok(None) => error(404, "this daemon is in no group (--fs-group)".to_string()),
+            Err(e) => error(400, e),
+        },
         ("GET", STATS_PATH) => json(&api.stats.snapshot()),
         ("GET", METRICS_PATH) => (
             200,
             METRICS_CONTENT_TYPE,
             crate::control::metrics::encode(&api.stats, &api.limiter),
         ),
-        (_, RATELIMIT_PATH | STATS_PATH | METRICS_PATH) => {
+        (_, RATELIMIT_PATH | STATS_PATH | METRICS_PATH | GROUP_PATH) => {
             error(405, format!("{} not allowed on {}", req.method, req.path))
         }
         _ => error(404, format!("no such endpoint: {}", req.path)),

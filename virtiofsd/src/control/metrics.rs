@@ -76,7 +76,8 @@ pub fn encode(stats: &Stats, limiter: &Limiter) -> String {
         }
     }
     let gauges: [Box<dyn Collector>; 3] = [Box::new(size), Box::new(burst), Box::new(level)];
-    for c in families.into_iter().chain(gauges) {
+    let group = crate::control::group_api::collectors(limiter);
+    for c in families.into_iter().chain(gauges).chain(group) {
         registry.register(c).expect("distinct family names");
     }
     let mut out = String::new();

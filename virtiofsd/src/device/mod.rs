@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod budget;
 pub mod chain;
+pub mod group;
 pub mod pool;
 pub mod throttle;
 pub mod vring;

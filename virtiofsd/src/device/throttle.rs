@@ -21,6 +21,7 @@ use vmm_sys_util::timerfd::TimerFd;
 pub use crate::config::Limits;
 use crate::control::stats::Stats;
 use crate::device::chain::Chain;
+use crate::device::group::Group;
 use crate::device::vring::FsVring;
 use crate::fuse::request::{self, Verdict};
 
@@ -54,9 +55,18 @@ pub fn charge(cost: request::Cost) -> Option<(Class, Cost)> {
     })
 }
 
+/// What the limiter's lock guards.
+struct State {
+    th: Throttle<Parked>,
+    timer: TimerFd,
+    /// The daemon's own limits (in a group the throttle's `bw` and `ops` may be tighter).
+    own: Limits,
+    group: Option<Group>,
+}
+
 /// The daemon's throttle: buckets, parked chains, and the timer that releases them.
 pub struct Limiter {
-    state: Mutex<(Throttle<Parked>, TimerFd)>,
+    state: Mutex<State>,
     unlimited: AtomicBool,
     clock: MonotonicClock,
     one_queue: bool,
@@ -77,10 +87,11 @@ fn seeded_drain_all() -> bool {
 
 impl Limiter {
     /// A limiter enforcing `limits`; its timer must be added to the epoll loop ([`Self::timer_fd`]).
-    pub fn new(limits: Limits, stats: Arc<Stats>) -> io::Result<Self> {
+    pub fn new(limits: Limits, group: Option<Group>, stats: Arc<Stats>) -> io::Result<Self> {
         let clock = MonotonicClock;
         let now = clock.now();
-        let th = limits
+        let eff = group.as_ref().map_or(limits, |g| g.effective(&limits));
+        let th = eff
             .buckets()
             .into_iter()
             .fold(Throttle::new(now), |th, (b, l)| th.with_limit(b, l, now));
@@ -93,8 +104,13 @@ impl Limiter {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
         Ok(Limiter {
-            state: Mutex::new((th, timer)),
-            unlimited: AtomicBool::new(limits.is_unlimited()),
+            unlimited: AtomicBool::new(limits.is_unlimited() && group.is_none()),
+            state: Mutex::new(State {
+                th,
+                timer,
+                own: limits,
+                group,
+            }),
             clock,
             one_queue: seeded_one_queue(),
             stats,
@@ -103,7 +119,7 @@ impl Limiter {
 
     /// The timerfd to watch for readability; then call [`Self::on_timer`].
     pub fn timer_fd(&self) -> RawFd {
-        self.state.lock().unwrap().1.as_raw_fd()
+        self.state.lock().unwrap().timer.as_raw_fd()
     }
 
     /// Admits a request costing `cost` now (the chain is handed back), or parks it with what
@@ -128,9 +144,24 @@ impl Limiter {
         }
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
-        let (th, timer) = &mut *st;
-        if th.try_admit(class, cost, now) {
+        let State {
+            th,
+            timer,
+            own,
+            group,
+        } = &mut *st;
+        let admitted = match group {
+            Some(g) => {
+                g.tick(th, own, now);
+                th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
+            }
+            None => th.try_admit(class, cost, now),
+        };
+        if admitted {
             return Some(chain);
+        }
+        if let Some(g) = group {
+            g.backlogged = true;
         }
         let item = Parked {
             chain,
@@ -139,34 +170,55 @@ impl Limiter {
             since: now,
         };
         th.park(item, class, cost);
-        arm(th, timer, now);
+        arm(th, timer, group.as_ref(), now);
         None
     }
 
     /// Releases every parked chain whose tokens now exist, and re-arms the timer.
     pub fn on_timer(&self) -> Vec<Parked> {
         let mut st = self.state.lock().unwrap();
-        let (th, timer) = &mut *st;
+        let State {
+            th,
+            timer,
+            own,
+            group,
+        } = &mut *st;
         let _ = timer.wait(); // clears the expiry; EAGAIN if already cleared
         let mut out = Vec::new();
         loop {
             let now = self.clock.now();
-            th.release_into(now, &mut out);
+            let before = out.len();
+            match group {
+                Some(g) => {
+                    g.tick(th, own, now);
+                    th.release_into_gated(now, &mut out, &mut |c| g.gate(c));
+                }
+                None => {
+                    th.release_into(now, &mut out);
+                }
+            }
             match th.next_deadline(now) {
-                Some(d) if d <= self.clock.now() => continue,
+                // In a group the shared buckets may hold the heads back: no busy loop then.
+                Some(d) if d <= self.clock.now() && (group.is_none() || out.len() > before) => {
+                    continue
+                }
                 _ => break,
             }
         }
         let now = self.clock.now();
-        arm(th, timer, now);
-        self.record_waits(&out, now);
+        arm(th, timer, group.as_ref(), now);
+        self.record_waits(&out, now, group.as_mut());
         out
     }
 
-    fn record_waits(&self, released: &[Parked], now: Instant) {
+    fn record_waits(&self, released: &[Parked], now: Instant, mut group: Option<&mut Group>) {
         for p in released {
-            self.stats
-                .record_wait(now.saturating_duration_since(p.since));
+            let waited = now.saturating_duration_since(p.since);
+            self.stats.record_wait(waited);
+            if let Some(g) = group.as_deref_mut() {
+                g.member
+                    .record_wait(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
+            }
         }
     }
 
@@ -176,12 +228,22 @@ impl Limiter {
     pub fn set_limits(&self, limits: Limits) {
         let mut st = self.state.lock().unwrap();
         let now = self.clock.now();
-        let (th, timer) = &mut *st;
-        for (b, l) in limits.buckets() {
+        let State {
+            th,
+            timer,
+            own,
+            group,
+        } = &mut *st;
+        *own = limits;
+        if let Some(g) = group.as_mut() {
+            g.member.set_own_caps([limits.bw.size, limits.ops.size]);
+        }
+        let eff = group.as_ref().map_or(limits, |g| g.effective(&limits));
+        for (b, l) in eff.buckets() {
             th.set_limit(b, l, now);
         }
         self.unlimited
-            .store(limits.is_unlimited(), Ordering::Relaxed);
+            .store(limits.is_unlimited() && group.is_none(), Ordering::Relaxed);
         if th.parked() > 0 {
             if let Err(e) = timer.reset(NS, None) {
                 log::error!("cannot arm the throttle timer: {e}");
@@ -194,7 +256,7 @@ impl Limiter {
     pub fn levels(&self) -> [(Bucket, Limit, Option<i64>); 4] {
         let st = self.state.lock().unwrap();
         let now = self.clock.now();
-        Bucket::ALL.map(|b| (b, st.0.limit(b), st.0.level(b, now)))
+        Bucket::ALL.map(|b| (b, st.th.limit(b), st.th.level(b, now)))
     }
 
     /// Every parked chain of `ring`, because that ring is stopping: those the buckets can pay
@@ -204,30 +266,37 @@ impl Limiter {
     pub fn drain(&self, ring: &FsVring) -> Drained<Parked> {
         let all = seeded_drain_all();
         let mut st = self.state.lock().unwrap();
-        let (th, timer) = &mut *st;
+        let State {
+            th, timer, group, ..
+        } = &mut *st;
         let now = self.clock.now();
+        // Paid at a stop from the local buckets only (at most one local burst, see Throttle).
         let out = th.drain_where(now, |p| all || p.vring.same_ring(ring));
-        arm(th, timer, now);
-        self.record_waits(&out.paid, now);
-        self.record_waits(&out.refused, now);
+        arm(th, timer, group.as_ref(), now);
+        self.record_waits(&out.paid, now, group.as_mut());
+        self.record_waits(&out.refused, now, group.as_mut());
         out
     }
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        let st = self.state.lock().unwrap();
-        Limits {
-            bw: st.0.limit(Bucket::Bw),
-            read_bw: st.0.limit(Bucket::ReadBw),
-            write_bw: st.0.limit(Bucket::WriteBw),
-            ops: st.0.limit(Bucket::Ops),
-        }
+        self.state.lock().unwrap().own
+    }
+
+    /// Runs `f` on the group membership, if any, under the limiter's lock.
+    pub fn with_group<R>(&self, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
+        self.state.lock().unwrap().group.as_mut().map(f)
     }
 }
 
-/// Arms `timer` for the next deadline (or disarms it when nothing waits).
-fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, now: Instant) {
-    let res = match th.next_deadline(now) {
+/// Arms `timer` for the next deadline (or disarms it when nothing waits). In a group, the
+/// heads may also wait for the shared buckets, and a waiting member wakes at least every tick.
+fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, group: Option<&Group>, now: Instant) {
+    let deadline = th.next_deadline(now).map(|d| match group {
+        Some(g) => d.max(now + g.wait(th)).min(now + ratelimit::group::TICK),
+        None => d,
+    });
+    let res = match deadline {
         // A zero duration would disarm the timer: fire in 1 ns instead.
         Some(d) => timer.reset(d.saturating_duration_since(now).max(NS), None),
         None => timer.clear(),
