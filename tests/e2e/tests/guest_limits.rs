@@ -355,7 +355,7 @@ fi";
     );
     let log = d.stderr();
     assert!(
-        log.contains("ring stop: serving"),
+        log.contains("ring stop of queue 1: serving"),
         "no write was parked when the ring stopped, the test proves nothing:\n{log}"
     );
     assert!(
