@@ -49,14 +49,29 @@ fn guest_multiqueue_two_pinned_fio_jobs_use_both_request_queues() {
     .collect();
     args.extend(job("a", 0));
     args.extend(job("b", 1));
-    let out = GuestRun::new()
+    // The daemon exits with its frontend: the guest waits (bounded) after fio until the host
+    // has read the statistics and says so with a file in the share.
+    let script = fio::script(&args).replace(
+        "exit $st\n",
+        "guest-signal fio-done\n\
+         i=0; while [ ! -e stats-read ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done\n\
+         exit $st\n",
+    );
+    let mut vm = GuestRun::new()
         .stack(Stack::Backports)
         .smp(2)
         .device_props("num-request-queues=2")
         .socket(&d.socket)
-        .script(fio::script(&args))
+        .script(script)
         .timeout(Duration::from_secs(240))
-        .run()
+        .spawn()
+        .unwrap_or_else(|e| panic!("guest start failed: {e}\ndaemon stderr:\n{}", d.stderr()));
+    vm.wait_for_signal("fio-done", Duration::from_secs(240))
+        .unwrap_or_else(|e| panic!("{e}\ndaemon stderr:\n{}", d.stderr()));
+    let (st, v) = json(&s.api_socket(), "GET", "/api/v1/stats", "");
+    std::fs::write(s.share.join("stats-read"), b"").unwrap();
+    let out = vm
+        .wait_timeout(Duration::from_secs(90))
         .unwrap_or_else(|e| panic!("guest run failed: {e}\ndaemon stderr:\n{}", d.stderr()));
     out.assert_success();
     let report = fio::parse_json(&out.stdout).expect("fio JSON");
@@ -64,7 +79,6 @@ fn guest_multiqueue_two_pinned_fio_jobs_use_both_request_queues() {
     assert_eq!(sum.errors, 0, "fio verify errors: {report}");
     assert_eq!(sum.write_bytes, 8 << 20, "{report}");
 
-    let (st, v) = json(&s.api_socket(), "GET", "/api/v1/stats", "");
     assert_eq!(st, 200, "{v}");
     let queues = v["queues"].as_array().unwrap_or_else(|| panic!("{v}"));
     let requests = |q: u64| {
