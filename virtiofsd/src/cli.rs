@@ -212,10 +212,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub thread_pool_size: usize,
 
-    /// Request queues offered to the VMM (1-16; not an upstream flag). The VMM sets up as many
-    /// as it wants up to this (QEMU `num-request-queues`, Cloud Hypervisor `num_queues`);
-    /// with --tag the config space announces this many.
-    #[arg(long, default_value_t = crate::config::MAX_REQUEST_QUEUES, value_name = "N")]
+    /// Request queues offered to the VMM (1-16; not an upstream flag; default: the CPUs this
+    /// daemon may run on, at most 16). The VMM sets up as many as it wants up to this (QEMU
+    /// `num-request-queues`, Cloud Hypervisor `num_queues`); with --tag the config space
+    /// announces this many. Each has a vring thread from the start.
+    #[arg(long, default_value_t = default_request_queues(), value_name = "N")]
     pub max_request_queues: usize,
 
     /// Isolation: namespace (new mount/pid/net/ipc/uts namespaces, pivot into the shared
@@ -598,4 +599,13 @@ fn check_listening_fd(fd: RawFd) -> Result<(), UsageError> {
         return usage(format!("--fd={fd}: socket is not listening"));
     }
     Ok(())
+}
+
+/// `--max-request-queues`' default: one request queue per CPU the daemon may run on (a queue
+/// beyond that adds a vring thread, about 14 KiB resident, and no parallelism), at most
+/// [`crate::config::MAX_REQUEST_QUEUES`].
+pub fn default_request_queues() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, crate::config::MAX_REQUEST_QUEUES)
 }

@@ -23,7 +23,12 @@ fn guest_multiqueue_two_pinned_fio_jobs_use_both_request_queues() {
     let mut d = Daemon::start(
         &daemon_bin(build),
         &s.socket(),
-        &[&share, "--cache=never", "--api-socket=auto"],
+        &[
+            &share,
+            "--cache=never",
+            "--api-socket=auto",
+            "--max-request-queues=2",
+        ],
         &env,
     );
     d.wait_ready();

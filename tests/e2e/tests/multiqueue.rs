@@ -22,7 +22,11 @@ const KIB: usize = 1024;
 /// The daemon under test: the normal build, or the seeded one with `VIRTIOFSD_SEEDED_BUG`
 /// naming a seeded bug (`e.g. VIRTIOFSD_SEEDED_BUG=EVENT_INDEX`), to show an assertion failing.
 fn start(s: &Scratch, args: &[&str]) -> Daemon {
-    let mut all = vec!["--api-socket=auto", "--sandbox=none"];
+    let mut all = vec![
+        "--api-socket=auto",
+        "--sandbox=none",
+        "--max-request-queues=4",
+    ];
     all.extend_from_slice(args);
     let seeded = std::env::var("VIRTIOFSD_SEEDED_BUG").ok();
     let var = seeded.as_ref().map(|b| format!("VIRTIOFSD_SEEDED_BUG_{b}"));
