@@ -56,9 +56,12 @@ impl CDaemon {
             share,
             sock,
         };
+        // The C daemon binds its socket before it listens: wait until the kernel lists it as
+        // listening (a connect in between is refused; a probe connect would use up the one
+        // connection it serves).
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !d.sock.exists() {
-            assert!(Instant::now() < deadline, "virtiofsd socket never appeared");
+        while !listening(&d.sock) {
+            assert!(Instant::now() < deadline, "virtiofsd socket never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -569,4 +572,17 @@ fn c_daemon_ring_corruption() {
         eprintln!("ring {case}: daemon alive {alive}, getattr after: {fs2_ok:?}");
         eprintln!("log tail: {}", d.log().lines().last().unwrap_or(""));
     }
+}
+
+/// Whether a Unix socket bound at `path` is listening (`/proc/net/unix`: flag
+/// `__SO_ACCEPTCON`, 0x10000).
+fn listening(path: &std::path::Path) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let want = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == want
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+    })
 }

@@ -29,6 +29,7 @@ pub mod cpio;
 mod error;
 pub mod fio;
 mod initramfs;
+mod kernel;
 mod results;
 mod stack;
 mod vm;

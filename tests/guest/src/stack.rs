@@ -15,7 +15,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::initramfs::{find_kernel, Kernel};
+use crate::initramfs::host::find_kernel;
+use crate::kernel::Kernel;
 
 /// Which QEMU and guest kernel to boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
