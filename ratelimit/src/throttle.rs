@@ -404,28 +404,7 @@ impl<T> Throttle<T> {
     /// So a stop never gives work away: over any window, a bucket admits at most
     /// `2·burst + size·T + one request`, however many stops the window holds.
     pub fn drain(&mut self, now: Instant) -> Drained<T> {
-        let mut all: Vec<Parked<T>> = Vec::with_capacity(self.parked);
-        for q in &mut self.queues {
-            all.extend(q.drain(..));
-        }
-        all.sort_unstable_by_key(|p| p.seq);
-        self.parked = 0;
-        let mut out = Drained {
-            paid: Vec::new(),
-            refused: Vec::new(),
-        };
-        for p in all {
-            let payable = Bucket::ALL
-                .iter()
-                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(*b), now));
-            if payable {
-                self.charge(&p.cost, now);
-                out.paid.push(p.item);
-            } else {
-                out.refused.push(p.item);
-            }
-        }
-        out
+        self.drain_where(now, |_| true)
     }
 
     /// [`Throttle::drain`] for the items `pick` selects only (e.g. those of one stopped ring):
