@@ -32,11 +32,24 @@ fn name_checks_enabled() -> bool {
         && std::env::var_os("VIRTIOFSD_SEEDED_BUG_NO_NAME_CHECKS").is_some())
 }
 
+/// This member's weight; with the `seeded-bugs` feature and
+/// `VIRTIOFSD_SEEDED_BUG_GROUP_EQUAL_WEIGHTS` set, the default 100 whatever `--fs-weight` says
+/// (for the guest group test).
+fn weight(cfg: &Config) -> u64 {
+    let equal = cfg!(feature = "seeded-bugs")
+        && std::env::var_os("VIRTIOFSD_SEEDED_BUG_GROUP_EQUAL_WEIGHTS").is_some();
+    if equal {
+        100
+    } else {
+        cfg.weight
+    }
+}
+
 /// Maps the group of `g` (creating it if it does not exist) and becomes a member.
 fn join_group(g: &GroupConfig, cfg: &Config) -> Result<Group, ratelimit::group::file::GroupError> {
     let mapped = ratelimit::group::file::join(&g.path, g.budget)?;
     let nonce = ratelimit::group::file::monotonic_ns() ^ (u64::from(std::process::id()) << 40);
-    let member = Member::new(mapped.region, cfg.weight, g.budget, mapped.epoch, nonce);
+    let member = Member::new(mapped.region, weight(cfg), g.budget, mapped.epoch, nonce);
     info!(
         "group {}: {} (weight {})",
         g.path.display(),
