@@ -103,6 +103,7 @@ impl TokenBucket {
     }
 
     /// Applies the refill up to `now`.
+    #[inline]
     fn advance(&mut self, now: Instant) {
         self.level = self.scaled_level(now);
         if now > self.last {
@@ -172,6 +173,27 @@ impl TokenBucket {
         (self.limit.size as u128)
             .checked_mul(dt)
             .map_or(true, |refill| refill >= missing as u128)
+    }
+
+    /// Applies the refill up to `now`, then whether the bucket admits `n` units (as
+    /// [`TokenBucket::admits`] at `now`). Refilling changes nothing any query reports: the level
+    /// at any later instant is the same, exactly (integer unit·ns), whether or not it happened.
+    #[inline]
+    pub(crate) fn refill_admits(&mut self, n: u64, now: Instant) -> bool {
+        if self.is_unlimited() {
+            return true;
+        }
+        self.advance(now);
+        self.level >= self.need(n)
+    }
+
+    /// Charges `n` units of a bucket just refilled by [`TokenBucket::refill_admits`] (the same
+    /// as [`TokenBucket::charge`] at that instant, without computing the refill again).
+    #[inline]
+    pub(crate) fn charge_refilled(&mut self, n: u64) {
+        if !self.is_unlimited() {
+            self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
+        }
     }
 
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op

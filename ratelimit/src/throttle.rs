@@ -300,6 +300,24 @@ impl<T> Throttle<T> {
         if cost.mask() & self.limited == 0 && self.parked == 0 {
             return gate(&cost);
         }
+        if self.parked == 0 {
+            // Nothing waits, so there is no claim to leave room for: admitted when every bucket
+            // holds enough. Each bucket's refill is computed once, for the check and the charge.
+            // Only the limited buckets this cost pays into are looked at.
+            let pays = cost.mask() & self.limited;
+            let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
+            let mut holds = true;
+            for b in paying() {
+                holds &= self.buckets[b.index()].refill_admits(cost.get(b), now);
+            }
+            if holds && gate(&cost) {
+                for b in paying() {
+                    self.buckets[b.index()].charge_refilled(cost.get(b));
+                }
+                return true;
+            }
+            return false;
+        }
         if !self.queues[class.index()].is_empty() {
             return false;
         }
