@@ -295,16 +295,16 @@ impl<T> Throttle<T> {
         class: Class,
         cost: Cost,
         now: Instant,
-        gate: &mut dyn FnMut(&Cost) -> bool,
+        gate: &mut impl FnMut(&Cost) -> bool,
     ) -> bool {
-        if cost.mask() & self.limited == 0 && self.parked == 0 {
+        let pays = cost.mask() & self.limited;
+        if pays == 0 && self.parked == 0 {
             return gate(&cost);
         }
         if self.parked == 0 {
             // Nothing waits, so there is no claim to leave room for: admitted when every bucket
             // holds enough. Each bucket's refill is computed once, for the check and the charge.
             // Only the limited buckets this cost pays into are looked at.
-            let pays = cost.mask() & self.limited;
             let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
             let mut holds = true;
             for b in paying() {
