@@ -227,6 +227,35 @@ mod tests {
         ok
     }
 
+    /// The one-refill path (`refill_admits` + `charge_refilled`, the throttle's path when
+    /// nothing is parked) decides and charges exactly as `admits` + `charge`, step for step,
+    /// through refills, debt, a full bucket and a clock that does not move.
+    #[test]
+    fn one_refill_path_matches_admits_and_charge() {
+        let t0 = Instant::now();
+        let limit = Limit::with_burst(1000, 3000);
+        let (mut a, mut b) = (TokenBucket::new(limit, t0), TokenBucket::new(limit, t0));
+        let mut now = t0;
+        let steps = [
+            (0, 2500),
+            (0, 600),
+            (1_000_000, 1),
+            (700_000_000, 5000),
+            (20 << 30, 10),
+        ];
+        for (step, (dt, n)) in steps.into_iter().cycle().take(40).enumerate() {
+            now += ns(dt);
+            let expected = take(&mut a, n, now);
+            let got = b.refill_admits(n, now);
+            if got {
+                b.charge_refilled(n);
+            }
+            assert_eq!(got, expected, "step {step}");
+            assert_eq!(b.level(now), a.level(now), "step {step}");
+            assert_eq!(b.level(now + ns(123_456)), a.level(now + ns(123_456)));
+        }
+    }
+
     fn ns(n: u64) -> Duration {
         Duration::from_nanos(n)
     }
