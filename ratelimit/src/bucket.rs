@@ -92,11 +92,33 @@ impl TokenBucket {
     /// Level in unit·ns at `now` (not stored). `now` earlier than the last update counts as no
     /// time elapsed.
     fn scaled_level(&self, now: Instant) -> i128 {
+        self.level_after(self.elapsed_ns(now))
+    }
+
+    /// Nanoseconds from the last update to `now` (0 if `now` is earlier).
+    #[inline]
+    pub(crate) fn elapsed_ns(&self, now: Instant) -> u128 {
+        now.saturating_duration_since(self.last).as_nanos()
+    }
+
+    /// The instant of the last update.
+    #[inline]
+    pub(crate) fn last(&self) -> Instant {
+        self.last
+    }
+
+    /// Level in unit·ns `elapsed` nanoseconds after the last update.
+    #[inline]
+    fn level_after(&self, elapsed: u128) -> i128 {
         let cap = capacity(self.limit);
-        let elapsed = now.saturating_duration_since(self.last).as_nanos();
-        // cap - level >= 0 and < 2^127; the product fits u128 since both factors are < 2^64.
+        // cap - level >= 0 and < 2^127.
         let deficit = (cap - self.level) as u128;
-        match (self.limit.size as u128).checked_mul(elapsed) {
+        let refill = match u64::try_from(elapsed) {
+            // Both factors < 2^64: the product fits u128 (one widening multiply).
+            Ok(e) => Some(self.limit.size as u128 * e as u128),
+            Err(_) => (self.limit.size as u128).checked_mul(elapsed),
+        };
+        match refill {
             Some(refill) if refill < deficit => self.level + refill as i128,
             _ => cap,
         }
@@ -178,12 +200,22 @@ impl TokenBucket {
     /// Applies the refill up to `now`, then whether the bucket admits `n` units (as
     /// [`TokenBucket::admits`] at `now`). Refilling changes nothing any query reports: the level
     /// at any later instant is the same, exactly (integer unit·ns), whether or not it happened.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn refill_admits(&mut self, n: u64, now: Instant) -> bool {
+        self.refill_admits_after(n, now, self.elapsed_ns(now))
+    }
+
+    /// [`TokenBucket::refill_admits`] given `elapsed = self.elapsed_ns(now)` (computed once for
+    /// several buckets last updated at the same instant).
+    #[inline]
+    pub(crate) fn refill_admits_after(&mut self, n: u64, now: Instant, elapsed: u128) -> bool {
         if self.is_unlimited() {
             return true;
         }
-        self.advance(now);
+        self.level = self.level_after(elapsed);
+        if now > self.last {
+            self.last = now;
+        }
         self.level >= self.need(n)
     }
 

@@ -306,9 +306,21 @@ impl<T> Throttle<T> {
             // holds enough. Each bucket's refill is computed once, for the check and the charge.
             // Only the limited buckets this cost pays into are looked at.
             let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
+            // Buckets refilled together share their last update: the elapsed time is computed
+            // once for them.
             let mut holds = true;
+            let mut since: Option<(Instant, u128)> = None;
             for b in paying() {
-                holds &= self.buckets[b.index()].refill_admits(cost.get(b), now);
+                let bucket = &mut self.buckets[b.index()];
+                let elapsed = match since {
+                    Some((last, e)) if last == bucket.last() => e,
+                    _ => {
+                        let e = bucket.elapsed_ns(now);
+                        since = Some((bucket.last(), e));
+                        e
+                    }
+                };
+                holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
             }
             if holds && gate(&cost) {
                 for b in paying() {
