@@ -2,12 +2,15 @@
 # Deterministic per-request costs of a daemon (CPU load does not change them): instructions
 # per request of the thread that serves the requests (valgrind callgrind), heap allocations
 # and bytes per request (valgrind dhat), and the peak RSS split into anonymous, file-backed
-# and shared pages (no valgrind). Thread pool 0: the vring thread serves every request.
+# and shared pages (no valgrind). Thread pool 0 (default): the vring thread serves every
+# request. POOL=N runs the daemon with --thread-pool-size=N; the instructions of all the
+# daemon's threads per request (vring thread, workers, the rest) are printed too, which is
+# the number to compare at pools 1 and 4 (the hand-off to the workers is in it).
 #
 # Usage: benches/profile.sh DAEMON_BIN [WORKLOAD [SECONDS]]     (WORKLOAD: meta, rand-read, ...)
 #   e.g. benches/profile.sh target/release/virtiofsd rand-read 2
 #        benches/profile.sh ~/.cache/vufs-bench/upstream-1.14.0/bin/virtiofsd rand-read 2
-# Environment: DAEMON_ARGS (extra daemon arguments). Needs valgrind, root, and `cargo build --release -p vufs-loadgen`. Daemon arguments:
+# Environment: DAEMON_ARGS (extra daemon arguments), POOL (thread pool size, default 0). Needs valgrind, root, and `cargo build --release -p vufs-loadgen`. Daemon arguments:
 # --sandbox=none --cache=auto --thread-pool-size=0 --seccomp=none (valgrind's own system
 # calls are outside any allowlist).
 set -euo pipefail
@@ -19,7 +22,7 @@ S=$(mktemp -d /tmp/vufs-profile.XXXXXX)
 trap 'rm -rf "$S"' EXIT
 mkdir -p "$S/share"
 "$LOADGEN" --prepare-only --shared-dir "$S/share" --file-mib 64
-ARGS=(--shared-dir="$S/share" --sandbox=none --cache=auto --thread-pool-size=0 --seccomp=none)
+ARGS=(--shared-dir="$S/share" --sandbox=none --cache=auto --thread-pool-size="${POOL:-0}" --seccomp=none)
 # Extra daemon arguments, e.g. DAEMON_ARGS="--fs-bw-size=100G --fs-ops-size=100M" for the
 # limiter's cost when it does not bind.
 read -r -a EXTRA <<<"${DAEMON_ARGS:-}"
@@ -38,17 +41,19 @@ run() {
 }
 
 # Two runs of each tool, SECS and 3*SECS: the difference cancels start-up and INIT.
-declare -a OPS IR AL BY
+declare -a OPS IR ALL AL BY
 for k in 1 2; do
   secs=$SECS; [ $k = 2 ] && SECS=$((secs * 3))
   OPS[$k]=$(run valgrind -q --tool=callgrind --separate-threads=yes --callgrind-out-file="$S/cg")
   IR[$k]=$(for f in "$S"/cg-*; do awk '/^(summary|totals):/{print $2; exit}' "$f"; done | sort -n | tail -1)
+  ALL[$k]=$(for f in "$S"/cg-*; do awk '/^(summary|totals):/{print $2; exit}' "$f"; done | awk '{s+=$1}END{print s}')
   rm -f "$S"/cg-*
   SECS=$secs
 done
 d=$((OPS[2] - OPS[1]))
 ((d > 0)) || { echo "no more requests in the longer run (machine too busy?): rerun" >&2; exit 1; }
 echo "instructions per request (busiest thread): $(((IR[2] - IR[1]) / d))  (runs of ${OPS[1]} and ${OPS[2]} requests)"
+echo "instructions per request (all threads, pool ${POOL:-0}): $(((ALL[2] - ALL[1]) / d))"
 for k in 1 2; do
   secs=$SECS; [ $k = 2 ] && SECS=$((secs * 3))
   OPS[$k]=$(run valgrind -q --tool=dhat --dhat-out-file="$S/dhat")

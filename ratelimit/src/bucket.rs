@@ -92,17 +92,40 @@ impl TokenBucket {
     /// Level in unit·ns at `now` (not stored). `now` earlier than the last update counts as no
     /// time elapsed.
     fn scaled_level(&self, now: Instant) -> i128 {
+        self.level_after(self.elapsed_ns(now))
+    }
+
+    /// Nanoseconds from the last update to `now` (0 if `now` is earlier).
+    #[inline]
+    pub(crate) fn elapsed_ns(&self, now: Instant) -> u128 {
+        now.saturating_duration_since(self.last).as_nanos()
+    }
+
+    /// The instant of the last update.
+    #[inline]
+    pub(crate) fn last(&self) -> Instant {
+        self.last
+    }
+
+    /// Level in unit·ns `elapsed` nanoseconds after the last update.
+    #[inline]
+    fn level_after(&self, elapsed: u128) -> i128 {
         let cap = capacity(self.limit);
-        let elapsed = now.saturating_duration_since(self.last).as_nanos();
-        // cap - level >= 0 and < 2^127; the product fits u128 since both factors are < 2^64.
+        // cap - level >= 0 and < 2^127.
         let deficit = (cap - self.level) as u128;
-        match (self.limit.size as u128).checked_mul(elapsed) {
+        let refill = match u64::try_from(elapsed) {
+            // Both factors < 2^64: the product fits u128 (one widening multiply).
+            Ok(e) => Some(self.limit.size as u128 * e as u128),
+            Err(_) => (self.limit.size as u128).checked_mul(elapsed),
+        };
+        match refill {
             Some(refill) if refill < deficit => self.level + refill as i128,
             _ => cap,
         }
     }
 
     /// Applies the refill up to `now`.
+    #[inline]
     fn advance(&mut self, now: Instant) {
         self.level = self.scaled_level(now);
         if now > self.last {
@@ -174,6 +197,37 @@ impl TokenBucket {
             .map_or(true, |refill| refill >= missing as u128)
     }
 
+    /// Applies the refill up to `now`, then whether the bucket admits `n` units (as
+    /// [`TokenBucket::admits`] at `now`). Refilling changes nothing any query reports: the level
+    /// at any later instant is the same, exactly (integer unit·ns), whether or not it happened.
+    #[cfg(test)]
+    pub(crate) fn refill_admits(&mut self, n: u64, now: Instant) -> bool {
+        self.refill_admits_after(n, now, self.elapsed_ns(now))
+    }
+
+    /// [`TokenBucket::refill_admits`] given `elapsed = self.elapsed_ns(now)` (computed once for
+    /// several buckets last updated at the same instant).
+    #[inline]
+    pub(crate) fn refill_admits_after(&mut self, n: u64, now: Instant, elapsed: u128) -> bool {
+        if self.is_unlimited() {
+            return true;
+        }
+        self.level = self.level_after(elapsed);
+        if now > self.last {
+            self.last = now;
+        }
+        self.level >= self.need(n)
+    }
+
+    /// Charges `n` units of a bucket just refilled by [`TokenBucket::refill_admits`] (the same
+    /// as [`TokenBucket::charge`] at that instant, without computing the refill again).
+    #[inline]
+    pub(crate) fn charge_refilled(&mut self, n: u64) {
+        if !self.is_unlimited() {
+            self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
+        }
+    }
+
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op
     /// when unlimited. Check [`TokenBucket::admits`] first for the admission rule.
     pub fn charge(&mut self, n: u64, now: Instant) {
@@ -203,6 +257,35 @@ mod tests {
             b.charge(n, now);
         }
         ok
+    }
+
+    /// The one-refill path (`refill_admits` + `charge_refilled`, the throttle's path when
+    /// nothing is parked) decides and charges exactly as `admits` + `charge`, step for step,
+    /// through refills, debt, a full bucket and a clock that does not move.
+    #[test]
+    fn one_refill_path_matches_admits_and_charge() {
+        let t0 = Instant::now();
+        let limit = Limit::with_burst(1000, 3000);
+        let (mut a, mut b) = (TokenBucket::new(limit, t0), TokenBucket::new(limit, t0));
+        let mut now = t0;
+        let steps = [
+            (0, 2500),
+            (0, 600),
+            (1_000_000, 1),
+            (700_000_000, 5000),
+            (20 << 30, 10),
+        ];
+        for (step, (dt, n)) in steps.into_iter().cycle().take(40).enumerate() {
+            now += ns(dt);
+            let expected = take(&mut a, n, now);
+            let got = b.refill_admits(n, now);
+            if got {
+                b.charge_refilled(n);
+            }
+            assert_eq!(got, expected, "step {step}");
+            assert_eq!(b.level(now), a.level(now), "step {step}");
+            assert_eq!(b.level(now + ns(123_456)), a.level(now + ns(123_456)));
+        }
     }
 
     fn ns(n: u64) -> Duration {

@@ -295,10 +295,40 @@ impl<T> Throttle<T> {
         class: Class,
         cost: Cost,
         now: Instant,
-        gate: &mut dyn FnMut(&Cost) -> bool,
+        gate: &mut impl FnMut(&Cost) -> bool,
     ) -> bool {
-        if cost.mask() & self.limited == 0 && self.parked == 0 {
+        let pays = cost.mask() & self.limited;
+        if pays == 0 && self.parked == 0 {
             return gate(&cost);
+        }
+        if self.parked == 0 {
+            // Nothing waits, so there is no claim to leave room for: admitted when every bucket
+            // holds enough. Each bucket's refill is computed once, for the check and the charge.
+            // Only the limited buckets this cost pays into are looked at.
+            let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
+            // Buckets refilled together share their last update: the elapsed time is computed
+            // once for them.
+            let mut holds = true;
+            let mut since: Option<(Instant, u128)> = None;
+            for b in paying() {
+                let bucket = &mut self.buckets[b.index()];
+                let elapsed = match since {
+                    Some((last, e)) if last == bucket.last() => e,
+                    _ => {
+                        let e = bucket.elapsed_ns(now);
+                        since = Some((bucket.last(), e));
+                        e
+                    }
+                };
+                holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
+            }
+            if holds && gate(&cost) {
+                for b in paying() {
+                    self.buckets[b.index()].charge_refilled(cost.get(b));
+                }
+                return true;
+            }
+            return false;
         }
         if !self.queues[class.index()].is_empty() {
             return false;

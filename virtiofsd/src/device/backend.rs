@@ -29,7 +29,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::config::MAX_REQUEST_QUEUES;
-use crate::device::chain::{complete, Chain};
+use crate::device::chain::{complete, Chain, Descs};
 use crate::device::pool::Pool;
 use crate::device::throttle::Limiter;
 use crate::device::vring::{FsVring, GuestMem, MAX_QUEUE_SIZE};
@@ -138,6 +138,7 @@ pub enum Fatal {
 /// A chain handed to a pool worker, with what it needs to finish it.
 struct Job {
     chain: Chain,
+    descs: Descs,
     verdict: Verdict,
     vring: FsVring,
     queue: u16,
@@ -174,7 +175,7 @@ impl FsBackend {
             n => {
                 let handler = handler.clone();
                 Some(Pool::new(n, move |job: Job| {
-                    let len = handler.serve(&job.chain, job.verdict, job.queue);
+                    let len = handler.serve_walked(&job.chain, &job.descs, job.verdict, job.queue);
                     complete(&job.vring, job.chain.head_index(), len);
                 })?)
             }
@@ -250,18 +251,33 @@ impl FsBackend {
     /// Serves an admitted chain on the pool, or inline. Each completion is signalled at once
     /// (if the guest asked, with EVENT_IDX): the driver refills the ring while the rest of the
     /// batch is served, instead of waiting for the whole batch.
-    fn dispatch(&self, chain: Chain, verdict: Verdict, vring: &FsVring, queue: u16) {
+    /// `descs`: the chain's descriptors as inspection read them (None: read them again, for a
+    /// chain that was parked).
+    fn dispatch(
+        &self,
+        chain: Chain,
+        descs: Option<Descs>,
+        verdict: Verdict,
+        vring: &FsVring,
+        queue: u16,
+    ) {
+        if matches!(verdict, Verdict::Drop) {
+            complete(vring, chain.head_index(), 0);
+            return;
+        }
+        let descs = descs.unwrap_or_else(|| Descs::walk(&chain));
         match (&self.pool, verdict) {
             (Some(pool), Verdict::Serve { cost, .. }) if cost != Cost::Free => {
                 pool.submit(Job {
                     chain,
+                    descs,
                     verdict,
                     vring: vring.clone(),
                     queue,
                 });
             }
             _ => {
-                let len = self.handler.serve(&chain, verdict, queue);
+                let len = self.handler.serve_walked(&chain, &descs, verdict, queue);
                 complete(vring, chain.head_index(), len);
             }
         }
@@ -307,7 +323,13 @@ impl FsBackend {
     fn on_timer(&self, wrong_ring: Option<&FsVring>) {
         for p in self.limiter.on_timer() {
             let queue = p.vring.queue();
-            self.dispatch(p.chain, p.verdict, wrong_ring.unwrap_or(&p.vring), queue);
+            self.dispatch(
+                p.chain,
+                None,
+                p.verdict,
+                wrong_ring.unwrap_or(&p.vring),
+                queue,
+            );
         }
     }
 
@@ -329,17 +351,18 @@ impl FsBackend {
             }
             let chains = self.pop_all(vring, queue)?;
             for chain in chains {
-                let verdict = self.handler.inspect(&chain, kind);
+                let descs = Descs::walk(&chain);
+                let verdict = self.handler.inspect_walked(&chain, &descs, kind);
                 match verdict {
                     Verdict::Serve { .. } if uncharged => {
-                        self.dispatch(chain, verdict, vring, queue)
+                        self.dispatch(chain, Some(descs), verdict, vring, queue)
                     }
                     Verdict::Serve { cost, .. } => {
                         if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {
-                            self.dispatch(chain, verdict, vring, queue);
+                            self.dispatch(chain, Some(descs), verdict, vring, queue);
                         }
                     }
-                    _ => self.dispatch(chain, verdict, vring, queue),
+                    _ => self.dispatch(chain, Some(descs), verdict, vring, queue),
                 }
             }
             if !event_idx || !vring.enable_notification().unwrap_or(false) {

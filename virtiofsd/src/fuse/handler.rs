@@ -10,14 +10,14 @@ use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter, Writer};
 use log::{debug, error, warn};
-use vm_memory::Address;
+use virtio_queue::desc::split::Descriptor;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemory, GuestMemoryLoadGuard, GuestMemoryMmap, GuestMemoryRegion,
+    Address, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress, VolatileSlice,
 };
 
 use crate::control::stats::Stats;
 use crate::device::budget;
-use crate::device::chain::Chain;
+use crate::device::chain::{Chain, Descs};
 use crate::fuse::fs::Fs;
 use crate::fuse::request::{self, Cost, Policy, QueueKind, Session, Verdict};
 
@@ -47,8 +47,14 @@ impl Handler {
 
     /// Decides what to do with a chain; cheap (reads the header and small bodies only, straight
     /// from guest memory). A READ costs at most the data its chain's writable part can hold.
+    /// Walks the chain itself; [`Handler::inspect_walked`] takes the walk already made.
     pub fn inspect(&self, chain: &Chain, queue: QueueKind) -> Verdict {
-        let v = match ChainBytes::new(chain) {
+        self.inspect_walked(chain, &Descs::walk(chain), queue)
+    }
+
+    /// [`Handler::inspect`] of a chain whose descriptors `descs` were read once already.
+    pub fn inspect_walked(&self, chain: &Chain, descs: &Descs, queue: QueueKind) -> Verdict {
+        let v = match ChainBytes::new(chain.memory(), descs) {
             Some(mut r) => match request::inspect(&mut r, queue, &self.session, self.policy) {
                 Verdict::Serve {
                     unique,
@@ -58,7 +64,7 @@ impl Handler {
                     unique,
                     opcode,
                     cost: match cost {
-                        Cost::Read(_) => cost.within_room(writable_len(chain)),
+                        Cost::Read(_) => cost.within_room(writable_len(descs)),
                         other => other,
                     },
                 },
@@ -77,32 +83,44 @@ impl Handler {
     /// Carries out a verdict for a chain of virtqueue `queue`; returns the number of bytes
     /// written to the chain. A served request moves at most the bytes it was charged for
     /// ([`crate::device::budget`]), and the statistics count what it really moved.
+    /// Walks the chain itself; [`Handler::serve_walked`] takes the walk already made.
     pub fn serve(&self, chain: &Chain, verdict: Verdict, queue: u16) -> u32 {
         match verdict {
             Verdict::Drop => 0,
-            Verdict::Reject { unique, errno, .. } => reply_error(chain, unique, errno),
+            _ => self.serve_walked(chain, &Descs::walk(chain), verdict, queue),
+        }
+    }
+
+    /// [`Handler::serve`] of a chain whose descriptors `descs` were read once already.
+    pub fn serve_walked(&self, chain: &Chain, descs: &Descs, verdict: Verdict, queue: u16) -> u32 {
+        match verdict {
+            Verdict::Drop => 0,
+            Verdict::Reject { unique, errno, .. } => {
+                reply_error_walked(chain.memory(), descs, unique, errno)
+            }
             Verdict::Serve { cost, .. } => {
                 let (len, moved) =
-                    budget::serving(cost.bytes(), || self.serve_request(chain, verdict));
+                    budget::serving(cost.bytes(), || self.serve_request(chain, descs, verdict));
                 self.stats.record(queue, cost, moved);
                 len
             }
         }
     }
 
-    fn serve_request(&self, chain: &Chain, verdict: Verdict) -> u32 {
+    fn serve_request(&self, chain: &Chain, descs: &Descs, verdict: Verdict) -> u32 {
         match verdict {
             Verdict::Drop | Verdict::Reject { .. } => 0,
             Verdict::Serve { unique, opcode, .. } => {
                 let mem = chain.memory();
-                let res = Reader::from_descriptor_chain(mem, chain.clone()).and_then(|r| {
-                    VirtioFsWriter::new(mem, chain.clone()).map(|w| (r, Writer::from(w)))
+                let res = Reader::from_descriptors(mem, descs.readable()).and_then(|r| {
+                    VirtioFsWriter::from_descriptors(mem, descs.writable())
+                        .map(|w| (r, Writer::from(w)))
                 });
                 let (r, w) = match res {
                     Ok(rw) => rw,
                     Err(e) => {
                         warn!("request {unique}: bad descriptor chain: {e}");
-                        return reply_error(chain, unique, libc::EINVAL);
+                        return reply_error_walked(mem, descs, unique, libc::EINVAL);
                     }
                 };
                 seeded::check_opcode(opcode);
@@ -124,18 +142,17 @@ impl Handler {
                 if request::is_reply_less(opcode) {
                     0
                 } else {
-                    reply_error(chain, unique, errno)
+                    reply_error_walked(mem, descs, unique, errno)
                 }
             }
         }
     }
 }
 
-/// Total length of a chain's device-writable descriptors (saturating; the chain is re-read from
-/// guest memory, so the serving path caps what it moves again).
-fn writable_len(chain: &Chain) -> u64 {
-    chain
-        .clone()
+/// Total length of a chain's device-writable descriptors (saturating; the serving path caps
+/// what it moves again).
+fn writable_len(descs: &Descs) -> u64 {
+    descs
         .writable()
         .fold(0u64, |n, d| n.saturating_add(u64::from(d.len())))
 }
@@ -145,31 +162,43 @@ fn writable_len(chain: &Chain) -> u64 {
 /// guest memory or crossing a region's end, or lengths that overflow.
 pub struct ChainBytes<'a> {
     mem: &'a GuestMemoryMmap<()>,
-    descs: virtio_queue::DescriptorChainRwIter<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>,
-    cur: (u64, usize),
+    descs: &'a Descs,
+    /// Index of the next descriptor to look at.
+    next: usize,
+    /// What is left of the current readable descriptor.
+    cur: VolatileSlice<'a, ()>,
     left: usize,
 }
 
 impl<'a> ChainBytes<'a> {
-    /// The readable bytes of `chain`, or None if `Reader` would refuse it.
-    pub fn new(chain: &'a Chain) -> Option<Self> {
-        let mem = chain.memory();
+    /// The readable bytes of the chain whose descriptors are `descs`, in `mem`, or None if
+    /// `Reader` would refuse it.
+    pub fn new(mem: &'a GuestMemoryMmap<()>, descs: &'a Descs) -> Option<Self> {
         let mut total = 0usize;
-        for d in chain.clone().readable() {
+        for d in descs.readable() {
             total = total.checked_add(d.len() as usize)?;
-            let region = mem.find_region(d.addr())?;
-            let offset = d.addr().checked_offset_from(region.start_addr())?;
-            if offset.checked_add(u64::from(d.len()))? > region.len() {
-                return None;
-            }
+            region_slice(mem, d)?;
         }
         Some(ChainBytes {
             mem,
-            descs: chain.clone().readable(),
-            cur: (0, 0),
+            descs,
+            next: 0,
+            cur: VolatileSlice::from(&mut [][..]),
             left: total,
         })
     }
+}
+
+/// The guest memory a descriptor points at, if it lies within one region.
+fn region_slice<'a>(mem: &'a GuestMemoryMmap<()>, d: Descriptor) -> Option<VolatileSlice<'a, ()>> {
+    let region = mem.find_region(d.addr())?;
+    let offset = d.addr().checked_offset_from(region.start_addr())?;
+    if offset.checked_add(u64::from(d.len()))? > region.len() {
+        return None;
+    }
+    region
+        .get_slice(MemoryRegionAddress(offset), d.len() as usize)
+        .ok()
 }
 
 impl request::Source for ChainBytes<'_> {
@@ -179,19 +208,22 @@ impl request::Source for ChainBytes<'_> {
 
     fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            if self.cur.1 == 0 {
-                let d = self.descs.next().ok_or(io::ErrorKind::UnexpectedEof)?;
-                self.cur = (d.addr().raw_value(), d.len() as usize);
+            if self.cur.is_empty() {
+                let d = *self
+                    .descs
+                    .as_slice()
+                    .get(self.next)
+                    .ok_or(io::ErrorKind::UnexpectedEof)?;
+                self.next += 1;
+                if !d.is_write_only() {
+                    self.cur = region_slice(self.mem, d).ok_or(io::ErrorKind::InvalidData)?;
+                }
                 continue;
             }
-            let n = self.cur.1.min(buf.len());
-            let (head, rest) = buf.split_at_mut(n);
-            self.mem
-                .read_slice(head, GuestAddress(self.cur.0))
-                .map_err(io::Error::other)?;
-            self.cur = (self.cur.0 + n as u64, self.cur.1 - n);
+            let n = self.cur.copy_to(buf);
+            self.cur = self.cur.offset(n).map_err(io::Error::other)?;
             self.left -= n;
-            buf = rest;
+            buf = &mut buf[n..];
         }
         Ok(())
     }
@@ -263,12 +295,17 @@ fn errno_of(e: &fuse_backend_rs::Error) -> i32 {
 
 /// Writes a bare error reply; returns its length, or 0 when the chain has no room for it.
 pub fn reply_error(chain: &Chain, unique: u64, errno: i32) -> u32 {
+    reply_error_walked(chain.memory(), &Descs::walk(chain), unique, errno)
+}
+
+/// [`reply_error`] into a chain whose descriptors `descs` were read once already.
+fn reply_error_walked(mem: &GuestMemoryMmap<()>, descs: &Descs, unique: u64, errno: i32) -> u32 {
     let header = OutHeader {
         len: std::mem::size_of::<OutHeader>() as u32,
         error: -errno,
         unique,
     };
-    let written = VirtioFsWriter::new(chain.memory(), chain.clone())
+    let written = VirtioFsWriter::from_descriptors(mem, descs.writable())
         .map(|mut w| w.write_obj(header).is_ok())
         .unwrap_or(false);
     match written {

@@ -268,7 +268,7 @@ macro_rules! volatile_impl {
             }
 
             fn read_vectored_volatile(&mut self, bufs: &[FileVolatileSlice]) -> Result<usize> {
-                let iovecs: Vec<libc::iovec> = bufs
+                let iovecs: smallvec::SmallVec<[libc::iovec; 4]> = bufs
                     .iter()
                     .map(|s| libc::iovec {
                         iov_base: s.as_ptr() as *mut c_void,
@@ -309,7 +309,7 @@ macro_rules! volatile_impl {
             }
 
             fn write_vectored_volatile(&mut self, bufs: &[FileVolatileSlice]) -> Result<usize> {
-                let iovecs: Vec<libc::iovec> = bufs
+                let iovecs: smallvec::SmallVec<[libc::iovec; 4]> = bufs
                     .iter()
                     .map(|s| libc::iovec {
                         iov_base: s.as_ptr() as *mut c_void,
@@ -355,7 +355,7 @@ macro_rules! volatile_impl {
                 bufs: &[FileVolatileSlice],
                 offset: u64,
             ) -> Result<usize> {
-                let iovecs: Vec<libc::iovec> = bufs
+                let iovecs: smallvec::SmallVec<[libc::iovec; 4]> = bufs
                     .iter()
                     .map(|s| libc::iovec {
                         iov_base: s.as_ptr() as *mut c_void,
@@ -413,7 +413,7 @@ macro_rules! volatile_impl {
                 bufs: &[FileVolatileSlice],
                 offset: u64,
             ) -> Result<usize> {
-                let iovecs: Vec<libc::iovec> = bufs
+                let iovecs: smallvec::SmallVec<[libc::iovec; 4]> = bufs
                     .iter()
                     .map(|s| libc::iovec {
                         iov_base: s.as_ptr() as *mut c_void,

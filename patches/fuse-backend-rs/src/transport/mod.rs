@@ -142,9 +142,14 @@ impl<S: BitmapSlice> IoBuffers<'_, S> {
         self.bytes_consumed
     }
 
-    fn allocate_file_volatile_slice(&self, count: usize) -> Vec<FileVolatileSlice<'_>> {
+    // On the stack for up to 4 slices (a FUSE request's data has 1 or 2): this runs for every
+    // object read or written, and a heap Vec here was a malloc/free pair each time.
+    fn allocate_file_volatile_slice(
+        &self,
+        count: usize,
+    ) -> smallvec::SmallVec<[FileVolatileSlice<'_>; 4]> {
         let mut rem = count;
-        let mut bufs: Vec<FileVolatileSlice> = Vec::with_capacity(self.buffers.len());
+        let mut bufs = smallvec::SmallVec::<[FileVolatileSlice; 4]>::new();
 
         for buf in &self.buffers {
             if rem == 0 {
@@ -301,6 +306,7 @@ impl<S: BitmapSlice> IoBuffers<'_, S> {
             Ok(0)
         } else {
             let bytes_consumed = f(&bufs)?;
+            drop(bufs);
             if mark_dirty {
                 self.mark_dirty(bytes_consumed);
             }

@@ -44,6 +44,7 @@ use std::io::{self, IoSlice, Write};
 use std::ops::Deref;
 use std::ptr::copy_nonoverlapping;
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::bitmap::{BitmapSlice, MS};
 use vm_memory::{Address, ByteValued, GuestMemory, GuestMemoryRegion, MemoryRegionAddress};
@@ -70,12 +71,24 @@ impl<'a> Reader<'a> {
         M: Deref,
         M::Target: GuestMemory + Sized,
     {
+        Self::from_descriptors(mem, desc_chain.readable())
+    }
+
+    /// Construct a Reader over readable descriptors the caller has already read from the
+    /// chain (one walk of the chain in guest memory serves every step of a request).
+    pub fn from_descriptors<M>(
+        mem: &'a M,
+        descs: impl IntoIterator<Item = Descriptor>,
+    ) -> Result<Reader<'a, MS<'a, M>>>
+    where
+        M: GuestMemory + Sized,
+    {
         let mut total_len: usize = 0;
         // Grown as needed (first to 4 slices): a FUSE request has 1 to 4 readable and 1 or 2
         // writable descriptors, and 64 slices (1.5 KiB) per Reader and per Writer are too large
         // for glibc's per-thread cache, so every request paid two slow-path malloc/free pairs.
         let mut buffers = VecDeque::new();
-        for desc in desc_chain.readable() {
+        for desc in descs {
             // Verify that summing the descriptor sizes does not overflow.
             // This can happen if a driver tricks a device into reading more data than
             // fits in a `usize`.
@@ -129,12 +142,24 @@ impl<'a> VirtioFsWriter<'a> {
         M: Deref,
         M::Target: GuestMemory + Sized,
     {
+        Self::from_descriptors(mem, desc_chain.writable())
+    }
+
+    /// Construct a [Writer] over writable descriptors the caller has already read from the
+    /// chain (one walk of the chain in guest memory serves every step of a request).
+    pub fn from_descriptors<M>(
+        mem: &'a M,
+        descs: impl IntoIterator<Item = Descriptor>,
+    ) -> Result<VirtioFsWriter<'a, MS<'a, M>>>
+    where
+        M: GuestMemory + Sized,
+    {
         let mut total_len: usize = 0;
         // Grown as needed (first to 4 slices): a FUSE request has 1 to 4 readable and 1 or 2
         // writable descriptors, and 64 slices (1.5 KiB) per Reader and per Writer are too large
         // for glibc's per-thread cache, so every request paid two slow-path malloc/free pairs.
         let mut buffers = VecDeque::new();
-        for desc in desc_chain.writable() {
+        for desc in descs {
             // Verify that summing the descriptor sizes does not overflow.
             // This can happen if a driver tricks a device into writing more data than
             // fits in a `usize`.
