@@ -141,15 +141,24 @@ pub(super) fn host(q: &Value, o: &mut String, summary: &mut Value) {
         _ => "–".into(),
     };
     let nproc = q["machine"]["nproc"].as_u64().unwrap_or(0);
+    // Share of the daemon's core in use: requests/s × CPU seconds per request.
+    let busy = |v: &str| match (
+        m(v, "rand-read", "iops"),
+        m(v, "rand-read", "cpu_us_per_op"),
+    ) {
+        (Some(i), Some(c)) => format!("{:.0} %", i * c / 1e4),
+        _ => "–".into(),
+    };
     let _ = writeln!(
         o,
         "**What this means.** This machine has {nproc} cores: the daemon gets one (CPU {}) and the \
          generator's submitter threads the other, so here more request queues cannot give the \
-         daemon more CPU; they give it more requests in flight and more threads sharing its core. \
-         With pool {p0}, 4 KiB random read went from {} IOPS with {lo} queue to {} with {hi} ({}), \
-         at {} → {} µs of daemon CPU per request; upstream, which serves one queue, did {} IOPS at \
-         {} µs. The CPU per request is the number that carries over to a larger host: it says what \
-         one request costs whichever queue it arrives on.\n\n\
+         daemon more CPU; they give it more requests in flight (N × {}) and more threads sharing \
+         its core. With pool {p0}, 4 KiB random read went from {} IOPS with {lo} queue to {} with \
+         {hi} ({}), at {} → {} µs of daemon CPU per request, which kept the daemon's core busy \
+         {} → {} of the time (IOPS × CPU per request){}. Upstream, which serves one queue, did {} IOPS at {} µs \
+         ({} busy). The CPU per request is the number that carries over to a larger host: it says \
+         what one request costs whichever queue it arrives on.{}\n\n\
          On a larger host the daemon is not pinned to one core. Ours pops each request queue on its \
          own vring thread (with `--thread-pool-size=0` that thread also serves the request), so \
          N queues can keep up to N cores busy; a Linux ≥ 6.11 guest maps its request queues to its \
@@ -161,6 +170,7 @@ pub(super) fn host(q: &Value, o: &mut String, summary: &mut Value) {
          puts every queue's requests in one pool) is the limit. That is an expectation from the \
          design, not a measurement: this 2-core machine cannot show it.\n",
         st["daemon_cpu"],
+        st["qd"],
         fmt(m(&name(lo), "rand-read", "iops")),
         fmt(m(&name(hi), "rand-read", "iops")),
         rr(
@@ -169,8 +179,17 @@ pub(super) fn host(q: &Value, o: &mut String, summary: &mut Value) {
         ),
         fmt(m(&name(lo), "rand-read", "cpu_us_per_op")),
         fmt(m(&name(hi), "rand-read", "cpu_us_per_op")),
+        busy(&name(lo)),
+        busy(&name(hi)),
+        match (m(&name(lo), "rand-read", "iops"), m(&name(lo), "rand-read", "cpu_us_per_op")) {
+            (Some(i), Some(c)) if i * c / 1e6 < 0.8 =>
+                ": with one queue the daemon was mostly waiting for requests, not short of CPU",
+            _ => "",
+        },
         fmt(m("upstream", "rand-read", "iops")),
         fmt(m("upstream", "rand-read", "cpu_us_per_op")),
+        busy("upstream"),
+        slower(&pools, &workloads, &|v, p, w, k| median(get(v, p, w, k)), &name(lo), &name(hi)),
     );
     if let Some(c) = q["example_command"].as_str() {
         let _ = writeln!(
@@ -178,6 +197,43 @@ pub(super) fn host(q: &Value, o: &mut String, summary: &mut Value) {
             "One queue-scaling run, exactly as executed:\n\n```\n{c}\n```\n"
         );
     }
+}
+
+/// A sentence naming the (pool, workload) cells where `hi` queues were slower than `lo`,
+/// with the change in CPU per request; empty if none.
+fn slower(
+    pools: &[u64],
+    workloads: &[&str],
+    get: &dyn Fn(&str, u64, &str, &str) -> Option<f64>,
+    lo: &str,
+    hi: &str,
+) -> String {
+    let mut cells = Vec::new();
+    for &p in pools {
+        for w in workloads {
+            let (Some(a), Some(b)) = (get(hi, p, w, "iops"), get(lo, p, w, "iops")) else {
+                continue;
+            };
+            if b > 0.0 && a < b * 0.95 {
+                let cpu = match (
+                    get(hi, p, w, "cpu_us_per_op"),
+                    get(lo, p, w, "cpu_us_per_op"),
+                ) {
+                    (Some(x), Some(y)) if y > 0.0 => format!(", CPU per request {:.2}×", x / y),
+                    _ => String::new(),
+                };
+                cells.push(format!("{w} at pool {p} ({:.2}×{cpu})", a / b));
+            }
+        }
+    }
+    if cells.is_empty() {
+        return String::new();
+    }
+    format!(
+        " More queues were slower for {}: likely because their threads take turns on the daemon's \
+         one core and each switch costs CPU (not profiled here).",
+        cells.join(", ")
+    )
 }
 
 /// The guest 1-vs-2-queue section (nothing without `guest-queues.json`).
@@ -283,15 +339,20 @@ pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
     }
     let m = |v: &str, j: &str, k: &str| median(mmm(s.get(&(v.into(), j.into(), k.into()))));
     let fmt = |x: Option<f64>| x.map(fmt_num).unwrap_or_else(|| "–".into());
+    let busy = |v: &str| match (m(v, "rand-read", "iops"), m(v, "rand-read", "cpu")) {
+        (Some(i), Some(c)) => format!("{:.0} %", i * c / 1e4),
+        _ => "–".into(),
+    };
     let _ = writeln!(
         o,
         "\nFailed guest runs: {}.\n\n\
          **What this means.** With 2 queues the guest spread its requests over both (queue 1 / \
          queue 2: {} % / {} % of the random reads), so each job's vCPU has its own ring and the \
          daemon a vring thread per queue. Random read: {} IOPS with 1 queue, {} with 2, at {} and \
-         {} µs of daemon CPU per request. Here the guest runs under {} on the same 2 host cores as \
-         the daemon: each vCPU is a QEMU thread that emulates the guest's instructions, so the \
-         guest, not the daemon, is what limits the rate, and the rate says little about a KVM host. \
+         {} µs of daemon CPU per request, so the daemon was busy {} and {} of one core. Here the \
+         guest runs under {} on the same 2 host cores as the daemon: each vCPU is a QEMU thread \
+         that emulates the guest's instructions, so with the daemon that idle the guest is what \
+         limits the rate, and the rate says little about a KVM host. \
          What carries over is that both queues are used and what a request costs the daemon. On a \
          KVM host with more cores, the 2-queue guest's vCPUs submit without sharing a ring, and the \
          daemon's two vring threads run on two cores, where one queue funnels both vCPUs' requests \
@@ -307,6 +368,8 @@ pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
         fmt(m("ours-q2", "rand-read", "iops")),
         fmt(m("ours-q1", "rand-read", "cpu")),
         fmt(m("ours-q2", "rand-read", "cpu")),
+        busy("ours-q1"),
+        busy("ours-q2"),
         st["accel"].as_str().unwrap_or("tcg").to_uppercase(),
     );
 }
