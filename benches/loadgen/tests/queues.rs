@@ -95,7 +95,7 @@ fn four_queues_all_carry_requests_and_the_data_is_verified() {
     assert!(r.ok, "{r:?}");
     assert_eq!(r.queues, QUEUES);
     assert_eq!(r.write_file_check.as_deref(), Some("ok"));
-    let mut counted = vec![0u64; QUEUES + 1];
+    let mut counted = [0u64; QUEUES + 1];
     for w in &r.results {
         assert_eq!(w.errors + w.verify_errors, 0, "{w:?}");
         assert!(w.ops > 0, "{w:?}");

@@ -109,7 +109,7 @@ pub(crate) fn guest_queues(
                 .timeout(Duration::from_secs(120 + 4 * runtime as u64));
             for (job, file, rw) in JOBS {
                 g = g.file(
-                    &format!("/{job}.fio"),
+                    format!("/{job}.fio"),
                     job_file(job, file, rw, runtime, file_mib).into_bytes(),
                     0o644,
                 );
