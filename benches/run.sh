@@ -58,6 +58,8 @@ if ((QUICK)); then
 fi
 POOLS=${POOLS_OPT:-$POOLS}
 QUEUE_DURATION=${QUEUE_DURATION:-$( ((QUICK)) && echo 1 || echo 2)}
+QUEUE_WARMUP=0.3   # the queue tier's share of a full run stays small (about 7 of 45 minutes)
+if ((QUICK)); then QUEUE_WARMUP=$WARMUP; fi
 for sec in ${ONLY//,/ }; do
   case "$sec" in host|limited|guest|queues|guest-queues) ;; *) echo "--only: unknown section $sec" >&2; exit 2 ;; esac
 done
@@ -141,7 +143,7 @@ if runs queues; then
   log "queue scaling: $ROUNDS rounds x pools $POOLS, ours 1/2/4 queues vs upstream, $QUEUE_DURATION s per workload"
   "$BENCH" queues --ours "$OURS" --upstream "$UPSTREAM" --loadgen "$LOADGEN" \
     --rounds "$ROUNDS" --pools "$POOLS" --queues 1,2,4 --duration "$QUEUE_DURATION" \
-    --warmup "$WARMUP" --file-mib "$FILE_MIB" --out "$OUT" --scratch "$SCRATCH/queues"
+    --warmup "$QUEUE_WARMUP" --file-mib "$FILE_MIB" --out "$OUT" --scratch "$SCRATCH/queues"
 fi
 
 if runs guest-queues; then
