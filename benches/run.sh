@@ -47,7 +47,7 @@ while (($#)); do
     --only) ONLY=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --results) RESULTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
