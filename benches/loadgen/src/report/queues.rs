@@ -236,6 +236,31 @@ fn slower(
     )
 }
 
+/// A sentence for the guest jobs where 2 queues were slower than 1; empty if none.
+fn guest_slower(m: &dyn Fn(&str, &str, &str) -> Option<f64>) -> String {
+    let mut cells = Vec::new();
+    for j in ["rand-read", "rand-write"] {
+        if let (Some(a), Some(b)) = (m("ours-q2", j, "iops"), m("ours-q1", j, "iops")) {
+            if b > 0.0 && a < b * 0.95 {
+                let cpu = match (m("ours-q2", j, "cpu"), m("ours-q1", j, "cpu")) {
+                    (Some(x), Some(y)) if y > 0.0 => format!(", CPU per request {:.2}×", x / y),
+                    _ => String::new(),
+                };
+                cells.push(format!("{j} ({:.2}×{cpu})", a / b));
+            }
+        }
+    }
+    if cells.is_empty() {
+        return String::new();
+    }
+    format!(
+        " Two queues were slower here for {}: a likely cause (not profiled) is that each queue's \
+         thread now wakes for half the requests, so a wake-up is shared by fewer requests, while \
+         the emulated vCPUs and the daemon's threads compete for the same 2 cores.",
+        cells.join(", ")
+    )
+}
+
 /// The guest 1-vs-2-queue section (nothing without `guest-queues.json`).
 pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
     let st = &g["settings"];
@@ -352,7 +377,7 @@ pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
          {} µs of daemon CPU per request, so the daemon was busy {} and {} of one core. Here the \
          guest runs under {} on the same 2 host cores as the daemon: each vCPU is a QEMU thread \
          that emulates the guest's instructions, so with the daemon that idle the guest is what \
-         limits the rate, and the rate says little about a KVM host. \
+         limits the rate, and the rate says little about a KVM host.{} \
          What carries over is that both queues are used and what a request costs the daemon. On a \
          KVM host with more cores, the 2-queue guest's vCPUs submit without sharing a ring, and the \
          daemon's two vring threads run on two cores, where one queue funnels both vCPUs' requests \
@@ -371,5 +396,6 @@ pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
         busy("ours-q1"),
         busy("ours-q2"),
         st["accel"].as_str().unwrap_or("tcg").to_uppercase(),
+        guest_slower(&|v, j, k| m(v, j, k)),
     );
 }
