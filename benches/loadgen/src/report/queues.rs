@@ -254,9 +254,10 @@ fn guest_slower(m: &dyn Fn(&str, &str, &str) -> Option<f64>) -> String {
         return String::new();
     }
     format!(
-        " Two queues were slower here for {}: a likely cause (not profiled) is that each queue's \
-         thread now wakes for half the requests, so a wake-up is shared by fewer requests, while \
-         the emulated vCPUs and the daemon's threads compete for the same 2 cores.",
+        " Two queues were slower here for {}. The daemon's own cost does not explain it where \
+         its CPU per request fell, and it was idle most of the time; the cause was not profiled. \
+         Under TCG the two vCPU threads and the daemon's threads share the same 2 cores, so \
+         anything that makes the guest's or QEMU's side busier shows in the rate.",
         cells.join(", ")
     )
 }
@@ -381,7 +382,8 @@ pub(super) fn guest(g: &Value, o: &mut String, summary: &mut Value) {
          What carries over is that both queues are used and what a request costs the daemon. On a \
          KVM host with more cores, the 2-queue guest's vCPUs submit without sharing a ring, and the \
          daemon's two vring threads run on two cores, where one queue funnels both vCPUs' requests \
-         through one thread: expect the gap to grow with the vCPUs that do I/O at once.\n",
+         through one thread: expect 2 queues to pay off as more vCPUs do I/O at once (a \
+         KVM measurement would settle it; TCG here cannot).\n",
         if failures.is_empty() {
             "none".into()
         } else {
