@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vufs-loadgen --socket /run/vfsd.sock --shared-dir /srv/share --daemon-pid 1234 \
-//!     --workloads seq-read,seq-write,rand-read,rand-write,meta --duration 5 --qd 8 --json
+//!     --workloads seq-read,seq-write,rand-read,rand-write,meta --duration 5 --qd 8 --queues 2 --json
 //! ```
 //! Exit status: 0 all fine, 1 request or verification errors, 2 could not run.
 
@@ -38,9 +38,13 @@ struct Args {
     /// Unmeasured seconds before each workload (kept in the 100 ms series).
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
-    /// Requests in flight.
+    /// Requests in flight per request queue.
     #[arg(long = "qd", default_value_t = 8)]
     queue_depth: usize,
+    /// Request queues to drive, one submitter thread each (the daemon must serve them:
+    /// ours with `--max-request-queues=N`; upstream serves 1).
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
     /// Size of each data file, MiB.
     #[arg(long, default_value_t = 256)]
     file_mib: u64,
@@ -79,8 +83,9 @@ struct Args {
 
 fn table(r: &RunReport) -> String {
     let mut s = format!(
-        "socket {}  qd {}  INIT {}.{} max_write {}  connect {:.1} ms\n",
+        "socket {}  queues {}  qd {}  INIT {}.{} max_write {}  connect {:.1} ms\n",
         r.socket,
+        r.queues,
         r.queue_depth,
         r.init.major,
         r.init.minor,
@@ -120,6 +125,14 @@ fn table(r: &RunReport) -> String {
             w.generator.cpu_share * 100.0,
             w.errors + w.verify_errors
         );
+        if w.queues.len() > 1 {
+            let q: Vec<String> = w
+                .queues
+                .iter()
+                .map(|q| format!("q{} {}", q.queue, q.ops))
+                .collect();
+            s += &format!("  requests per queue: {}\n", q.join(", "));
+        }
         if let Some(e) = &w.first_error {
             s += &format!("  first error: {e}\n");
         }
@@ -172,6 +185,7 @@ fn main() -> ExitCode {
         shared_dir: a.shared_dir.clone(),
         daemon_pid: a.daemon_pid,
         queue_depth: a.queue_depth,
+        queues: a.queues,
         duration: Duration::from_secs_f64(a.duration),
         warmup: Duration::from_secs_f64(a.warmup),
         file_size: a.file_mib << 20,

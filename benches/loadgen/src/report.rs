@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::stats::min_med_max;
 
 mod cells;
+mod queues;
 
 use cells::*;
 
@@ -22,6 +23,8 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
     let host = load(&results.join("host.json"));
     let guest = load(&results.join("guest.json"));
     let limited = load(&results.join("limited.json"));
+    let queue_tier = load(&results.join("queues.json"));
+    let guest_queue_tier = load(&results.join("guest-queues.json"));
     let mut o = String::new();
     let mut goals: Vec<Goal> = Vec::new();
     let mut summary = json!({});
@@ -473,6 +476,13 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         );
     }
 
+    if let Some(q) = &queue_tier {
+        queues::host(q, &mut o, &mut summary);
+    }
+    if let Some(g) = &guest_queue_tier {
+        queues::guest(g, &mut o, &mut summary);
+    }
+
     if let Some(l) = &limited {
         let r = &l["report"]["results"][0];
         let iv: Vec<f64> = r["intervals_mib_s"]
@@ -536,9 +546,11 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         o,
         "## Commands\n\n```\n{command}\n```\n\nwhich builds the release binaries, installs upstream \
          (`cargo install --locked virtiofsd --version 1.14.0 --root <cache>`), and runs \
-         `vufs-bench host`, `vufs-bench limited`, `vufs-bench plot`, `vufs-bench guest` and \
-         `vufs-bench report` (see `benches/run.sh`). Raw JSON: `results/host.json` (every run's \
+         `vufs-bench host`, `vufs-bench limited`, `vufs-bench plot`, `vufs-bench guest`, \
+         `vufs-bench queues`, `vufs-bench guest-queues` and `vufs-bench report` (see \
+         `benches/run.sh`). Raw JSON: `results/host.json` (every run's \
          full generator report, including the 100 ms series), `results/guest.json`, \
+         `results/queues.json`, `results/guest-queues.json`, \
          `results/limited.json`, `results/raw/*.json` (one file per run), `results/summary.json`."
     );
     fs::write(md, o).map_err(|e| e.to_string())?;

@@ -10,14 +10,14 @@ use super::*;
 /// Nodeids forgotten per BATCH_FORGET.
 const FORGET_BATCH: usize = 500;
 
-impl Generator {
+impl Lane {
     fn churn_name(idx: u64) -> Vec<u8> {
         cstr(format!("c{idx}").as_bytes())
     }
 
     /// Submit a MKNOD (`create`) or an UNLINK of file `idx` in slot `s`.
-    fn submit_churn(&mut self, s: usize, create: bool, idx: u64) -> Res<()> {
-        let dir = self.meta_dir;
+    fn submit_churn(&mut self, cx: &Ctx, s: usize, create: bool, idx: u64) -> Res<()> {
+        let dir = cx.files.meta_dir;
         let name = Self::churn_name(idx);
         let (unique, step) = if create {
             let mk = MknodIn {
@@ -27,10 +27,10 @@ impl Generator {
                 padding: 0,
             };
             let entry = size_of::<EntryOut>() as u32;
-            let u = self.submit(s, Opcode::Mknod, dir, &[mk.as_slice(), &name], 0, entry)?;
+            let u = self.submit(cx, s, Opcode::Mknod, dir, &[mk.as_slice(), &name], 0, entry)?;
             (u, MetaStep::Create)
         } else {
-            let u = self.submit(s, Opcode::Unlink, dir, &[&name], 0, 0)?;
+            let u = self.submit(cx, s, Opcode::Unlink, dir, &[&name], 0, 0)?;
             (u, MetaStep::Unlink)
         };
         self.inflight[s] = Some(InFlight {
@@ -47,6 +47,7 @@ impl Generator {
     /// into `made`) or UNLINK each, `queue_depth` in flight.
     fn churn_phase(
         &mut self,
+        cx: &Ctx,
         m: &mut Measure,
         create: bool,
         todo: &[u64],
@@ -55,22 +56,20 @@ impl Generator {
         let mut next = 0;
         let n = self.slots.len();
         loop {
-            let now = Instant::now();
-            self.tick(m, now);
             while next < todo.len() {
                 let Some(s) = self.free.pop() else { break };
-                if let Err(e) = self.submit_churn(s, create, todo[next]) {
+                if let Err(e) = self.submit_churn(cx, s, create, todo[next]) {
                     self.free.push(s);
                     return Err(e);
                 }
                 next += 1;
             }
-            self.flush()?;
+            self.flush(cx)?;
             if self.free.len() == n && next == todo.len() {
                 return Ok(());
             }
             let mut block = true;
-            while let Some((s, inf, now, r)) = self.complete(block)? {
+            while let Some((s, inf, now, r)) = self.complete(cx, block)? {
                 block = false;
                 let what = if create { "MKNOD" } else { "UNLINK" };
                 match r {
@@ -88,8 +87,8 @@ impl Generator {
         }
     }
 
-    pub(super) fn run_churn(&mut self, m: &mut Measure) -> Res<()> {
-        let per_round = self.cfg.churn_files.max(1);
+    pub(super) fn run_churn(&mut self, cx: &Ctx, m: &mut Measure) -> Res<()> {
+        let per_round = cx.cfg.churn_files.max(1);
         // Fresh names per run (a previous run on the same share may have left some).
         let mut base = (self.next_rand() >> 24) << 24;
         let mut made = Vec::with_capacity(per_round as usize);
@@ -97,15 +96,14 @@ impl Generator {
             let todo: Vec<u64> = (base..base + per_round).collect();
             base += per_round;
             made.clear();
-            self.churn_phase(m, true, &todo, &mut made)?;
+            self.churn_phase(cx, m, true, &todo, &mut made)?;
             let forgets: Vec<(u64, u64)> = made.iter().map(|&(_, id)| (id, 1)).collect();
             for b in forgets.chunks(FORGET_BATCH) {
-                self.fs.batch_forget(b)?;
+                cx.lock()?.batch_forget(b)?;
             }
             let gone: Vec<u64> = made.iter().map(|&(i, _)| i).collect();
-            self.churn_phase(m, false, &gone, &mut Vec::new())?;
-            self.tick(m, Instant::now());
-            if m.end_at.is_some() {
+            self.churn_phase(cx, m, false, &gone, &mut Vec::new())?;
+            if cx.clock.ended(Instant::now()) {
                 return Ok(());
             }
         }

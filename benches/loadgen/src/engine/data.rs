@@ -2,30 +2,31 @@
 
 use super::*;
 
-impl Generator {
-    fn submit_data(&mut self, w: Workload, s: usize, seq_off: &mut u64) -> Res<()> {
+impl Lane {
+    fn submit_data(&mut self, cx: &Ctx, w: Workload, s: usize, seq_off: &mut u64) -> Res<()> {
+        let cfg = cx.cfg;
         let (bs, random) = match w {
-            Workload::SeqRead | Workload::SeqWrite => (self.cfg.seq_bs, false),
-            _ => (self.cfg.rand_bs, true),
+            Workload::SeqRead | Workload::SeqWrite => (cfg.seq_bs, false),
+            _ => (cfg.rand_bs, true),
         };
         let off = if random {
-            (self.next_rand() % (self.cfg.file_size / bs as u64)) * bs as u64
+            (self.next_rand() % (cfg.file_size / bs as u64)) * bs as u64
         } else {
             let o = *seq_off;
-            *seq_off = (o + bs as u64) % self.cfg.file_size;
+            *seq_off = (o + bs as u64) % cfg.file_size;
             o
         };
         let unique = if matches!(w, Workload::SeqRead | Workload::RandRead) {
-            let (nodeid, fh) = self.read_file;
+            let (nodeid, fh) = cx.files.read_file;
             let r = ReadIn {
                 fh,
                 offset: off,
                 size: bs,
                 ..Default::default()
             };
-            self.submit(s, Opcode::Read, nodeid, &[r.as_slice()], 0, bs)?
+            self.submit(cx, s, Opcode::Read, nodeid, &[r.as_slice()], 0, bs)?
         } else {
-            let (nodeid, fh) = self.write_file;
+            let (nodeid, fh) = cx.files.write_file;
             pattern::retag(self.data_mut(s, bs), WRITE_ID, off);
             let wi = WriteIn {
                 fh,
@@ -34,6 +35,7 @@ impl Generator {
                 ..Default::default()
             };
             self.submit(
+                cx,
                 s,
                 Opcode::Write,
                 nodeid,
@@ -52,28 +54,30 @@ impl Generator {
         Ok(())
     }
 
-    pub(super) fn run_data(&mut self, w: Workload, m: &mut Measure) -> Res<()> {
-        let mut seq_off = 0u64;
+    pub(super) fn run_data(&mut self, cx: &Ctx, w: Workload, m: &mut Measure) -> Res<()> {
+        // Each queue starts its sequential stream at its own share of the file.
+        let n = cx.cfg.queues.max(1) as u64;
+        let blocks = cx.cfg.file_size / cx.cfg.seq_bs as u64;
+        let mut seq_off = (self.queue as u64 - 1) % n * (blocks / n) * cx.cfg.seq_bs as u64;
         let is_read = matches!(w, Workload::SeqRead | Workload::RandRead);
         loop {
             let now = Instant::now();
-            self.tick(m, now);
-            if m.end_at.is_none() {
+            if !cx.clock.ended(now) {
                 while let Some(s) = self.free.pop() {
-                    if let Err(e) = self.submit_data(w, s, &mut seq_off) {
+                    if let Err(e) = self.submit_data(cx, w, s, &mut seq_off) {
                         self.free.push(s);
                         return Err(e);
                     }
                 }
-                self.flush()?;
+                self.flush(cx)?;
             } else if self.free.len() == self.slots.len() {
                 return Ok(());
             }
             // One completion (waiting), then whatever else is already there.
             let mut block = true;
-            while let Some((s, inf, now, r)) = self.complete(block)? {
+            while let Some((s, inf, now, r)) = self.complete(cx, block)? {
                 block = false;
-                self.data_done(w, is_read, m, s, inf, now, r)?;
+                self.data_done(cx, w, is_read, m, s, inf, now, r)?;
             }
         }
     }
@@ -81,6 +85,7 @@ impl Generator {
     #[allow(clippy::too_many_arguments)]
     fn data_done(
         &mut self,
+        cx: &Ctx,
         w: Workload,
         is_read: bool,
         m: &mut Measure,
@@ -104,7 +109,7 @@ impl Generator {
                         });
                     } else {
                         self.reads += 1;
-                        let every = self.cfg.verify_every as u64;
+                        let every = cx.cfg.verify_every as u64;
                         let bad = if every == 0 {
                             None
                         } else if self.reads.is_multiple_of(every) {

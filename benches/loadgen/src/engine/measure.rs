@@ -1,15 +1,50 @@
-//! What one workload measured: completions per interval, latencies, CPU, and the result.
+//! What one workload measured: the clock every lane shares, each lane's completions per
+//! interval and latencies, the measured window's CPU samples, and the result.
 
 use super::*;
 
-pub(super) struct Measure {
+/// The workload's timeline, the same for every lane: started at `t0`, counted from `warm`
+/// (after the warm-up) to `end`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
     pub(super) t0: Instant,
+    pub(super) warm: Instant,
+    pub(super) end: Instant,
+}
+
+impl Clock {
+    pub(super) fn new(warmup: Duration, duration: Duration) -> Clock {
+        let t0 = Instant::now();
+        Clock {
+            t0,
+            warm: t0 + warmup,
+            end: t0 + warmup + duration,
+        }
+    }
+
+    /// Whether the measured window is over (no new requests then).
+    pub(super) fn ended(&self, now: Instant) -> bool {
+        now >= self.end
+    }
+}
+
+/// The measured window as the watching thread saw it: when it began and ended, CPU seconds
+/// of the daemon (`d`) and the generator (`g`) at both ends, and the daemon's peak RssAnon.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Window {
     pub(super) warm_at: Option<Instant>,
     pub(super) end_at: Option<Instant>,
     pub(super) cpu_d0: Option<f64>,
     pub(super) cpu_d1: Option<f64>,
     pub(super) cpu_g0: f64,
     pub(super) cpu_g1: f64,
+    pub(super) anon_peak: u64,
+}
+
+/// One lane's counts (or the sum of all lanes').
+pub(super) struct Measure {
+    pub(super) clock: Clock,
+    pub(super) queue: usize,
     pub(super) ops: u64,
     pub(super) bytes: u64,
     pub(super) lat: Vec<u64>,
@@ -19,20 +54,13 @@ pub(super) struct Measure {
     pub(super) iv_bytes: Vec<u64>,
     pub(super) iv_ops: Vec<u64>,
     pub(super) interval: Duration,
-    pub(super) anon_peak: u64,
-    pub(super) next_sample: Instant,
 }
 
 impl Measure {
-    pub(super) fn new(interval: Duration) -> Self {
+    pub(super) fn new(clock: Clock, queue: usize, interval: Duration) -> Self {
         Measure {
-            t0: Instant::now(),
-            warm_at: None,
-            end_at: None,
-            cpu_d0: None,
-            cpu_d1: None,
-            cpu_g0: 0.0,
-            cpu_g1: 0.0,
+            clock,
+            queue,
             ops: 0,
             bytes: 0,
             lat: Vec::with_capacity(1 << 16),
@@ -42,8 +70,6 @@ impl Measure {
             iv_bytes: Vec::new(),
             iv_ops: Vec::new(),
             interval,
-            anon_peak: 0,
-            next_sample: Instant::now(),
         }
     }
 
@@ -59,32 +85,57 @@ impl Measure {
     }
 
     pub(super) fn done(&mut self, submitted: Instant, now: Instant, bytes: u64) {
-        let i = (now.duration_since(self.t0).as_nanos() / self.interval.as_nanos().max(1)) as usize;
+        let i = (now.duration_since(self.clock.t0).as_nanos() / self.interval.as_nanos().max(1))
+            as usize;
         if self.iv_ops.len() <= i {
             self.iv_ops.resize(i + 1, 0);
             self.iv_bytes.resize(i + 1, 0);
         }
         self.iv_ops[i] += 1;
         self.iv_bytes[i] += bytes;
-        let counted = matches!(self.warm_at, Some(w) if submitted >= w) && self.end_at.is_none();
-        if counted {
+        if submitted >= self.clock.warm && !self.clock.ended(now) {
             self.ops += 1;
             self.bytes += bytes;
             self.lat
                 .push(now.duration_since(submitted).as_nanos() as u64);
         }
     }
+
+    /// Add another lane's counts to these.
+    pub(super) fn absorb(&mut self, o: Measure) {
+        self.ops += o.ops;
+        self.bytes += o.bytes;
+        self.lat.extend_from_slice(&o.lat);
+        self.errors += o.errors;
+        self.verify_errors += o.verify_errors;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error.map(|e| format!("queue {}: {e}", o.queue));
+        }
+        let n = self.iv_ops.len().max(o.iv_ops.len());
+        self.iv_ops.resize(n, 0);
+        self.iv_bytes.resize(n, 0);
+        for (i, (a, b)) in o.iv_ops.iter().zip(&o.iv_bytes).enumerate() {
+            self.iv_ops[i] += a;
+            self.iv_bytes[i] += b;
+        }
+    }
 }
 
 impl Generator {
-    pub(super) fn finish(&self, w: Workload, mut m: Measure) -> WorkloadResult {
-        let (warm, end) = match (m.warm_at, m.end_at) {
+    pub(super) fn finish(
+        &self,
+        w: Workload,
+        mut m: Measure,
+        mut win: Window,
+        queues: Vec<QueueShare>,
+    ) -> WorkloadResult {
+        let (warm, end) = match (win.warm_at, win.end_at) {
             (Some(a), Some(b)) => (a, b),
             (Some(a), None) => (a, Instant::now()),
-            _ => (m.t0, Instant::now()),
+            _ => (m.clock.t0, Instant::now()),
         };
-        if m.end_at.is_none() {
-            (m.cpu_d1, m.cpu_g1) = self.sample_cpu();
+        if win.end_at.is_none() {
+            (win.cpu_d1, win.cpu_g1) = self.sample_cpu();
         }
         let secs = end.duration_since(warm).as_secs_f64().max(1e-9);
         m.lat.sort_unstable();
@@ -99,11 +150,11 @@ impl Generator {
                 us(m.lat.iter().sum::<u64>() / m.lat.len() as u64)
             },
         };
-        let daemon = match (m.cpu_d0, m.cpu_d1, self.cfg.daemon_pid) {
+        let daemon = match (win.cpu_d0, win.cpu_d1, self.cfg.daemon_pid) {
             (Some(a), Some(b), Some(pid)) => {
                 let cpu = (b - a).max(0.0);
                 let (rss, hwm) = procfs::rss_kib(pid).unwrap_or((0, 0));
-                let anon = procfs::anon_kib(pid).unwrap_or(0).max(m.anon_peak);
+                let anon = procfs::anon_kib(pid).unwrap_or(0).max(win.anon_peak);
                 Some(DaemonUsage {
                     cpu_s: cpu,
                     cpu_share: cpu / secs,
@@ -121,7 +172,7 @@ impl Generator {
             }
             _ => None,
         };
-        let gcpu = (m.cpu_g1 - m.cpu_g0).max(0.0);
+        let gcpu = (win.cpu_g1 - win.cpu_g0).max(0.0);
         let gshare = gcpu / secs;
         let iv_s = m.interval.as_secs_f64();
         WorkloadResult {
@@ -132,6 +183,7 @@ impl Generator {
                 Workload::Meta | Workload::Churn => 0,
             },
             queue_depth: self.cfg.queue_depth,
+            queues,
             seconds: secs,
             ops: m.ops,
             bytes: m.bytes,

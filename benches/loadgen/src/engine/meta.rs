@@ -19,14 +19,14 @@ pub(super) struct MetaState {
     pub(super) fh: u64,
 }
 
-impl Generator {
-    fn meta_name(s: usize, iter: u64) -> Vec<u8> {
-        cstr(format!("m{s}-{iter}").as_bytes())
+impl Lane {
+    fn meta_name(&self, s: usize, iter: u64) -> Vec<u8> {
+        cstr(format!("m{}.{s}-{iter}", self.queue).as_bytes())
     }
 
-    fn submit_meta(&mut self, s: usize, step: MetaStep, st: &MetaState) -> Res<()> {
-        let dir = self.meta_dir;
-        let name = Self::meta_name(s, st.iter);
+    fn submit_meta(&mut self, cx: &Ctx, s: usize, step: MetaStep, st: &MetaState) -> Res<()> {
+        let dir = cx.files.meta_dir;
+        let name = self.meta_name(s, st.iter);
         let entry = size_of::<EntryOut>() as u32;
         let unique = match step {
             MetaStep::Create => {
@@ -37,23 +37,23 @@ impl Generator {
                     fuse_flags: 0,
                 };
                 let reply = entry + size_of::<OpenOut>() as u32;
-                self.submit(s, Opcode::Create, dir, &[c.as_slice(), &name], 0, reply)?
+                self.submit(cx, s, Opcode::Create, dir, &[c.as_slice(), &name], 0, reply)?
             }
             MetaStep::Getattr => {
                 let g = GetattrIn::default();
                 let reply = size_of::<vufs_frontend::fuse::AttrOut>() as u32;
-                self.submit(s, Opcode::Getattr, st.nodeid, &[g.as_slice()], 0, reply)?
+                self.submit(cx, s, Opcode::Getattr, st.nodeid, &[g.as_slice()], 0, reply)?
             }
-            MetaStep::Lookup => self.submit(s, Opcode::Lookup, dir, &[&name], 0, entry)?,
+            MetaStep::Lookup => self.submit(cx, s, Opcode::Lookup, dir, &[&name], 0, entry)?,
             MetaStep::Release => {
                 let r = ReleaseIn {
                     fh: st.fh,
                     flags: libc::O_RDWR as u32,
                     ..Default::default()
                 };
-                self.submit(s, Opcode::Release, st.nodeid, &[r.as_slice()], 0, 0)?
+                self.submit(cx, s, Opcode::Release, st.nodeid, &[r.as_slice()], 0, 0)?
             }
-            MetaStep::Unlink => self.submit(s, Opcode::Unlink, dir, &[&name], 0, 0)?,
+            MetaStep::Unlink => self.submit(cx, s, Opcode::Unlink, dir, &[&name], 0, 0)?,
         };
         self.inflight[s] = Some(InFlight {
             unique,
@@ -65,7 +65,7 @@ impl Generator {
         Ok(())
     }
 
-    pub(super) fn run_meta(&mut self, m: &mut Measure) -> Res<()> {
+    pub(super) fn run_meta(&mut self, cx: &Ctx, m: &mut Measure) -> Res<()> {
         let n = self.slots.len();
         let mut st = vec![MetaState::default(); n];
         let mut forgets: Vec<(u64, u64)> = Vec::new();
@@ -75,19 +75,30 @@ impl Generator {
         while let Some(s) = self.free.pop() {
             st[s].iter = base + iter;
             iter += 1;
-            self.submit_meta(s, MetaStep::Create, &st[s])?;
+            self.submit_meta(cx, s, MetaStep::Create, &st[s])?;
         }
-        self.flush()?;
+        self.flush(cx)?;
         while self.free.len() < n {
             let mut block = true;
-            while let Some((s, inf, now, r)) = self.complete(block)? {
+            while let Some((s, inf, now, r)) = self.complete(cx, block)? {
                 block = false;
-                self.meta_done(m, &mut st, &mut forgets, &mut iter, base, s, inf, now, r)?;
+                self.meta_done(
+                    cx,
+                    m,
+                    &mut st,
+                    &mut forgets,
+                    &mut iter,
+                    base,
+                    s,
+                    inf,
+                    now,
+                    r,
+                )?;
             }
-            self.flush()?;
+            self.flush(cx)?;
         }
         if !forgets.is_empty() {
-            self.fs.batch_forget(&forgets)?;
+            cx.lock()?.batch_forget(&forgets)?;
         }
         Ok(())
     }
@@ -95,6 +106,7 @@ impl Generator {
     #[allow(clippy::too_many_arguments)]
     fn meta_done(
         &mut self,
+        cx: &Ctx,
         m: &mut Measure,
         st: &mut [MetaState],
         forgets: &mut Vec<(u64, u64)>,
@@ -106,11 +118,13 @@ impl Generator {
         r: Result<u32, String>,
     ) -> Res<()> {
         {
-            self.tick(m, Instant::now());
             let next = match r {
                 Err(e) => {
                     m.error(false, || {
-                        format!("meta {:?} m{s}-{}: {e}", inf.step, st[s].iter)
+                        format!(
+                            "meta {:?} m{}.{s}-{}: {e}",
+                            inf.step, self.queue, st[s].iter
+                        )
                     });
                     // Start over with a new name (the old one may be left behind).
                     None
@@ -138,19 +152,19 @@ impl Generator {
                 }
             };
             if forgets.len() >= 64 {
-                self.flush()?;
-                self.fs.batch_forget(forgets)?;
+                self.flush(cx)?;
+                cx.lock()?.batch_forget(forgets)?;
                 forgets.clear();
             }
             match next {
-                Some(step) => self.submit_meta(s, step, &st[s])?,
-                None if m.end_at.is_none() => {
+                Some(step) => self.submit_meta(cx, s, step, &st[s])?,
+                None if !cx.clock.ended(Instant::now()) => {
                     st[s] = MetaState {
                         iter: base + *iter,
                         ..Default::default()
                     };
                     *iter += 1;
-                    self.submit_meta(s, MetaStep::Create, &st[s])?;
+                    self.submit_meta(cx, s, MetaStep::Create, &st[s])?;
                 }
                 None => {}
             }

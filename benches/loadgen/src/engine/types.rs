@@ -56,6 +56,9 @@ impl Workload {
     }
 }
 
+/// Most request queues the generator drives (the daemon's documented maximum).
+pub const MAX_QUEUES: usize = 16;
+
 /// Generator settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,8 +69,12 @@ pub struct Config {
     pub shared_dir: Option<PathBuf>,
     /// The daemon's pid, for its CPU time and RSS.
     pub daemon_pid: Option<u32>,
-    /// Requests in flight.
+    /// Requests in flight per request queue.
     pub queue_depth: usize,
+    /// Request queues (virtqueues 1..=N besides hiprio), each with its own submitter thread
+    /// and `queue_depth` requests in flight (`churn` uses the first only). The daemon must
+    /// serve that many (ours: `--max-request-queues`; upstream serves one).
+    pub queues: usize,
     /// Measured time per workload.
     pub duration: Duration,
     /// Unmeasured time before it (still in the per-interval series).
@@ -101,6 +108,7 @@ impl Default for Config {
             shared_dir: None,
             daemon_pid: None,
             queue_depth: 8,
+            queues: 1,
             duration: Duration::from_secs(3),
             warmup: Duration::from_millis(500),
             file_size: 256 << 20,
@@ -161,6 +169,17 @@ pub struct GenUsage {
     pub headroom: f64,
 }
 
+/// What one request queue carried in the measured window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueShare {
+    /// Virtqueue index (1 = the first request queue).
+    pub queue: usize,
+    /// Requests completed.
+    pub ops: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
 /// One workload's result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkloadResult {
@@ -168,8 +187,11 @@ pub struct WorkloadResult {
     pub workload: String,
     /// Bytes per request (0 for metadata).
     pub block_size: u32,
-    /// Requests in flight.
+    /// Requests in flight per request queue.
     pub queue_depth: usize,
+    /// Per request queue, in queue order.
+    #[serde(default)]
+    pub queues: Vec<QueueShare>,
     /// Measured wall seconds.
     pub seconds: f64,
     /// Requests completed in the measured window.
@@ -220,8 +242,11 @@ pub struct RunReport {
     pub socket: String,
     /// Daemon pid, if given.
     pub daemon_pid: Option<u32>,
-    /// Requests in flight.
+    /// Requests in flight per request queue.
     pub queue_depth: usize,
+    /// Request queues driven.
+    #[serde(default)]
+    pub queues: usize,
     /// READ checking (see [`Config::verify_every`]).
     pub verify_every: u32,
     /// Size of each data file.

@@ -5,6 +5,8 @@
 //!   start-up time and idle RSS. Raw JSON per run and a combined `host.json`.
 //! * `limited`: one rate-limited sequential-write run (the plot's data).
 //! * `guest`: the same comparison with fio in a TCG guest (`guest-vm`), fresh daemon per boot.
+//! * `queues`: queue scaling, ours with 1, 2 and 4 request queues against upstream (1).
+//! * `guest-queues`: a 2-vCPU QEMU 10 + Linux 6.12 guest, fio `numjobs=2`, 1 vs 2 queues.
 //! * `plot`: SVG of throughput per 100 ms interval of the limited run against the ideal.
 //! * `report`: `RESULTS.md` and `summary.json` from the JSON files (never edit by hand).
 
@@ -20,7 +22,9 @@ use vufs_loadgen::daemon::{pin_command, Daemon};
 use vufs_loadgen::{procfs, RunReport};
 
 mod guest;
+mod guest_queues;
 mod plot;
+mod queues;
 
 const DAEMON_CPU: usize = 0;
 const GEN_CPU: usize = 1;
@@ -139,6 +143,49 @@ enum Cmd {
         /// Files created / stat'ed / deleted by the metadata jobs.
         #[arg(long, default_value_t = 500)]
         nrfiles: u32,
+        /// Data file size, MiB.
+        #[arg(long, default_value_t = 128)]
+        file_mib: u64,
+    },
+    /// Queue scaling (VM-less): ours with N request queues (one submitter each) vs upstream.
+    Queues {
+        #[command(flatten)]
+        d: Daemons,
+        /// The load generator binary.
+        #[arg(long)]
+        loadgen: PathBuf,
+        /// Request queue counts of ours.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        queues: Vec<usize>,
+        /// Measured seconds per workload.
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+        /// Warm-up seconds per workload.
+        #[arg(long, default_value_t = 0.3)]
+        warmup: f64,
+        /// Queue depth per request queue.
+        #[arg(long, default_value_t = 8)]
+        qd: usize,
+        /// Data file size, MiB.
+        #[arg(long, default_value_t = 256)]
+        file_mib: u64,
+        /// Workloads.
+        #[arg(long, default_value = "rand-read,rand-write,meta")]
+        workloads: String,
+        /// Generator's --verify-every.
+        #[arg(long, default_value_t = 8)]
+        verify_every: u32,
+    },
+    /// Guest queue tier: 2 vCPUs on the backports stack, fio numjobs=2, 1 vs 2 request queues.
+    GuestQueues {
+        #[command(flatten)]
+        d: Daemons,
+        /// Thread pool size of the daemon.
+        #[arg(long, default_value_t = 0)]
+        pool: u32,
+        /// fio runtime per job, seconds.
+        #[arg(long, default_value_t = 3)]
+        runtime: u32,
         /// Data file size, MiB.
         #[arg(long, default_value_t = 128)]
         file_mib: u64,
@@ -562,6 +609,34 @@ fn main() {
             nrfiles,
             file_mib,
         } => guest::guest(&d, runtime, nrfiles, file_mib),
+        Cmd::Queues {
+            d,
+            loadgen,
+            queues,
+            duration,
+            warmup,
+            qd,
+            file_mib,
+            workloads,
+            verify_every,
+        } => queues::QueueBench {
+            d: &d,
+            loadgen: &loadgen,
+            queues: &queues,
+            duration,
+            warmup,
+            qd,
+            file_mib,
+            workloads: &workloads,
+            verify_every,
+        }
+        .run(),
+        Cmd::GuestQueues {
+            d,
+            pool,
+            runtime,
+            file_mib,
+        } => guest_queues::guest_queues(&d, pool, runtime, file_mib),
         Cmd::Plot { input, svg } => plot::plot(&input, &svg),
         Cmd::Report {
             results,
