@@ -424,7 +424,7 @@ impl Client {
                 .submit_write(self.node, self.fh, self.off, &[7u8; ISO_BS]);
             self.off = (self.off + ISO_BS as u64) % (8 << 20);
             p.unwrap()
-        } else if n % 2 == 0 {
+        } else if n.is_multiple_of(2) {
             let getattr_in = [0u8; 16];
             self.fs
                 .submit(Opcode::Getattr as u32, self.node, &[&getattr_in], 256)
