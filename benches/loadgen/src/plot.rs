@@ -85,6 +85,7 @@ pub fn chart(area: &Area<'_>, caption: &str, axes: Axes, lines: Vec<Line>) -> Re
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
     }
     ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()

@@ -39,7 +39,9 @@ pub(super) fn section(results: &Path, o: &mut String, goals: &mut Vec<Goal>, sum
          (sequential reads, queue depth 8), backlogged {} ([`results/group/group.json`](results/group/group.json)). \
          In each phase (its first second left out while the shares settle) a backlogged member's \
          ideal is its weighted max-min share of the group's rate; the members' shares add up to \
-         99 % of it by design (the local buckets bind, the shared one keeps 1 % slack).\n\n\
+         99 % of it by design (the local buckets bind, the shared one keeps 1 % slack). \
+         The spikes above the rate as a member starts are the group's burst; a member that \
+         stops keeps its share until its lease runs out (500 ms and a tick), the dip after it.\n\n\
          | phase | member | weight | ideal MiB/s | measured MiB/s | measured/ideal |\n|---|---|---|---|---|---|",
         members.join(", ")
     );
