@@ -164,6 +164,9 @@ if runs guest; then
     --out "$OUT" --scratch "$SCRATCH/guest"
 fi
 
+log "node group: three members, weights 1:1:2, against the group's rate"
+"$TARGET/release/vufs-group-bench" --daemon "$OURS" --out "$OUT/group"
+
 log "report"
 "$BENCH" report --results "$OUT" --md "$(dirname "$OUT")/RESULTS.md" --command "$CMDLINE"
 echo "wrote $(dirname "$OUT")/RESULTS.md"

@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod engine;
 pub mod pattern;
+pub mod plot;
 pub mod procfs;
 pub mod report;
 pub mod stats;

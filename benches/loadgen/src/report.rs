@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::stats::min_med_max;
 
 mod cells;
+mod group;
 mod queues;
 
 use cells::*;
@@ -523,6 +524,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         summary["limited"] = json!({"plateau_bytes_per_s": plateau, "configured": rate, "first_second_bytes": first_s});
     }
 
+    group::section(results, &mut o, &mut goals, &mut summary);
     if !goals.is_empty() {
         let _ = writeln!(
             o,

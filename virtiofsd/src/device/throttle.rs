@@ -79,6 +79,13 @@ fn seeded_one_queue() -> bool {
     cfg!(feature = "seeded-bugs") && std::env::var_os("VIRTIOFSD_SEEDED_BUG_ONE_QUEUE").is_some()
 }
 
+/// Seeded bug for the group isolation test (`seeded-bugs` builds only): a group member's
+/// metadata joins its data queue, so it waits behind the data the group throttles.
+fn seeded_group_meta_behind_data() -> bool {
+    cfg!(feature = "seeded-bugs")
+        && std::env::var_os("VIRTIOFSD_SEEDED_BUG_GROUP_META_BEHIND_DATA").is_some()
+}
+
 /// Seeded bug for the multi-queue test (`seeded-bugs` builds only): a ring stop drains every
 /// ring's parked requests, so one queue's reset fails another's requests.
 fn seeded_drain_all() -> bool {
@@ -96,6 +103,7 @@ impl Limiter {
             .into_iter()
             .fold(Throttle::new(now), |th, (b, l)| th.with_limit(b, l, now));
         let timer = TimerFd::new().map_err(io::Error::from)?;
+        let grouped = group.is_some();
         // Non-blocking: a timer re-armed after epoll saw it fire must not block the read.
         // SAFETY: fcntl on a descriptor we own.
         unsafe {
@@ -112,7 +120,7 @@ impl Limiter {
                 group,
             }),
             clock,
-            one_queue: seeded_one_queue(),
+            one_queue: seeded_one_queue() || (grouped && seeded_group_meta_behind_data()),
             stats,
         })
     }

@@ -1,9 +1,11 @@
 //! `vufs-group-bench`: three daemons in one node group (weights 1:1:2), one VM-less generator
 //! each, whose demands start and stop at different times; writes the 100 ms rate series as
-//! JSON and an SVG plot of each member's rate and the sum against the group's rate.
+//! JSON and an SVG plot of each member's rate and the sum against the group's rate. For each
+//! phase (a set of members backlogged) it compares each member's measured rate with its
+//! weighted max-min share of the group rate, and the sum with the group rate.
 //!
 //! ```text
-//! flock /tmp/guest-tests.lock target/release/vufs-group-bench --out benches/results/group
+//! flock /tmp/guest-tests.lock target/release/vufs-group-bench --daemon target/release/virtiofsd --out benches/results/group
 //! ```
 //! Schedule (seconds): A (weight 100) 0–14, B (weight 100) 3–14, C (weight 200) 6–11.
 
@@ -105,91 +107,141 @@ fn main() -> Result<(), String> {
     let sum: Vec<f64> = (0..len)
         .map(|i| series.iter().map(|s| s[i]).sum())
         .collect();
+    let rate_mib = rate as f64 / (1 << 20) as f64;
+    let phases: Vec<serde_json::Value> = PHASES
+        .iter()
+        .map(|p| phase(*p, &series, &sum, rate_mib))
+        .collect();
     std::fs::create_dir_all(&a.out).map_err(|e| e.to_string())?;
     let json = serde_json::json!({
-        "group_rate_mib_s": rate as f64 / (1 << 20) as f64,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "group_rate_mib_s": rate_mib,
         "interval_s": IV,
         "members": MEMBERS.iter().zip(&series).map(|((n, w, f, t), s)| serde_json::json!({
             "name": n, "weight": w, "start_s": f, "stop_s": t, "mib_s": s,
         })).collect::<Vec<_>>(),
         "sum_mib_s": sum,
+        "phases": phases,
     });
     std::fs::write(
         a.out.join("group.json"),
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
-    plot(
-        &a.out.join("group.svg"),
-        &series,
-        &sum,
-        rate as f64 / (1 << 20) as f64,
-    )?;
-    for ((n, ..), s) in MEMBERS.iter().zip(&series) {
-        println!("{n}: {}", phases(s));
+    plot(&a.out.join("group.svg"), &series, &sum, rate_mib)?;
+    println!("phase (steady part)  member    ideal MiB/s  measured MiB/s  measured/ideal");
+    for p in &phases {
+        let span = format!("{}–{} s", p["from_s"], p["to_s"]);
+        for m in p["members"].as_array().into_iter().flatten() {
+            println!(
+                "{span:<20} {:<9} {:>11.2} {:>15.2} {:>15.3}",
+                m["name"].as_str().unwrap_or(""),
+                m["ideal_mib_s"].as_f64().unwrap_or(0.0),
+                m["measured_mib_s"].as_f64().unwrap_or(0.0),
+                m["ratio"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!(
+            "{span:<20} {:<9} {:>11.2} {:>15.2} {:>15.3}",
+            "sum",
+            rate_mib,
+            p["sum_mib_s"].as_f64().unwrap_or(0.0),
+            p["sum_ratio"].as_f64().unwrap_or(0.0)
+        );
     }
-    println!("sum: {}", phases(&sum));
     Ok(())
 }
 
-/// Mean MiB/s over the phases 1–3 s, 4–6 s, 7–11 s, 12–14 s (steady parts of each phase).
-fn phases(s: &[f64]) -> String {
-    [(1.0, 3.0), (4.0, 6.0), (7.0, 11.0), (12.0, 14.0)]
+/// The steady part of each phase (seconds): its first second is left out, while the members'
+/// shares settle (a tick to publish demand, a tick to see it, the local buckets' bursts).
+const PHASES: [(f64, f64); 4] = [(1.0, 3.0), (4.0, 6.0), (7.0, 11.0), (12.0, 14.0)];
+
+/// Weighted max-min shares of `rate` among members with `demands` (None: backlogged, wants
+/// more than any share): water filling, the least hungry per unit of weight served first.
+fn max_min(rate: f64, weights: &[f64], demands: &[Option<f64>]) -> Vec<f64> {
+    let mut share = vec![0.0; weights.len()];
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    let per_weight = |i: usize| demands[i].map_or(f64::INFINITY, |d| d / weights[i]);
+    order.sort_by(|&x, &y| per_weight(x).total_cmp(&per_weight(y)));
+    let (mut left, mut w_left) = (rate, weights.iter().sum::<f64>());
+    for i in order {
+        let fair = left * weights[i] / w_left;
+        share[i] = demands[i].map_or(fair, |d| d.min(fair));
+        left -= share[i];
+        w_left -= weights[i];
+    }
+    share
+}
+
+/// Mean of `s` over `from`..`to` seconds.
+fn mean(s: &[f64], from: f64, to: f64) -> f64 {
+    let (i, j) = (
+        (from / IV).round() as usize,
+        ((to / IV).round() as usize).min(s.len()),
+    );
+    s[i.min(j)..j].iter().sum::<f64>() / (j - i.min(j)).max(1) as f64
+}
+
+/// One phase: every member active over all of it is backlogged (its generator keeps 8 reads in
+/// flight), the others want nothing; measured means against the max-min shares.
+fn phase((from, to): (f64, f64), series: &[Vec<f64>], sum: &[f64], rate: f64) -> serde_json::Value {
+    let active: Vec<usize> = (0..MEMBERS.len())
+        .filter(|&i| MEMBERS[i].2 < from && MEMBERS[i].3 >= to)
+        .collect();
+    let weights: Vec<f64> = active.iter().map(|&i| MEMBERS[i].1 as f64).collect();
+    let ideal = max_min(rate, &weights, &vec![None; active.len()]);
+    let members: Vec<serde_json::Value> = active
         .iter()
-        .map(|(a, b)| {
-            let (i, j) = ((a / IV) as usize, ((b / IV) as usize).min(s.len()));
-            let m = s[i.min(j)..j].iter().sum::<f64>() / (j - i.min(j)).max(1) as f64;
-            format!("{a}-{b}s {m:.2}")
+        .zip(&ideal)
+        .map(|(&i, want)| {
+            let got = mean(&series[i], from, to);
+            serde_json::json!({
+                "name": MEMBERS[i].0, "weight": MEMBERS[i].1,
+                "ideal_mib_s": want, "measured_mib_s": got, "ratio": got / want,
+            })
         })
-        .collect::<Vec<_>>()
-        .join("  ")
+        .collect();
+    let total = mean(sum, from, to);
+    serde_json::json!({
+        "from_s": from, "to_s": to, "members": members,
+        "sum_mib_s": total, "group_rate_mib_s": rate, "sum_ratio": total / rate,
+    })
 }
 
 fn plot(path: &std::path::Path, series: &[Vec<f64>], sum: &[f64], rate: f64) -> Result<(), String> {
-    use plotters::prelude::*;
+    use plotters::style::{BLACK, BLUE, GREEN, MAGENTA, RED};
+    use vufs_loadgen::plot::{chart, finish, svg, Axes, Line};
     let secs = sum.len() as f64 * IV;
-    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut ch = ChartBuilder::on(&root)
-        .caption(
-            format!("node group {rate} MiB/s, weights 1:1:2 — rate per 100 ms"),
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..secs, 0.0..rate * 1.6)
-        .map_err(|e| e.to_string())?;
-    ch.configure_mesh()
-        .x_desc("seconds")
-        .y_desc("MiB/s")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    let colors = [BLUE, GREEN, MAGENTA];
     let pts = |s: &[f64]| -> Vec<(f64, f64)> {
         s.iter()
             .enumerate()
             .map(|(i, v)| ((i as f64 + 1.0) * IV, *v))
             .collect()
     };
-    for (((name, ..), s), c) in MEMBERS.iter().zip(series).zip(colors) {
-        ch.draw_series(LineSeries::new(pts(s), c))
-            .map_err(|e| e.to_string())?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-    }
-    ch.draw_series(LineSeries::new(pts(sum), BLACK.stroke_width(2)))
-        .map_err(|e| e.to_string())?
-        .label("sum")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    ch.draw_series(LineSeries::new(vec![(0.0, rate), (secs, rate)], RED))
-        .map_err(|e| e.to_string())?
-        .label("group rate")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    ch.configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    let mut lines: Vec<Line> = MEMBERS
+        .iter()
+        .zip(series)
+        .zip([BLUE, GREEN, MAGENTA])
+        .map(|(((name, ..), s), c)| Line::new(*name, pts(s), c))
+        .collect();
+    lines.push(Line::new("sum", pts(sum), BLACK).width(2));
+    lines.push(Line::new(
+        "group rate",
+        vec![(0.0, rate), (secs, rate)],
+        RED,
+    ));
+    let root = svg(path, (1000, 500))?;
+    chart(
+        &root,
+        &format!("node group {rate} MiB/s, weights 1:1:2 — rate per 100 ms"),
+        Axes {
+            x: 0.0..secs,
+            // Above the group rate only the bursts: the shared bucket and a joiner's own.
+            y: 0.0..sum.iter().copied().fold(rate * 1.6, f64::max) * 1.05,
+            x_desc: "seconds",
+            y_desc: "MiB/s",
+        },
+        lines,
+    )?;
+    finish(&root)
 }

@@ -3,7 +3,8 @@
 use super::*;
 
 pub(crate) fn plot(input: &Path, svg: &Path) -> Result<(), String> {
-    use plotters::prelude::*;
+    use plotters::style::{BLUE, RED};
+    use vufs_loadgen::plot::{chart, finish, Axes, Line};
     let j: Value = serde_json::from_str(&fs::read_to_string(input).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let r = &j["report"]["results"][0];
@@ -44,88 +45,59 @@ pub(crate) fn plot(input: &Path, svg: &Path) -> Result<(), String> {
         .map(|p| p.1)
         .fold(rate / 1e6 * 1.5, f64::max)
         * 1.1;
-    let root = SVGBackend::new(svg, (1000, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = vufs_loadgen::plot::svg(svg, (1000, 700))?;
     let (top, bottom) = root.split_vertically(350);
-    {
-        let mut ch = ChartBuilder::on(&top)
-            .caption(
-                format!(
-                    "ours, --fs-bw-size={} --fs-bw-burst={}: sequential 1 MiB writes, QD 8 — rate per {iv_ms} ms",
-                    rate / 1e6, burst / 1e6
-                ),
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..secs, 0.0..ymax)
-            .map_err(|e| e.to_string())?;
-        ch.configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MB/s (10^6)")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let steps: Vec<(f64, f64)> = measured
-            .iter()
-            .flat_map(|&(t, v)| [(t - dt, v), (t, v)])
-            .collect();
-        ch.draw_series(LineSeries::new(steps, &BLUE))
-            .map_err(|e| e.to_string())?
-            .label("measured")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        let ideal_rate = vec![
-            (0.0, (burst + rate * dt) / dt / 1e6),
-            (dt, (burst + rate * dt) / dt / 1e6),
-            (dt, rate / 1e6),
-            (secs, rate / 1e6),
-        ];
-        ch.draw_series(LineSeries::new(ideal_rate, &RED))
-            .map_err(|e| e.to_string())?
-            .label("ideal: burst in the first interval, then the configured rate")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
-    {
-        let cmax = cum_meas
-            .last()
-            .map(|p| p.1)
-            .unwrap_or(0.0)
-            .max(ideal_cum.last().map(|p| p.1).unwrap_or(0.0))
-            * 1.05;
-        let mut ch = ChartBuilder::on(&bottom)
-            .caption(
-                "cumulative bytes written vs. the limit burst + rate·t",
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..secs, 0.0..cmax.max(1.0))
-            .map_err(|e| e.to_string())?;
-        ch.configure_mesh()
-            .x_desc("seconds")
-            .y_desc("MB")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        ch.draw_series(LineSeries::new(cum_meas, &BLUE))
-            .map_err(|e| e.to_string())?
-            .label("measured (cumulative)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        ch.draw_series(LineSeries::new(ideal_cum, &RED))
-            .map_err(|e| e.to_string())?
-            .label("limit: burst + rate·t")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
-    root.present().map_err(|e| e.to_string())?;
-    Ok(())
+    let steps: Vec<(f64, f64)> = measured
+        .iter()
+        .flat_map(|&(t, v)| [(t - dt, v), (t, v)])
+        .collect();
+    let ideal_rate = vec![
+        (0.0, (burst + rate * dt) / dt / 1e6),
+        (dt, (burst + rate * dt) / dt / 1e6),
+        (dt, rate / 1e6),
+        (secs, rate / 1e6),
+    ];
+    chart(
+        &top,
+        &format!(
+            "ours, --fs-bw-size={} --fs-bw-burst={}: sequential 1 MiB writes, QD 8 — rate per {iv_ms} ms",
+            rate / 1e6,
+            burst / 1e6
+        ),
+        Axes {
+            x: 0.0..secs,
+            y: 0.0..ymax,
+            x_desc: "seconds",
+            y_desc: "MB/s (10^6)",
+        },
+        vec![
+            Line::new("measured", steps, BLUE),
+            Line::new(
+                "ideal: burst in the first interval, then the configured rate",
+                ideal_rate,
+                RED,
+            ),
+        ],
+    )?;
+    let cmax = cum_meas
+        .last()
+        .map(|p| p.1)
+        .unwrap_or(0.0)
+        .max(ideal_cum.last().map(|p| p.1).unwrap_or(0.0))
+        * 1.05;
+    chart(
+        &bottom,
+        "cumulative bytes written vs. the limit burst + rate·t",
+        Axes {
+            x: 0.0..secs,
+            y: 0.0..cmax.max(1.0),
+            x_desc: "seconds",
+            y_desc: "MB",
+        },
+        vec![
+            Line::new("measured (cumulative)", cum_meas, BLUE),
+            Line::new("limit: burst + rate·t", ideal_cum, RED),
+        ],
+    )?;
+    finish(&root)
 }
