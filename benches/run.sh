@@ -17,7 +17,7 @@
 #   --guest-runtime S fio seconds per data job in the guest (default 3)
 #   --queue-duration S  measured seconds per workload of the queue-scaling tier (default 2)
 #   --no-guest        skip the guest tiers (guest, guest-queues)
-#   --only SECTIONS   run only these, comma-separated: host, limited, guest, queues, guest-queues
+#   --only SECTIONS   run only these, comma-separated: host, limited, guest, queues, guest-queues, group
 #   --quick           CI smoke: 1 round, 1 s, 32 MiB files, pool 0 only, 1 guest round
 #   --results DIR     where to write (default benches/results; RESULTS.md goes beside it)
 # Environment: CARGO_TARGET_DIR (default: the workspace's target/), VUFS_BENCH_CACHE (where
@@ -61,7 +61,7 @@ QUEUE_DURATION=${QUEUE_DURATION:-$( ((QUICK)) && echo 1 || echo 2)}
 QUEUE_WARMUP=0.3   # the queue tier's share of a full run stays small (about 7 of 45 minutes)
 if ((QUICK)); then QUEUE_WARMUP=$WARMUP; fi
 for sec in ${ONLY//,/ }; do
-  case "$sec" in host|limited|guest|queues|guest-queues) ;; *) echo "--only: unknown section $sec" >&2; exit 2 ;; esac
+  case "$sec" in host|limited|guest|queues|guest-queues|group) ;; *) echo "--only: unknown section $sec" >&2; exit 2 ;; esac
 done
 # Whether section $1 runs (--only, and --no-guest for the guest tiers).
 runs() {
@@ -164,8 +164,10 @@ if runs guest; then
     --out "$OUT" --scratch "$SCRATCH/guest"
 fi
 
-log "node group: three members, weights 1:1:2, against the group's rate"
-"$TARGET/release/vufs-group-bench" --daemon "$OURS" --out "$OUT/group"
+if runs group; then
+  log "node group: three members, weights 1:1:2, against the group's rate"
+  "$TARGET/release/vufs-group-bench" --daemon "$OURS" --out "$OUT/group"
+fi
 
 log "report"
 "$BENCH" report --results "$OUT" --md "$(dirname "$OUT")/RESULTS.md" --command "$CMDLINE"
