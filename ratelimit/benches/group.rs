@@ -26,10 +26,10 @@ fn group_with(members: usize) -> (Member, Region) {
         .map(|i| Member::new(region, 100 + i as u64, budget, 0, i as u64 + 2))
         .collect();
     for m in &mut others {
-        m.tick(NOW0, true);
+        m.tick(NOW0, [true; 2]);
     }
     let mut me = Member::new(region, 100, budget, 0, 1);
-    me.tick(NOW0, true);
+    me.tick(NOW0, [true; 2]);
     drop(others); // their slots stay claimed; the bench renews their leases below
     let live = (0..ratelimit::group::SLOTS)
         .filter(|s| ratelimit::group::live(&region, *s, NOW0))
@@ -56,7 +56,7 @@ fn admission(c: &mut Criterion) {
                     }
                 }
                 if me.tick_due(now) {
-                    me.tick(now, true);
+                    me.tick(now, [true; 2]);
                 }
                 let cost = black_box([4096, 1]);
                 if me.admits(cost, now) {

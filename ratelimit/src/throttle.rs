@@ -212,6 +212,11 @@ impl<T> Throttle<T> {
         self.buckets[bucket.index()].level(now)
     }
 
+    /// Whether `bucket` would hold a charge of `n` at `now` (`false` when it is unlimited).
+    pub fn holds(&self, bucket: Bucket, n: u64, now: Instant) -> bool {
+        !self.buckets[bucket.index()].admits(n, now)
+    }
+
     /// The cost of each class queue's head (what waits first), oldest first.
     pub fn head_costs(&self) -> impl Iterator<Item = Cost> + '_ {
         self.heads_by_age().map(|c| self.head(c).cost)

@@ -49,10 +49,10 @@ impl Sim {
             let t = self.origin + Duration::from_nanos(self.now);
             for (i, (m, local, bytes)) in self.members.iter_mut().enumerate() {
                 if !wants(i, self.now) {
-                    let _ = m.tick(self.now, false);
+                    let _ = m.tick(self.now, [false; 2]);
                     continue;
                 }
-                if let Some([bw, _]) = m.tick(self.now, true) {
+                if let Some([bw, _]) = m.tick(self.now, [true; 2]) {
                     local.set_limit(Limit::with_burst(bw, (bw / 20).max(REQ)), t);
                 }
                 // Bounded: at most 64 requests a step per member.

@@ -197,6 +197,17 @@ impl Member {
             })
     }
 
+    /// For each shared bucket (bw, ops), whether it would hold `cost` at `now_ns` (`false`
+    /// for a bucket that is not limited).
+    pub fn holds(&self, cost: [u64; 2], now_ns: u64) -> [bool; 2] {
+        let budget = self.budget();
+        let t = ticks(self.since_epoch(now_ns));
+        GroupBucket::ALL.map(|b| {
+            self.bucket(b, &budget)
+                .is_some_and(|s| !s.time_until(cost[b.index()], t).is_zero())
+        })
+    }
+
     /// Charges `cost` to the shared buckets and counts it as this member's.
     pub fn charge(&mut self, cost: [u64; 2], now_ns: u64) {
         let budget = self.budget();
@@ -237,18 +248,21 @@ impl Member {
     }
 
     /// Renews the lease, publishes demand and counters and recomputes the share, if a tick is
-    /// due (`backlogged`: requests waited on a bucket during the tick). Returns the new shares
-    /// when they changed. Without demand (nothing moved, nothing waited) it publishes a demand
-    /// of 0 and leaves the lease to expire.
-    pub fn tick(&mut self, now_ns: u64, backlogged: bool) -> Option<[u64; 2]> {
+    /// due (`backlogged[i]`: requests waited on bucket `i` (bw, ops) during the tick). A
+    /// backlogged bucket claims all it may (its own cap, or everything); the other claims what
+    /// it used, plus a quarter and a floor, so a member whose data waits on bytes leaves the
+    /// request budget it does not use to the others. Returns the new shares when they changed.
+    /// Without demand (nothing moved, nothing waited) it publishes a demand of 0 and leaves the
+    /// lease to expire.
+    pub fn tick(&mut self, now_ns: u64, backlogged: [bool; 2]) -> Option<[u64; 2]> {
         if !self.tick_due(now_ns) {
             return None;
         }
         let elapsed = now_ns.saturating_sub(self.last_tick).max(1);
         self.last_tick = now_ns;
         let window = std::mem::take(&mut self.window);
-        let has_demand = backlogged || window.iter().any(|w| *w > 0);
-        let demand: [u64; 2] = std::array::from_fn(|i| match (has_demand, backlogged) {
+        let has_demand = backlogged.contains(&true) || window.iter().any(|w| *w > 0);
+        let demand: [u64; 2] = std::array::from_fn(|i| match (has_demand, backlogged[i]) {
             (false, _) => 0,
             (true, true) if self.own_caps[i] > 0 => self.own_caps[i],
             (true, true) => u64::MAX,

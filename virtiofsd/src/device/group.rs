@@ -19,8 +19,8 @@ use crate::config::Limits;
 pub struct Group {
     /// The member.
     pub member: Member,
-    /// Whether a request waited since the last tick.
-    pub backlogged: bool,
+    /// Per group bucket (bw, ops): whether a request waited on it since the last tick.
+    pub backlogged: [bool; 2],
 }
 
 /// The group buckets' part of a cost (bw bytes, ops).
@@ -48,7 +48,7 @@ impl Group {
         member.set_own_caps([own.bw.size, own.ops.size]);
         Group {
             member,
-            backlogged: false,
+            backlogged: [false; 2],
         }
     }
 
@@ -68,12 +68,39 @@ impl Group {
         if !self.member.tick_due(ns) {
             return;
         }
-        let backlogged = std::mem::take(&mut self.backlogged) || th.parked() > 0;
+        let mut backlogged = std::mem::take(&mut self.backlogged);
+        for c in th.head_costs() {
+            let held = self.holds(th, &c, now, ns);
+            backlogged = std::array::from_fn(|i| backlogged[i] || held[i]);
+        }
         if self.member.tick(ns, backlogged).is_some() {
             let eff = self.effective(own);
             th.set_limit(Bucket::Bw, eff.bw, now);
             th.set_limit(Bucket::Ops, eff.ops, now);
         }
+    }
+
+    /// Notes which group buckets (bw, ops) hold a request of `cost` that must wait at `now`:
+    /// the member's own (which enforce its share) or the shared ones. A request that waits
+    /// behind another's queue head, held by neither, is counted when the head's turn is judged.
+    pub fn note_wait<T>(&mut self, th: &Throttle<T>, cost: &Cost, now: std::time::Instant) {
+        let held = self.holds(th, cost, now, monotonic_ns());
+        self.backlogged = std::array::from_fn(|i| self.backlogged[i] || held[i]);
+    }
+
+    /// Per group bucket (bw, ops): whether the local or the shared bucket holds `cost`.
+    fn holds<T>(
+        &self,
+        th: &Throttle<T>,
+        cost: &Cost,
+        now: std::time::Instant,
+        ns: u64,
+    ) -> [bool; 2] {
+        let [bw, ops] = self.member.holds(group_cost(cost), ns);
+        [
+            bw || th.holds(Bucket::Bw, cost.get(Bucket::Bw), now),
+            ops || th.holds(Bucket::Ops, cost.get(Bucket::Ops), now),
+        ]
     }
 
     /// The gate of the throttle: takes `cost` from the shared buckets if they admit it.

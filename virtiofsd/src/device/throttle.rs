@@ -169,7 +169,7 @@ impl Limiter {
             return Some(chain);
         }
         if let Some(g) = group {
-            g.backlogged = true;
+            g.note_wait(th, &cost, now);
         }
         let item = Parked {
             chain,
