@@ -45,7 +45,14 @@ pub struct TokenBucket {
     /// Level in unit·ns at `last`; may be negative (debt). Never above `burst × 10⁹`.
     level: i128,
     last: Instant,
+    /// From when the bucket is full, in nanoseconds since the owning throttle's origin, if known
+    /// ([`NOT_KNOWN`] otherwise). Set by [`TokenBucket::charge_full`] and
+    /// [`TokenBucket::note_full_from`]; every other change to `level` or `last` forgets it.
+    full_from: u64,
 }
+
+/// `full_from` when it is not known.
+const NOT_KNOWN: u64 = u64::MAX;
 
 impl TokenBucket {
     /// A bucket with `limit`, full at `now`.
@@ -54,6 +61,7 @@ impl TokenBucket {
             limit,
             level: capacity(limit),
             last: now,
+            full_from: NOT_KNOWN,
         }
     }
 
@@ -83,6 +91,7 @@ impl TokenBucket {
             self.level
         };
         self.limit = limit;
+        self.full_from = NOT_KNOWN;
         self.level = level.min(capacity(limit));
         if now > self.last {
             self.last = now;
@@ -127,6 +136,7 @@ impl TokenBucket {
     /// Applies the refill up to `now`.
     #[inline]
     fn advance(&mut self, now: Instant) {
+        self.full_from = NOT_KNOWN;
         self.level = self.scaled_level(now);
         if now > self.last {
             self.last = now;
@@ -212,6 +222,7 @@ impl TokenBucket {
         if self.is_unlimited() {
             return true;
         }
+        self.full_from = NOT_KNOWN;
         self.level = self.level_after(elapsed);
         if now > self.last {
             self.last = now;
@@ -224,8 +235,52 @@ impl TokenBucket {
     #[inline]
     pub(crate) fn charge_refilled(&mut self, n: u64) {
         if !self.is_unlimited() {
+            self.full_from = NOT_KNOWN;
             self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
         }
+    }
+
+    /// Whether the bucket is known to be full at `now_ns` (nanoseconds since the owning
+    /// throttle's origin, below `u64::MAX`): then it admits any request, exactly as
+    /// [`TokenBucket::admits`] would, and [`TokenBucket::charge_full`] may charge it.
+    #[inline]
+    pub(crate) fn is_full_at(&self, now_ns: u64) -> bool {
+        now_ns >= self.full_from
+    }
+
+    /// Charges `n` units at `now` (`now_ns` since the origin) of a limited bucket that
+    /// [`TokenBucket::is_full_at`] `now_ns`: the same state as refilling to `now` and
+    /// [`TokenBucket::charge`], computed without the refill, and from when it is full again.
+    #[inline]
+    pub(crate) fn charge_full(&mut self, n: u64, now: Instant, now_ns: u64) {
+        // Both terms are below 2^94: no overflow, and the same as the saturating charge.
+        self.level = capacity(self.limit) - n as i128 * NANOS_PER_SEC;
+        if now >= self.last {
+            self.last = now;
+            self.full_from = n
+                .checked_mul(NANOS_PER_SEC as u64)
+                .and_then(|deficit| now_ns.checked_add(deficit.div_ceil(self.limit.size)))
+                .unwrap_or(NOT_KNOWN);
+        } else {
+            self.full_from = NOT_KNOWN;
+        }
+    }
+
+    /// Records from when a limited bucket last updated at `now` (`now_ns` since the owning
+    /// throttle's origin) is full: `now_ns + ⌈deficit / size⌉`, the first nanosecond at which
+    /// the refill covers the deficit. Forgets it when the bucket was not updated at `now` or
+    /// the numbers do not fit 64 bits.
+    #[inline]
+    pub(crate) fn note_full_from(&mut self, now: Instant, now_ns: u64) {
+        self.full_from = if self.last == now {
+            // cap - level >= 0.
+            u64::try_from(capacity(self.limit) - self.level)
+                .ok()
+                .and_then(|deficit| now_ns.checked_add(deficit.div_ceil(self.limit.size)))
+                .unwrap_or(NOT_KNOWN)
+        } else {
+            NOT_KNOWN
+        };
     }
 
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op

@@ -162,6 +162,19 @@ pub struct Throttle<T> {
     queues: [VecDeque<Parked<T>>; 3],
     parked: usize,
     next_seq: u64,
+    /// The instant time is counted from in the buckets' fast-path state (`now_ns`).
+    origin: Instant,
+}
+
+/// Nanoseconds from `origin` to `now`, when `now` is not earlier and the count fits below
+/// `u64::MAX` (about 584 years); otherwise `None` and the exact slow path decides alone.
+#[inline]
+fn ns_since(origin: Instant, now: Instant) -> Option<u64> {
+    let d = now.checked_duration_since(origin)?;
+    d.as_secs()
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::from(d.subsec_nanos()))
+        .filter(|&ns| ns != u64::MAX)
 }
 
 impl<T> Throttle<T> {
@@ -173,6 +186,7 @@ impl<T> Throttle<T> {
             queues: std::array::from_fn(|_| VecDeque::new()),
             parked: 0,
             next_seq: 0,
+            origin: now,
         }
     }
 
@@ -306,6 +320,20 @@ impl<T> Throttle<T> {
             // holds enough. Each bucket's refill is computed once, for the check and the charge.
             // Only the limited buckets this cost pays into are looked at.
             let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
+            let now_ns = ns_since(self.origin, now);
+            if let Some(ns) = now_ns {
+                // Fast path: every paying bucket is known to be full now, so each admits (as
+                // the slow path would find) and is charged from its capacity, no refill needed.
+                if paying().all(|b| self.buckets[b.index()].is_full_at(ns)) {
+                    if !gate(&cost) {
+                        return false;
+                    }
+                    for b in paying() {
+                        self.buckets[b.index()].charge_full(cost.get(b), now, ns);
+                    }
+                    return true;
+                }
+            }
             // Buckets refilled together share their last update: the elapsed time is computed
             // once for them.
             let mut holds = true;
@@ -322,13 +350,17 @@ impl<T> Throttle<T> {
                 };
                 holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
             }
-            if holds && gate(&cost) {
-                for b in paying() {
-                    self.buckets[b.index()].charge_refilled(cost.get(b));
+            let admitted = holds && gate(&cost);
+            for b in paying() {
+                let bucket = &mut self.buckets[b.index()];
+                if admitted {
+                    bucket.charge_refilled(cost.get(b));
                 }
-                return true;
+                if let Some(ns) = now_ns {
+                    bucket.note_full_from(now, ns);
+                }
             }
-            return false;
+            return admitted;
         }
         if !self.queues[class.index()].is_empty() {
             return false;
