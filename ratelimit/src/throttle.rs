@@ -92,11 +92,11 @@ impl Cost {
     }
 
     /// Bit set of the buckets with a non-zero amount.
+    #[inline]
     fn mask(&self) -> u8 {
-        Bucket::ALL
-            .iter()
-            .filter(|b| self.get(**b) != 0)
-            .fold(0, |m, b| m | b.bit())
+        // Bit `i` is `Bucket::bit` of the bucket of index `i`.
+        let [a, b, c, d] = self.0.map(|n| u8::from(n != 0));
+        a | b << 1 | c << 2 | d << 3
     }
 }
 
@@ -497,5 +497,20 @@ impl<T> Throttle<T> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_has_the_bit_of_each_paid_bucket() {
+        for b in Bucket::ALL {
+            assert_eq!(Cost::new().with(b, 7).mask(), b.bit(), "{b}");
+        }
+        let all = Bucket::ALL.iter().fold(Cost::new(), |c, b| c.with(*b, 1));
+        assert_eq!(all.mask(), 0b1111);
+        assert_eq!(Cost::new().mask(), 0);
     }
 }
