@@ -154,6 +154,13 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// # Cost when unlimited
 /// If none of the buckets an item pays into is limited and nothing is parked, [`Throttle::try_admit`]
 /// returns true after a few comparisons, without touching any queue or allocating.
+///
+/// # Cost when the limits do not bind
+/// With nothing parked, each bucket remembers from which nanosecond (counted from the
+/// throttle's origin, in `u64`) it is full again. When every bucket an item pays into is full
+/// at `now`, it admits whatever the item costs, exactly as the refill would find; the item is
+/// then charged from the capacity, without computing the refill: one time conversion per
+/// admission and one `u64` comparison per bucket. Anything else takes the exact slow path.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
