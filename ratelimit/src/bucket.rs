@@ -45,14 +45,7 @@ pub struct TokenBucket {
     /// Level in unit·ns at `last`; may be negative (debt). Never above `burst × 10⁹`.
     level: i128,
     last: Instant,
-    /// From when the bucket is full, in nanoseconds since the owning throttle's origin, if known
-    /// ([`NOT_KNOWN`] otherwise). Set by [`TokenBucket::charge_full`] and
-    /// [`TokenBucket::note_full_from`]; every other change to `level` or `last` forgets it.
-    full_from: u64,
 }
-
-/// `full_from` when it is not known.
-const NOT_KNOWN: u64 = u64::MAX;
 
 impl TokenBucket {
     /// A bucket with `limit`, full at `now`.
@@ -61,7 +54,6 @@ impl TokenBucket {
             limit,
             level: capacity(limit),
             last: now,
-            full_from: NOT_KNOWN,
         }
     }
 
@@ -91,7 +83,6 @@ impl TokenBucket {
             self.level
         };
         self.limit = limit;
-        self.full_from = NOT_KNOWN;
         self.level = level.min(capacity(limit));
         if now > self.last {
             self.last = now;
@@ -136,7 +127,6 @@ impl TokenBucket {
     /// Applies the refill up to `now`.
     #[inline]
     fn advance(&mut self, now: Instant) {
-        self.full_from = NOT_KNOWN;
         self.level = self.scaled_level(now);
         if now > self.last {
             self.last = now;
@@ -222,7 +212,6 @@ impl TokenBucket {
         if self.is_unlimited() {
             return true;
         }
-        self.full_from = NOT_KNOWN;
         self.level = self.level_after(elapsed);
         if now > self.last {
             self.last = now;
@@ -235,52 +224,29 @@ impl TokenBucket {
     #[inline]
     pub(crate) fn charge_refilled(&mut self, n: u64) {
         if !self.is_unlimited() {
-            self.full_from = NOT_KNOWN;
             self.level = self.level.saturating_sub(n as i128 * NANOS_PER_SEC);
         }
     }
 
-    /// Whether the bucket is known to be full at `now_ns` (nanoseconds since the owning
-    /// throttle's origin, below `u64::MAX`): then it admits any request, exactly as
-    /// [`TokenBucket::admits`] would, and [`TokenBucket::charge_full`] may charge it.
+    /// Charges `n` units at `now` of a limited bucket known to be full at `now` and last
+    /// updated no later: the same state as refilling to `now` and [`TokenBucket::charge`],
+    /// computed without the refill.
     #[inline]
-    pub(crate) fn is_full_at(&self, now_ns: u64) -> bool {
-        now_ns >= self.full_from
-    }
-
-    /// Charges `n` units at `now` (`now_ns` since the origin) of a limited bucket that
-    /// [`TokenBucket::is_full_at`] `now_ns`: the same state as refilling to `now` and
-    /// [`TokenBucket::charge`], computed without the refill, and from when it is full again.
-    #[inline]
-    pub(crate) fn charge_full(&mut self, n: u64, now: Instant, now_ns: u64) {
+    pub(crate) fn charge_full(&mut self, n: u64, now: Instant) {
         // Both terms are below 2^94: no overflow, and the same as the saturating charge.
         self.level = capacity(self.limit) - n as i128 * NANOS_PER_SEC;
-        if now >= self.last {
-            self.last = now;
-            self.full_from = n
-                .checked_mul(NANOS_PER_SEC as u64)
-                .and_then(|deficit| now_ns.checked_add(deficit.div_ceil(self.limit.size)))
-                .unwrap_or(NOT_KNOWN);
-        } else {
-            self.full_from = NOT_KNOWN;
-        }
+        self.last = now;
     }
 
-    /// Records from when a limited bucket last updated at `now` (`now_ns` since the owning
-    /// throttle's origin) is full: `now_ns + ⌈deficit / size⌉`, the first nanosecond at which
-    /// the refill covers the deficit. Forgets it when the bucket was not updated at `now` or
-    /// the numbers do not fit 64 bits.
+    /// Nanoseconds a limited bucket just charged `n` units from full takes to be full again,
+    /// rounded up (`⌈n·10⁹ / size⌉`: at that instant the refill covers the deficit, one
+    /// nanosecond earlier it does not); `None` if it does not fit 64 bits.
     #[inline]
-    pub(crate) fn note_full_from(&mut self, now: Instant, now_ns: u64) {
-        self.full_from = if self.last == now {
-            // cap - level >= 0.
-            u64::try_from(capacity(self.limit) - self.level)
-                .ok()
-                .and_then(|deficit| now_ns.checked_add(deficit.div_ceil(self.limit.size)))
-                .unwrap_or(NOT_KNOWN)
-        } else {
-            NOT_KNOWN
-        };
+    pub(crate) fn refill_ns(&self, n: u64) -> Option<u64> {
+        Some(
+            n.checked_mul(NANOS_PER_SEC as u64)?
+                .div_ceil(self.limit.size),
+        )
     }
 
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op

@@ -156,11 +156,11 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// returns true after a few comparisons, without touching any queue or allocating.
 ///
 /// # Cost when the limits do not bind
-/// With nothing parked, each bucket remembers from which nanosecond (counted from the
-/// throttle's origin, in `u64`) it is full again. When every bucket an item pays into is full
-/// at `now`, it admits whatever the item costs, exactly as the refill would find; the item is
-/// then charged from the capacity, without computing the refill: one time conversion per
-/// admission and one `u64` comparison per bucket. Anything else takes the exact slow path.
+/// With nothing parked, the throttle remembers the instant from which every limited bucket is
+/// full again. From then on each of them admits whatever an item costs, exactly as the refill
+/// would find, so the item is charged from the capacities without computing any refill: one
+/// comparison of instants and one addition per admission. Anything else takes the exact slow
+/// path, which computes that instant again.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
@@ -169,19 +169,9 @@ pub struct Throttle<T> {
     queues: [VecDeque<Parked<T>>; 3],
     parked: usize,
     next_seq: u64,
-    /// The instant time is counted from in the buckets' fast-path state (`now_ns`).
-    origin: Instant,
-}
-
-/// Nanoseconds from `origin` to `now`, when `now` is not earlier and the count fits below
-/// `u64::MAX` (about 584 years); otherwise `None` and the exact slow path decides alone.
-#[inline]
-fn ns_since(origin: Instant, now: Instant) -> Option<u64> {
-    let d = now.checked_duration_since(origin)?;
-    d.as_secs()
-        .checked_mul(1_000_000_000)?
-        .checked_add(u64::from(d.subsec_nanos()))
-        .filter(|&ns| ns != u64::MAX)
+    /// Every limited bucket is full at any instant from this one on, and was last updated no
+    /// later; `None` when not known (after any change but the fast path's own).
+    full_from: Option<Instant>,
 }
 
 impl<T> Throttle<T> {
@@ -193,7 +183,7 @@ impl<T> Throttle<T> {
             queues: std::array::from_fn(|_| VecDeque::new()),
             parked: 0,
             next_seq: 0,
-            origin: now,
+            full_from: Some(now),
         }
     }
 
@@ -202,6 +192,7 @@ impl<T> Throttle<T> {
     pub fn with_limit(mut self, bucket: Bucket, limit: Limit, now: Instant) -> Self {
         self.buckets[bucket.index()] = TokenBucket::new(limit, now);
         self.mark_limited(bucket, limit);
+        self.full_from = self.full_from.map(|f| f.max(now));
         self
     }
 
@@ -213,6 +204,7 @@ impl<T> Throttle<T> {
     pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
         self.buckets[bucket.index()].set_limit(limit, now);
         self.mark_limited(bucket, limit);
+        self.full_from = None;
     }
 
     fn mark_limited(&mut self, bucket: Bucket, limit: Limit) {
@@ -277,9 +269,26 @@ impl<T> Throttle<T> {
     }
 
     fn charge(&mut self, cost: &Cost, now: Instant) {
+        self.full_from = None;
         for b in Bucket::ALL {
             self.buckets[b.index()].charge(cost.get(b), now);
         }
+    }
+
+    /// The instant from which every limited bucket is full, if each was last updated no later
+    /// than `now` (exact: `now` plus the longest [`TokenBucket::time_until`] full).
+    fn full_from_now(&self, now: Instant) -> Option<Instant> {
+        let mut wait = Duration::ZERO;
+        for b in Bucket::ALL {
+            let bucket = &self.buckets[b.index()];
+            if self.limited & b.bit() != 0 {
+                if bucket.last() > now {
+                    return None;
+                }
+                wait = wait.max(bucket.time_until(u64::MAX, now));
+            }
+        }
+        now.checked_add(wait)
     }
 
     /// Classes with a non-empty queue, oldest head first.
@@ -327,19 +336,23 @@ impl<T> Throttle<T> {
             // holds enough. Each bucket's refill is computed once, for the check and the charge.
             // Only the limited buckets this cost pays into are looked at.
             let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
-            let now_ns = ns_since(self.origin, now);
-            if let Some(ns) = now_ns {
-                // Fast path: every paying bucket is known to be full now, so each admits (as
-                // the slow path would find) and is charged from its capacity, no refill needed.
-                if paying().all(|b| self.buckets[b.index()].is_full_at(ns)) {
-                    if !gate(&cost) {
-                        return false;
-                    }
-                    for b in paying() {
-                        self.buckets[b.index()].charge_full(cost.get(b), now, ns);
-                    }
-                    return true;
+            if self.full_from.is_some_and(|f| now >= f) {
+                // Fast path: every limited bucket is full now, so each admits (as the slow path
+                // would find) and is charged from its capacity, no refill needed.
+                if !gate(&cost) {
+                    return false;
                 }
+                let mut refill = Some(0);
+                for b in paying() {
+                    let bucket = &mut self.buckets[b.index()];
+                    bucket.charge_full(cost.get(b), now);
+                    refill = refill
+                        .zip(bucket.refill_ns(cost.get(b)))
+                        .map(|(r, n)| r.max(n));
+                }
+                // The others stay full; the paying ones are full again after their refill.
+                self.full_from = refill.and_then(|r| now.checked_add(Duration::from_nanos(r)));
+                return true;
             }
             // Buckets refilled together share their last update: the elapsed time is computed
             // once for them.
@@ -358,15 +371,12 @@ impl<T> Throttle<T> {
                 holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
             }
             let admitted = holds && gate(&cost);
-            for b in paying() {
-                let bucket = &mut self.buckets[b.index()];
-                if admitted {
-                    bucket.charge_refilled(cost.get(b));
-                }
-                if let Some(ns) = now_ns {
-                    bucket.note_full_from(now, ns);
+            if admitted {
+                for b in paying() {
+                    self.buckets[b.index()].charge_refilled(cost.get(b));
                 }
             }
+            self.full_from = self.full_from_now(now);
             return admitted;
         }
         if !self.queues[class.index()].is_empty() {
