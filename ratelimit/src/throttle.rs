@@ -91,6 +91,12 @@ impl Cost {
         self.0[bucket.index()]
     }
 
+    /// The buckets with a non-zero amount: only they decide whether the cost is admitted (a
+    /// bucket in debt does not hold back what does not pay into it).
+    fn paid(&self) -> impl Iterator<Item = Bucket> + '_ {
+        Bucket::ALL.into_iter().filter(|b| self.get(*b) != 0)
+    }
+
     /// Bit set of the buckets with a non-zero amount.
     #[inline]
     fn mask(&self) -> u8 {
@@ -237,9 +243,9 @@ impl<T> Throttle<T> {
 
     /// The instant from which every bucket admits `cost`, if nothing else is charged.
     fn ready_at(&self, cost: &Cost, now: Instant) -> Instant {
-        let wait = Bucket::ALL
-            .iter()
-            .map(|b| self.buckets[b.index()].time_until(cost.get(*b), now))
+        let wait = cost
+            .paid()
+            .map(|b| self.buckets[b.index()].time_until(cost.get(b), now))
             .max()
             .unwrap_or_default();
         now.checked_add(wait).unwrap_or(now + MAX_WAIT)
@@ -247,9 +253,8 @@ impl<T> Throttle<T> {
 
     /// Whether every bucket admits `cost` at `now`.
     fn admits(&self, cost: &Cost, now: Instant) -> bool {
-        Bucket::ALL
-            .iter()
-            .all(|b| self.buckets[b.index()].admits(cost.get(*b), now))
+        cost.paid()
+            .all(|b| self.buckets[b.index()].admits(cost.get(b), now))
     }
 
     /// Whether charging `cost` at `now` leaves every bucket able to serve `claim` by its deadline.
@@ -503,9 +508,10 @@ impl<T> Throttle<T> {
             refused: Vec::new(),
         };
         for p in all {
-            let payable = Bucket::ALL
-                .iter()
-                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(*b), now));
+            let payable = p
+                .cost
+                .paid()
+                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(b), now));
             if payable {
                 self.charge(&p.cost, now);
                 out.paid.push(p.item);
@@ -529,5 +535,39 @@ mod tests {
         let all = Bucket::ALL.iter().fold(Cost::new(), |c, b| c.with(*b, 1));
         assert_eq!(all.mask(), 0b1111);
         assert_eq!(Cost::new().mask(), 0);
+    }
+
+    /// A bucket in debt holds back only what pays into it, also while something is parked and
+    /// at a stop: metadata (ops only) is not kept waiting by `bw` debt a big write left.
+    #[test]
+    fn debt_holds_back_only_what_pays_into_the_bucket() {
+        let t0 = Instant::now();
+        let mut th: Throttle<u32> =
+            Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0);
+        let write = |n| {
+            Cost::new()
+                .with(Bucket::Bw, n)
+                .with(Bucket::WriteBw, n)
+                .with(Bucket::Ops, 1)
+        };
+        let meta = Cost::new().with(Bucket::Ops, 1);
+        assert!(
+            th.try_admit(Class::Write, write(1000), t0),
+            "from full, into debt"
+        );
+        assert!(!th.try_admit(Class::Write, write(1000), t0));
+        th.park(1, Class::Write, write(1000));
+        assert!(
+            th.try_admit(Class::Other, meta, t0),
+            "bw debt does not stop metadata"
+        );
+        th.park(2, Class::Other, meta);
+        let mut out = Vec::new();
+        th.release_into(t0, &mut out);
+        assert_eq!(out, vec![2], "a parked metadata request leaves at once");
+        th.park(3, Class::Other, meta);
+        th.charge(&write(5000), t0); // far more than one burst of debt
+        let d = th.drain(t0);
+        assert_eq!((d.paid, d.refused), (vec![3], vec![1]));
     }
 }
