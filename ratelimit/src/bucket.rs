@@ -228,6 +228,27 @@ impl TokenBucket {
         }
     }
 
+    /// Charges `n` units at `now` of a limited bucket known to be full at `now` and last
+    /// updated no later: the same state as refilling to `now` and [`TokenBucket::charge`],
+    /// computed without the refill.
+    #[inline]
+    pub(crate) fn charge_full(&mut self, n: u64, now: Instant) {
+        // Both terms are below 2^94: no overflow, and the same as the saturating charge.
+        self.level = capacity(self.limit) - n as i128 * NANOS_PER_SEC;
+        self.last = now;
+    }
+
+    /// Nanoseconds a limited bucket just charged `n` units from full takes to be full again,
+    /// rounded up (`⌈n·10⁹ / size⌉`: at that instant the refill covers the deficit, one
+    /// nanosecond earlier it does not); `None` if it does not fit 64 bits.
+    #[inline]
+    pub(crate) fn refill_ns(&self, n: u64) -> Option<u64> {
+        Some(
+            n.checked_mul(NANOS_PER_SEC as u64)?
+                .div_ceil(self.limit.size),
+        )
+    }
+
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op
     /// when unlimited. Check [`TokenBucket::admits`] first for the admission rule.
     pub fn charge(&mut self, n: u64, now: Instant) {

@@ -91,12 +91,18 @@ impl Cost {
         self.0[bucket.index()]
     }
 
+    /// The buckets with a non-zero amount: only they decide whether the cost is admitted (a
+    /// bucket in debt does not hold back what does not pay into it).
+    fn paid(&self) -> impl Iterator<Item = Bucket> + '_ {
+        Bucket::ALL.into_iter().filter(|b| self.get(*b) != 0)
+    }
+
     /// Bit set of the buckets with a non-zero amount.
+    #[inline]
     fn mask(&self) -> u8 {
-        Bucket::ALL
-            .iter()
-            .filter(|b| self.get(**b) != 0)
-            .fold(0, |m, b| m | b.bit())
+        // Bit `i` is `Bucket::bit` of the bucket of index `i`.
+        let [a, b, c, d] = self.0.map(|n| u8::from(n != 0));
+        a | b << 1 | c << 2 | d << 3
     }
 }
 
@@ -154,6 +160,13 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// # Cost when unlimited
 /// If none of the buckets an item pays into is limited and nothing is parked, [`Throttle::try_admit`]
 /// returns true after a few comparisons, without touching any queue or allocating.
+///
+/// # Cost when the limits do not bind
+/// With nothing parked, the throttle remembers the instant from which every limited bucket is
+/// full again. From then on each of them admits whatever an item costs, exactly as the refill
+/// would find, so the item is charged from the capacities without computing any refill: one
+/// comparison of instants and one addition per admission. Anything else takes the exact slow
+/// path, which computes that instant again.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
@@ -162,6 +175,9 @@ pub struct Throttle<T> {
     queues: [VecDeque<Parked<T>>; 3],
     parked: usize,
     next_seq: u64,
+    /// Every limited bucket is full at any instant from this one on, and was last updated no
+    /// later; `None` when not known (after any change but the fast path's own).
+    full_from: Option<Instant>,
 }
 
 impl<T> Throttle<T> {
@@ -173,6 +189,7 @@ impl<T> Throttle<T> {
             queues: std::array::from_fn(|_| VecDeque::new()),
             parked: 0,
             next_seq: 0,
+            full_from: Some(now),
         }
     }
 
@@ -181,6 +198,7 @@ impl<T> Throttle<T> {
     pub fn with_limit(mut self, bucket: Bucket, limit: Limit, now: Instant) -> Self {
         self.buckets[bucket.index()] = TokenBucket::new(limit, now);
         self.mark_limited(bucket, limit);
+        self.full_from = self.full_from.map(|f| f.max(now));
         self
     }
 
@@ -192,6 +210,7 @@ impl<T> Throttle<T> {
     pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
         self.buckets[bucket.index()].set_limit(limit, now);
         self.mark_limited(bucket, limit);
+        self.full_from = None;
     }
 
     fn mark_limited(&mut self, bucket: Bucket, limit: Limit) {
@@ -229,9 +248,9 @@ impl<T> Throttle<T> {
 
     /// The instant from which every bucket admits `cost`, if nothing else is charged.
     fn ready_at(&self, cost: &Cost, now: Instant) -> Instant {
-        let wait = Bucket::ALL
-            .iter()
-            .map(|b| self.buckets[b.index()].time_until(cost.get(*b), now))
+        let wait = cost
+            .paid()
+            .map(|b| self.buckets[b.index()].time_until(cost.get(b), now))
             .max()
             .unwrap_or_default();
         now.checked_add(wait).unwrap_or(now + MAX_WAIT)
@@ -239,9 +258,8 @@ impl<T> Throttle<T> {
 
     /// Whether every bucket admits `cost` at `now`.
     fn admits(&self, cost: &Cost, now: Instant) -> bool {
-        Bucket::ALL
-            .iter()
-            .all(|b| self.buckets[b.index()].admits(cost.get(*b), now))
+        cost.paid()
+            .all(|b| self.buckets[b.index()].admits(cost.get(b), now))
     }
 
     /// Whether charging `cost` at `now` leaves every bucket able to serve `claim` by its deadline.
@@ -261,9 +279,26 @@ impl<T> Throttle<T> {
     }
 
     fn charge(&mut self, cost: &Cost, now: Instant) {
+        self.full_from = None;
         for b in Bucket::ALL {
             self.buckets[b.index()].charge(cost.get(b), now);
         }
+    }
+
+    /// The instant from which every limited bucket is full, if each was last updated no later
+    /// than `now` (exact: `now` plus the longest [`TokenBucket::time_until`] full).
+    fn full_from_now(&self, now: Instant) -> Option<Instant> {
+        let mut wait = Duration::ZERO;
+        for b in Bucket::ALL {
+            let bucket = &self.buckets[b.index()];
+            if self.limited & b.bit() != 0 {
+                if bucket.last() > now {
+                    return None;
+                }
+                wait = wait.max(bucket.time_until(u64::MAX, now));
+            }
+        }
+        now.checked_add(wait)
     }
 
     /// Classes with a non-empty queue, oldest head first.
@@ -311,6 +346,24 @@ impl<T> Throttle<T> {
             // holds enough. Each bucket's refill is computed once, for the check and the charge.
             // Only the limited buckets this cost pays into are looked at.
             let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
+            if self.full_from.is_some_and(|f| now >= f) {
+                // Fast path: every limited bucket is full now, so each admits (as the slow path
+                // would find) and is charged from its capacity, no refill needed.
+                if !gate(&cost) {
+                    return false;
+                }
+                let mut refill = Some(0);
+                for b in paying() {
+                    let bucket = &mut self.buckets[b.index()];
+                    bucket.charge_full(cost.get(b), now);
+                    refill = refill
+                        .zip(bucket.refill_ns(cost.get(b)))
+                        .map(|(r, n)| r.max(n));
+                }
+                // The others stay full; the paying ones are full again after their refill.
+                self.full_from = refill.and_then(|r| now.checked_add(Duration::from_nanos(r)));
+                return true;
+            }
             // Buckets refilled together share their last update: the elapsed time is computed
             // once for them.
             let mut holds = true;
@@ -327,13 +380,14 @@ impl<T> Throttle<T> {
                 };
                 holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
             }
-            if holds && gate(&cost) {
+            let admitted = holds && gate(&cost);
+            if admitted {
                 for b in paying() {
                     self.buckets[b.index()].charge_refilled(cost.get(b));
                 }
-                return true;
             }
-            return false;
+            self.full_from = self.full_from_now(now);
+            return admitted;
         }
         if !self.queues[class.index()].is_empty() {
             return false;
@@ -459,9 +513,10 @@ impl<T> Throttle<T> {
             refused: Vec::new(),
         };
         for p in all {
-            let payable = Bucket::ALL
-                .iter()
-                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(*b), now));
+            let payable = p
+                .cost
+                .paid()
+                .all(|b| self.buckets[b.index()].admits_at_stop(p.cost.get(b), now));
             if payable {
                 self.charge(&p.cost, now);
                 out.paid.push(p.item);
@@ -470,5 +525,54 @@ impl<T> Throttle<T> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_has_the_bit_of_each_paid_bucket() {
+        for b in Bucket::ALL {
+            assert_eq!(Cost::new().with(b, 7).mask(), b.bit(), "{b}");
+        }
+        let all = Bucket::ALL.iter().fold(Cost::new(), |c, b| c.with(*b, 1));
+        assert_eq!(all.mask(), 0b1111);
+        assert_eq!(Cost::new().mask(), 0);
+    }
+
+    /// A bucket in debt holds back only what pays into it, also while something is parked and
+    /// at a stop: metadata (ops only) is not kept waiting by `bw` debt a big write left.
+    #[test]
+    fn debt_holds_back_only_what_pays_into_the_bucket() {
+        let t0 = Instant::now();
+        let mut th: Throttle<u32> =
+            Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0);
+        let write = |n| {
+            Cost::new()
+                .with(Bucket::Bw, n)
+                .with(Bucket::WriteBw, n)
+                .with(Bucket::Ops, 1)
+        };
+        let meta = Cost::new().with(Bucket::Ops, 1);
+        assert!(
+            th.try_admit(Class::Write, write(1000), t0),
+            "from full, into debt"
+        );
+        assert!(!th.try_admit(Class::Write, write(1000), t0));
+        th.park(1, Class::Write, write(1000));
+        assert!(
+            th.try_admit(Class::Other, meta, t0),
+            "bw debt does not stop metadata"
+        );
+        th.park(2, Class::Other, meta);
+        let mut out = Vec::new();
+        th.release_into(t0, &mut out);
+        assert_eq!(out, vec![2], "a parked metadata request leaves at once");
+        th.park(3, Class::Other, meta);
+        th.charge(&write(5000), t0); // far more than one burst of debt
+        let d = th.drain(t0);
+        assert_eq!((d.paid, d.refused), (vec![3], vec![1]));
     }
 }
