@@ -189,13 +189,23 @@ fn guest_write_limit_does_not_slow_reads() {
 /// the daemon. (Repeated `stat`s of one name are not: the kernel trusts attributes within the
 /// same jiffy even with `--cache=never`, and fio's filestat measured 359k stats in 3 s with only
 /// 196 reaching the daemon.)
+///
+/// What catches metadata queued behind the writer is the total time: behind the writer the
+/// 1000 creations take longer than the writer runs (31.6 s against 25.2 s, seeded one-queue
+/// build), beside it 7.8 s quiet and 9.8 s on a loaded CI machine. The percentile is a guard
+/// against single creations waiting for a write: one 1 MiB write at 2 MB/s takes 524 ms, so a
+/// creation that waited for one would take a large part of that; the bound is a quarter of it.
+/// (It is not an absolute latency goal: a TCG guest's p99 was 12.6 ms on a quiet host and
+/// 26.6 ms while a release build shared its 2 cores.)
 #[test]
 fn guest_throttled_writer_does_not_block_metadata() {
     let m = metadata_under_throttled_writer(Build::Normal, &[]);
     assert_eq!(m.created, 1000);
+    let one_write_ms = (1u64 << 20) as f64 / 2e6 * 1e3;
     assert!(
-        m.p99_ms < 20.0,
-        "p99 creation latency {:.2} ms: queued behind the writer",
+        m.p99_ms < one_write_ms / 4.0,
+        "p99 creation latency {:.2} ms (one write at the limit takes {one_write_ms:.0} ms): \
+         queued behind the writer",
         m.p99_ms
     );
     assert!(
@@ -207,16 +217,16 @@ fn guest_throttled_writer_does_not_block_metadata() {
 }
 
 /// The same measurement against a seeded bug that puts every request in one queue: metadata
-/// then waits behind the writer (~500 ms per 1 MiB write at 2 MB/s), and the checks above fail.
-/// (fio times only the open — LOOKUP + CREATE — so a wait that lands on the close shows in the
-/// total time rather than the percentile: both are checked.)
+/// then waits behind the writer (~500 ms per 1 MiB write at 2 MB/s), and the creations outlast
+/// it. (fio times only the open — LOOKUP + CREATE — and the wait lands on the close, so it
+/// shows in the total time, not the percentile: p99 was 18.2 ms here.)
 #[test]
 fn guest_seeded_one_queue_bug_is_caught() {
     let m =
         metadata_under_throttled_writer(Build::Seeded, &[("VIRTIOFSD_SEEDED_BUG_ONE_QUEUE", "1")]);
     assert!(
-        !(m.p99_ms < 20.0 && m.overlapped()),
-        "the isolation checks passed against a one-queue daemon: {m:?}"
+        !m.overlapped(),
+        "the creations finished while the writer ran, against a one-queue daemon: {m:?}"
     );
 }
 
