@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 use vufs_loadgen::daemon::{pin_command, Daemon};
 use vufs_loadgen::{procfs, RunReport};
 
+use generator::{announce, example, finish, rotate, write_json, Load};
+
+mod generator;
 mod guest;
 mod guest_queues;
 mod plot;
@@ -258,8 +261,7 @@ struct Variant {
 /// first on a warm or cold machine).
 fn rotated(d: &Daemons, pool: u32, with_limits: bool, round: u32) -> Vec<Variant> {
     let mut vs = variants(d, pool, with_limits);
-    let k = vs.len();
-    vs.rotate_left((round as usize - 1) % k);
+    rotate(&mut vs, round);
     vs
 }
 
@@ -356,67 +358,41 @@ fn start(v: &Variant, s: &Scratch, extra: &[String]) -> std::io::Result<Daemon> 
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn host(
-    d: &Daemons,
-    loadgen: &Path,
-    duration: f64,
-    warmup: f64,
-    qd: usize,
-    file_mib: u64,
-    workloads: &str,
-    verify_every: u32,
-    churn_files: u64,
-) -> Result<(), String> {
+fn host(d: &Daemons, g: &Load, churn_files: u64) -> Result<(), String> {
     let s = scratch(&d.scratch);
     let raw = d.out.join("raw");
     fs::create_dir_all(&raw).map_err(|e| e.to_string())?;
     let mut all = json!({
         "machine": machine(),
         "settings": {
-            "rounds": d.rounds, "duration_s": duration, "warmup_s": warmup, "qd": qd,
-            "file_mib": file_mib, "workloads": workloads, "pools": d.pools,
-            "verify_every": verify_every, "churn_files": churn_files,
+            "rounds": d.rounds, "duration_s": g.duration, "warmup_s": g.warmup, "qd": g.qd,
+            "file_mib": g.file_mib, "workloads": g.workloads, "pools": d.pools,
+            "verify_every": g.verify_every, "churn_files": churn_files,
             "ours": d.ours, "ours_b": d.ours_b,
             "common_args": d.common, "limit_args": d.limits,
             "daemon_cpu": DAEMON_CPU, "generator_cpu": GEN_CPU,
         },
     });
     // Files once, on the host; both daemons serve the same directory in turn.
-    let st = Command::new(loadgen)
-        .args([
-            "--prepare-only",
-            "--file-mib",
-            &file_mib.to_string(),
-            "--shared-dir",
-        ])
-        .arg(&s.share)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("preparing files failed".into());
-    }
+    g.prepare(&s.share)?;
     // Calibration: the generator alone.
-    let mut c = Command::new(loadgen);
+    let mut c = Command::new(g.loadgen);
     c.args(["--calibrate", "--json", "--duration", "1"]);
     pin_command(&mut c, Some(GEN_CPU));
     let (_, cal) = run_with_timeout(&mut c, Duration::from_secs(30))?;
     all["calibration"] = serde_json::from_str(&cal).unwrap_or(Value::Null);
 
-    let per_run =
-        Duration::from_secs_f64((duration + warmup + 2.0) * 6.0 + 90.0 + file_mib as f64 / 50.0);
+    let per_run = Duration::from_secs_f64(
+        (g.duration + g.warmup + 2.0) * 6.0 + 90.0 + g.file_mib as f64 / 50.0,
+    );
+    let churn = ["--churn-files".to_string(), churn_files.to_string()];
     let mut runs = Vec::new();
     let mut startups = Vec::new();
     let mut example_cmd = None;
     for round in 1..=d.rounds {
         for &pool in &d.pools {
             for v in &rotated(d, pool, true, round) {
-                eprintln!(
-                    "[round {round}/{}] {} pool {pool} ({})",
-                    d.rounds,
-                    v.name,
-                    chrono_now()
-                );
+                announce("", round, d.rounds, &v.name, pool);
                 let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
                 let sock_ms = daemon
                     .wait_socket_file(Duration::from_secs(10))
@@ -426,53 +402,18 @@ fn host(
                 std::thread::sleep(Duration::from_millis(300));
                 let idle = procfs::rss_kib(daemon.pid());
                 let out = raw.join(format!("r{round}-{}-p{pool}.json", v.name));
-                let mut cmd = Command::new(loadgen);
-                cmd.arg("--socket")
-                    .arg(&daemon.socket)
-                    .arg("--shared-dir")
-                    .arg(&s.share)
-                    .args(["--daemon-pid", &daemon.pid().to_string()])
-                    .args(["--workloads", workloads])
-                    .args(["--duration", &duration.to_string()])
-                    .args(["--warmup", &warmup.to_string()])
-                    .args(["--qd", &qd.to_string()])
-                    .args(["--file-mib", &file_mib.to_string()])
-                    .args(["--cpu", &GEN_CPU.to_string()])
-                    .args(["--verify-every", &verify_every.to_string()])
-                    .args(["--churn-files", &churn_files.to_string()])
-                    .arg("--json")
-                    .arg("--output")
-                    .arg(&out);
+                let mut cmd = g.command(&daemon, &s.share, &churn, &out);
                 if example_cmd.is_none() {
-                    example_cmd = Some(format!(
-                        "taskset -c {DAEMON_CPU} {} --socket-path=SOCK --shared-dir=DIR {}\n{:?}",
-                        v.bin.display(),
-                        v.args.join(" "),
-                        cmd
-                    ));
+                    example_cmd = Some(example(v, &cmd));
                 }
-                let r = run_with_timeout(&mut cmd, per_run);
-                let report: Option<RunReport> = fs::read_to_string(&out)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok());
-                let exited = daemon.wait_exit(Duration::from_secs(5));
-                let (status, err) = match &r {
-                    Ok((code, _)) => (*code, None),
-                    Err(e) => (-1, Some(e.clone())),
-                };
-                if status != 0 {
-                    eprintln!(
-                        "  loadgen exit {status} {err:?}; daemon log: {}",
-                        daemon.log_tail(3)
-                    );
-                }
+                let o = finish(&mut cmd, per_run, &out, &mut daemon);
                 runs.push(json!({
                     "round": round, "variant": v.name, "pool": pool, "args": v.args,
                     "socket_file_ms": sock_ms,
                     "idle_rss_kib": idle.map(|x| x.0),
-                    "loadgen_status": status, "error": err,
-                    "daemon_exited_by_itself": exited.is_some(),
-                    "report": report,
+                    "loadgen_status": o.status, "error": o.err,
+                    "daemon_exited_by_itself": o.exited,
+                    "report": o.report,
                 }));
             }
         }
@@ -490,11 +431,7 @@ fn host(
     all["runs"] = Value::Array(runs);
     all["startup"] = Value::Array(startups);
     all["example_command"] = json!(example_cmd);
-    let p = d.out.join("host.json");
-    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", p.display());
-    Ok(())
+    write_json(&d.out, "host.json", &all)
 }
 
 fn chrono_now() -> String {
@@ -586,13 +523,14 @@ fn main() {
             churn_files,
         } => host(
             &d,
-            &loadgen,
-            duration,
-            warmup,
-            qd,
-            file_mib,
-            &workloads,
-            verify_every,
+            &Load::new(
+                &loadgen,
+                &workloads,
+                [duration, warmup],
+                qd,
+                file_mib,
+                verify_every,
+            ),
             churn_files,
         ),
         Cmd::Limited {
@@ -619,18 +557,18 @@ fn main() {
             file_mib,
             workloads,
             verify_every,
-        } => queues::QueueBench {
-            d: &d,
-            loadgen: &loadgen,
-            queues: &queues,
-            duration,
-            warmup,
-            qd,
-            file_mib,
-            workloads: &workloads,
-            verify_every,
-        }
-        .run(),
+        } => queues::queues(
+            &d,
+            &Load::new(
+                &loadgen,
+                &workloads,
+                [duration, warmup],
+                qd,
+                file_mib,
+                verify_every,
+            ),
+            &queues,
+        ),
         Cmd::GuestQueues {
             d,
             pool,
