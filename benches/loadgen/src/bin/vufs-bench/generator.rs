@@ -27,23 +27,17 @@ pub(crate) struct Outcome {
 }
 
 impl<'a> Load<'a> {
-    /// The settings from a tier's flags; `secs` is [measured, warm-up] seconds per workload.
-    pub(crate) fn new(
-        loadgen: &'a Path,
-        workloads: &'a str,
-        [duration, warmup]: [f64; 2],
-        qd: usize,
-        file_mib: u64,
-        verify_every: u32,
-    ) -> Self {
+    /// The settings from a tier's flags: the shared ones, its workloads and its
+    /// [measured, warm-up] seconds per workload.
+    pub(crate) fn new(g: &'a GenArgs, workloads: &'a str, [duration, warmup]: [f64; 2]) -> Self {
         Load {
-            loadgen,
+            loadgen: &g.loadgen,
             workloads,
             duration,
             warmup,
-            qd,
-            file_mib,
-            verify_every,
+            qd: g.qd,
+            file_mib: g.file_mib,
+            verify_every: g.verify_every,
         }
     }
 

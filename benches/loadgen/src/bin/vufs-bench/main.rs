@@ -80,33 +80,40 @@ struct Daemons {
     scratch: PathBuf,
 }
 
+/// The load generator's flags the host and queue tiers share (same names, same defaults).
+#[derive(clap::Args, Clone, Debug)]
+struct GenArgs {
+    /// The load generator binary.
+    #[arg(long)]
+    loadgen: PathBuf,
+    /// Queue depth (per request queue in the queue tier).
+    #[arg(long, default_value_t = 8)]
+    qd: usize,
+    /// Data file size, MiB.
+    #[arg(long, default_value_t = 256)]
+    file_mib: u64,
+    /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
+    #[arg(long, default_value_t = 8)]
+    verify_every: u32,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Host tier (VM-less load generator).
     Host {
         #[command(flatten)]
         d: Daemons,
-        /// The load generator binary.
-        #[arg(long)]
-        loadgen: PathBuf,
+        #[command(flatten)]
+        g: GenArgs,
         /// Measured seconds per workload.
         #[arg(long, default_value_t = 3.0)]
         duration: f64,
         /// Warm-up seconds per workload.
         #[arg(long, default_value_t = 0.5)]
         warmup: f64,
-        /// Queue depth.
-        #[arg(long, default_value_t = 8)]
-        qd: usize,
-        /// Data file size, MiB.
-        #[arg(long, default_value_t = 256)]
-        file_mib: u64,
         /// Workloads.
         #[arg(long, default_value = "all")]
         workloads: String,
-        /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
-        #[arg(long, default_value_t = 8)]
-        verify_every: u32,
         /// Generator's --churn-files (files alive at once per round of `churn`).
         #[arg(long, default_value_t = 2000)]
         churn_files: u64,
@@ -154,9 +161,8 @@ enum Cmd {
     Queues {
         #[command(flatten)]
         d: Daemons,
-        /// The load generator binary.
-        #[arg(long)]
-        loadgen: PathBuf,
+        #[command(flatten)]
+        g: GenArgs,
         /// Request queue counts of ours.
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         queues: Vec<usize>,
@@ -166,18 +172,9 @@ enum Cmd {
         /// Warm-up seconds per workload.
         #[arg(long, default_value_t = 0.3)]
         warmup: f64,
-        /// Queue depth per request queue.
-        #[arg(long, default_value_t = 8)]
-        qd: usize,
-        /// Data file size, MiB.
-        #[arg(long, default_value_t = 256)]
-        file_mib: u64,
         /// Workloads.
         #[arg(long, default_value = "rand-read,rand-write,meta")]
         workloads: String,
-        /// Generator's --verify-every.
-        #[arg(long, default_value_t = 8)]
-        verify_every: u32,
     },
     /// Guest queue tier: 2 vCPUs on the backports stack, fio numjobs=2, 1 vs 2 request queues.
     GuestQueues {
@@ -513,24 +510,14 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Host {
             d,
-            loadgen,
+            g,
             duration,
             warmup,
-            qd,
-            file_mib,
             workloads,
-            verify_every,
             churn_files,
         } => host(
             &d,
-            &Load::new(
-                &loadgen,
-                &workloads,
-                [duration, warmup],
-                qd,
-                file_mib,
-                verify_every,
-            ),
+            &Load::new(&g, &workloads, [duration, warmup]),
             churn_files,
         ),
         Cmd::Limited {
@@ -549,26 +536,12 @@ fn main() {
         } => guest::guest(&d, runtime, nrfiles, file_mib),
         Cmd::Queues {
             d,
-            loadgen,
+            g,
             queues,
             duration,
             warmup,
-            qd,
-            file_mib,
             workloads,
-            verify_every,
-        } => queues::queues(
-            &d,
-            &Load::new(
-                &loadgen,
-                &workloads,
-                [duration, warmup],
-                qd,
-                file_mib,
-                verify_every,
-            ),
-            &queues,
-        ),
+        } => queues::queues(&d, &Load::new(&g, &workloads, [duration, warmup]), &queues),
         Cmd::GuestQueues {
             d,
             pool,
