@@ -84,8 +84,25 @@ fn limits_shows_and_patches_the_live_limits() {
         j["api_socket"]
     );
 
+    // `limits pod-l` with `flags`.
+    let limits = |flags: &[&str]| {
+        let mut a = vec!["limits", "pod-l", "--state-dir", &state];
+        a.extend_from_slice(flags);
+        cli(&a)
+    };
+    // `limits pod-l` with `flags` is refused: exit `code`, stderr naming every one of `names`.
+    let refused = |flags: &[&str], code: i32, names: &[&str]| {
+        let out = limits(flags);
+        assert_eq!(out.status.code(), Some(code), "{flags:?}: {}", stderr(&out));
+        assert!(
+            names.iter().all(|n| stderr(&out).contains(n)),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    };
+
     // No flags: the configuration's limits (configs/configuration-qemu.toml: bw 10M, burst 20M).
-    let out = cli(&["limits", "pod-l", "--state-dir", &state]);
+    let out = limits(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json_out(&out);
     assert_eq!(bucket(&v, "bw").0, 10_000_000, "{v}");
@@ -99,12 +116,12 @@ fn limits_shows_and_patches_the_live_limits() {
     }
 
     // --fs-bw-size=2M: the size changes, the burst is kept, the other buckets untouched.
-    let out = cli(&["limits", "pod-l", "--state-dir", &state, "--fs-bw-size=2M"]);
+    let out = limits(&["--fs-bw-size=2M"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json_out(&out);
     assert_eq!(bucket(&v, "bw").0, 2_000_000, "{v}");
     assert_eq!(bucket(&v, "bw").1, 20_000_000, "burst kept: {v}");
-    let again = json_out(&cli(&["limits", "pod-l", "--state-dir", &state]));
+    let again = json_out(&limits(&[]));
     assert_eq!(
         bucket(&again, "bw").0,
         2_000_000,
@@ -115,11 +132,7 @@ fn limits_shows_and_patches_the_live_limits() {
 
     // The operator may loosen and add limits, in the daemon's units; a burst alone keeps
     // the current size.
-    let v = json_out(&cli(&[
-        "limits",
-        "pod-l",
-        "--state-dir",
-        &state,
+    let v = json_out(&limits(&[
         "--fs-ops-size=1k",
         "--fs-ops-burst=2Ki",
         "--fs-read-bw-size",
@@ -136,47 +149,16 @@ fn limits_shows_and_patches_the_live_limits() {
         "{v}"
     );
     // size 0 removes a limit.
-    let v = json_out(&cli(&[
-        "limits",
-        "pod-l",
-        "--state-dir",
-        &state,
-        "--fs-ops-size=0",
-    ]));
+    let v = json_out(&limits(&["--fs-ops-size=0"]));
     assert_eq!(bucket(&v, "ops").0, 0, "{v}");
     assert_eq!(bucket(&v, "ops").2, None, "{v}");
 
     // Refusals: the daemon's message, nothing changed.
-    let out = cli(&["limits", "pod-l", "--state-dir", &state, "--fs-bw-burst=0"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("HTTP 400") && stderr(&out).contains("bw.burst"),
-        "{}",
-        stderr(&out)
-    );
-    let out = cli(&[
-        "limits",
-        "pod-l",
-        "--state-dir",
-        &state,
-        "--fs-write-bw-burst=1M",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--fs-write-bw-size"),
-        "{}",
-        stderr(&out)
-    );
-    let out = cli(&[
-        "limits",
-        "pod-l",
-        "--state-dir",
-        &state,
-        "--fs-bw-size=1.5M",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "clap rejects the value");
-    assert!(stderr(&out).contains("fractional"), "{}", stderr(&out));
-    let v = json_out(&cli(&["limits", "pod-l", "--state-dir", &state]));
+    refused(&["--fs-bw-burst=0"], 1, &["HTTP 400", "bw.burst"]);
+    refused(&["--fs-write-bw-burst=1M"], 1, &["--fs-write-bw-size"]);
+    // clap rejects the value.
+    refused(&["--fs-bw-size=1.5M"], 2, &["fractional"]);
+    let v = json_out(&limits(&[]));
     assert_eq!(
         (bucket(&v, "bw").0, bucket(&v, "bw").1),
         (2_000_000, 40_000_000),
@@ -188,13 +170,7 @@ fn limits_shows_and_patches_the_live_limits() {
         .status
         .success());
     assert!(wait_gone(pid, Duration::from_secs(2)));
-    let out = cli(&["limits", "pod-l", "--state-dir", &state]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("sandbox pod-l is not running (not-found)"),
-        "{}",
-        stderr(&out)
-    );
+    refused(&[], 1, &["sandbox pod-l is not running (not-found)"]);
 }
 
 #[test]

@@ -293,9 +293,16 @@ fn run_returns_the_vmm_status_and_stops_the_daemon() {
     );
 }
 
-#[test]
-fn run_daemon_death_stops_the_vmm_within_1s() {
-    let s = Scratch::new();
+/// `run` sandbox `id` with a fake VMM (`vmm_args` after it) that only sleeps; once the VMM
+/// has started, the daemon gets `sig`. Returns `run`'s exit status (within `wait`), the time
+/// from the signal to that exit, and `run`'s stderr.
+fn signal_the_daemon_under_run(
+    s: &Scratch,
+    id: &str,
+    vmm_args: &[&str],
+    sig: i32,
+    wait: Duration,
+) -> (std::process::ExitStatus, Duration, String) {
     let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
         .display()
         .to_string();
@@ -304,7 +311,9 @@ fn run_daemon_death_stops_the_vmm_within_1s() {
         "fake-qemu",
         &format!("touch {}\nexec sleep 60", started.display()),
     );
-    let mut child = run_cmd(&s, &cfg, "run2", &[vmm.to_str().unwrap(), "-m", "512"])
+    let mut vmm_cmd = vec![vmm.to_str().unwrap()];
+    vmm_cmd.extend_from_slice(vmm_args);
+    let mut child = run_cmd(s, &cfg, id, &vmm_cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -316,15 +325,29 @@ fn run_daemon_death_stops_the_vmm_within_1s() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let st: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.state.join("run2/state.json")).unwrap()).unwrap();
-    let dpid = st["pid"].as_u64().unwrap() as u32;
-    let killed = Instant::now();
+        serde_json::from_slice(&std::fs::read(s.state.join(id).join("state.json")).unwrap())
+            .unwrap();
+    let dpid = st["pid"].as_u64().unwrap() as i32;
+    let t = Instant::now();
     // SAFETY: kill(2) on the daemon `run` started.
-    assert_eq!(unsafe { libc::kill(dpid as i32, libc::SIGKILL) }, 0);
-    let status = common::run_wait(&mut child, Duration::from_secs(5));
-    let took = killed.elapsed();
+    assert_eq!(unsafe { libc::kill(dpid, sig) }, 0);
+    let status = common::run_wait(&mut child, wait);
+    let took = t.elapsed();
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, took, err)
+}
+
+#[test]
+fn run_daemon_death_stops_the_vmm_within_1s() {
+    let s = Scratch::new();
+    let (status, took, err) = signal_the_daemon_under_run(
+        &s,
+        "run2",
+        &["-m", "512"],
+        libc::SIGKILL,
+        Duration::from_secs(5),
+    );
     eprintln!("run exited {status} {took:?} after the daemon's SIGKILL");
     assert!(took < Duration::from_secs(1), "{took:?}\n{err}");
     assert!(!status.success(), "{status}");
@@ -366,35 +389,8 @@ fn run_exits_0_when_the_daemons_exit_0_comes_before_the_vmms() {
 #[test]
 fn run_daemon_sigterm_while_the_vmm_runs_stops_the_vmm_within_1s() {
     let s = Scratch::new();
-    let cfg = common::write_config(s.dir.path(), &daemon_bin(), &[])
-        .display()
-        .to_string();
-    let started = s.dir.path().join("vmm-started");
-    let vmm = s.script(
-        "fake-qemu",
-        &format!("touch {}\nexec sleep 60", started.display()),
-    );
-    let mut child = run_cmd(&s, &cfg, "term", &[vmm.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "fake VMM did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let st: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.state.join("term/state.json")).unwrap()).unwrap();
-    let dpid = st["pid"].as_u64().unwrap() as i32;
-    let t = Instant::now();
-    // SAFETY: kill(2) on the daemon `run` started.
-    assert_eq!(unsafe { libc::kill(dpid, libc::SIGTERM) }, 0);
-    let status = common::run_wait(&mut child, Duration::from_secs(15));
-    let took = t.elapsed();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, took, err) =
+        signal_the_daemon_under_run(&s, "term", &[], libc::SIGTERM, Duration::from_secs(15));
     assert!(took < Duration::from_secs(1), "{took:?}\n{err}");
     assert_eq!(status.code(), Some(128 + libc::SIGKILL), "{err}");
     assert!(

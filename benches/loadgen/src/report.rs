@@ -88,13 +88,12 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 }
                 let r = ratio(a, b);
                 let rr = round_range(h, "ours", "upstream", p, w, metric_path(mk));
-                let _ = writeln!(
-                    o,
-                    "| {w} | {ml} | {} | {} | {} ({}) |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    fmt_ratio(r),
-                    fmt_range(rr)
+                row(
+                    &mut o,
+                    &format!("{w} | {ml}"),
+                    a,
+                    b,
+                    &fmt_ratio_range(r, rr),
                 );
                 summary["host"][format!("pool{p}")][w]["ratio_throughput"] = json!(r);
                 if has_up {
@@ -108,25 +107,19 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 for (lk, ll) in [("p50", "p50 latency µs"), ("p99", "p99 latency µs")] {
                     let a = get("ours", p, w, lk);
                     let b = get("upstream", p, w, lk);
-                    let _ = writeln!(
-                        o,
-                        "| {w} | {ll} | {} | {} | {} |",
-                        fmt_mmm(a),
-                        fmt_mmm(b),
-                        fmt_ratio(ratio(a, b))
+                    row(
+                        &mut o,
+                        &format!("{w} | {ll}"),
+                        a,
+                        b,
+                        &fmt_ratio(ratio(a, b)),
                     );
                 }
                 let (ck, cl) = cpu_metric(w);
                 let a = get("ours", p, w, ck);
                 let b = get("upstream", p, w, ck);
                 let r = ratio(a, b);
-                let _ = writeln!(
-                    o,
-                    "| {w} | daemon {cl} | {} | {} | {} |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    fmt_ratio(r)
-                );
+                row(&mut o, &format!("{w} | daemon {cl}"), a, b, &fmt_ratio(r));
                 summary["host"][format!("pool{p}")][w]["ratio_cpu"] = json!(r);
                 if has_up {
                     goals.push(Goal(
@@ -139,25 +132,23 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 let b = get("upstream", p, w, "hwm_kib");
                 let r = ratio(a, b);
                 let rr = round_range(h, "ours", "upstream", p, w, &["daemon", "hwm_kib"]);
-                let _ = writeln!(
-                    o,
-                    "| {w} | daemon peak RSS KiB (VmHWM so far) | {} | {} | {} ({}) |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    fmt_ratio(r),
-                    fmt_range(rr)
+                row(
+                    &mut o,
+                    &format!("{w} | daemon peak RSS KiB (VmHWM so far)"),
+                    a,
+                    b,
+                    &fmt_ratio_range(r, rr),
                 );
                 let a = get("ours", p, w, "anon_kib");
                 let b = get("upstream", p, w, "anon_kib");
                 let ra = ratio(a, b);
                 let rra = round_range(h, "ours", "upstream", p, w, &["daemon", "anon_peak_kib"]);
-                let _ = writeln!(
-                    o,
-                    "| {w} | daemon peak anonymous RSS KiB (RssAnon, per interval) | {} | {} | {} ({}) |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    fmt_ratio(ra),
-                    fmt_range(rra)
+                row(
+                    &mut o,
+                    &format!("{w} | daemon peak anonymous RSS KiB (RssAnon, per interval)"),
+                    a,
+                    b,
+                    &fmt_ratio_range(ra, rra),
                 );
                 if has_up {
                     goals.push(Goal(
@@ -228,19 +219,13 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 }
                 let r = ratio(b, a).map(|r| (1.0 - r) * 100.0);
                 let rr = round_range(h, "ours-limits", "ours", p, w, metric_path(mk));
-                let _ = writeln!(
-                    o,
-                    "| {p} | {w} ({ml}) | {} | {} | {} | {} |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    r.map(|c| format!("{c:+.1} %"))
-                        .unwrap_or_else(|| "–".into()),
-                    fmt_range(rr)
-                );
+                let cost = r.map(|c| format!("{c:+.1} %"));
+                let last = format!("{} | {}", cost.as_deref().unwrap_or("–"), fmt_range(rr));
+                row(&mut o, &format!("{p} | {w} ({ml})"), a, b, &last);
                 summary["host"][format!("pool{p}")][w]["limiter_cost_pct"] = json!(r);
                 goals.push(Goal(
                     format!("limiter cost, {w}, pool {p} ≤ 2 %"),
-                    r.map(|c| format!("{c:+.1} %")).unwrap_or_default(),
+                    cost.unwrap_or_default(),
                     r.map(|c| c <= 2.0),
                 ));
             }
@@ -274,13 +259,12 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                         }
                         let r = ratio(b, a);
                         let rr = round_range(h, "ours-b", "ours", p, w, path);
-                        let _ = writeln!(
-                            o,
-                            "| {p} | {w} | {l} | {} | {} | {} ({}) |",
-                            fmt_mmm(a),
-                            fmt_mmm(b),
-                            fmt_ratio(r),
-                            fmt_range(rr)
+                        row(
+                            &mut o,
+                            &format!("{p} | {w} | {l}"),
+                            a,
+                            b,
+                            &fmt_ratio_range(r, rr),
                         );
                         summary["host"][format!("pool{p}")][w][format!("new_old_{k}")] = json!(r);
                         if k == mk {
@@ -302,12 +286,12 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             let a = get("ours", p, "-", "idle_rss_kib");
             let b = get("upstream", p, "-", "idle_rss_kib");
             let r = ratio(a, b);
-            let _ = writeln!(
-                o,
-                "| idle RSS KiB (socket up, no frontend), pool {p} | {} | {} | {} |",
-                fmt_mmm(a),
-                fmt_mmm(b),
-                fmt_ratio(r)
+            row(
+                &mut o,
+                &format!("idle RSS KiB (socket up, no frontend), pool {p}"),
+                a,
+                b,
+                &fmt_ratio(r),
             );
             if has_up {
                 goals.push(Goal(
@@ -319,12 +303,12 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             summary["host"][format!("pool{p}")]["idle_rss_ratio"] = json!(r);
             let a = get("ours", p, "-", "rss_after_init_kib");
             let b = get("upstream", p, "-", "rss_after_init_kib");
-            let _ = writeln!(
-                o,
-                "| RSS KiB after INIT, pool {p} | {} | {} | {} |",
-                fmt_mmm(a),
-                fmt_mmm(b),
-                fmt_ratio(ratio(a, b))
+            row(
+                &mut o,
+                &format!("RSS KiB after INIT, pool {p}"),
+                a,
+                b,
+                &fmt_ratio(ratio(a, b)),
             );
         }
         let mut su: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -337,13 +321,14 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
         }
         let a = mmm(su.get("ours"));
         let b = mmm(su.get("upstream"));
-        let _ = writeln!(
-            o,
-            "| start-up to socket accepting, ms | {} | {} | {} |\n",
-            fmt_mmm(a),
-            fmt_mmm(b),
-            fmt_ratio(ratio(a, b))
+        row(
+            &mut o,
+            "start-up to socket accepting, ms",
+            a,
+            b,
+            &fmt_ratio(ratio(a, b)),
         );
+        let _ = writeln!(o);
         summary["host"]["startup_ratio"] = json!(ratio(a, b));
 
         // Generator headroom.
@@ -457,13 +442,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
                 };
                 let r = ratio(a, b);
                 summary["guest"][format!("pool{p}")][j] = json!(r);
-                let _ = writeln!(
-                    o,
-                    "| {p} | {j} | {ml} | {} | {} | {} |",
-                    fmt_mmm(a),
-                    fmt_mmm(b),
-                    fmt_ratio(r)
-                );
+                row(&mut o, &format!("{p} | {j} | {ml}"), a, b, &fmt_ratio(r));
             }
         }
         let _ = writeln!(

@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{with_timeout, Env};
-use vufs_loadgen::engine::{prepare_host, DIR, READ_FILE};
+use common::{corrupt_read_file, with_timeout, Env};
 use vufs_loadgen::{Config, Generator, RunReport, Workload};
 use vufs_testkit::api::json;
 
@@ -131,18 +128,8 @@ fn four_queues_all_carry_requests_and_the_data_is_verified() {
 #[test]
 fn a_corrupted_byte_is_found_with_four_queues() {
     let env = start();
-    prepare_host(&env.share, FILE_MIB << 20).unwrap();
     let bad = (5u64 << 20) + 77;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(env.share.join(DIR).join(READ_FILE))
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, bad).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, bad).unwrap();
-    f.sync_all().unwrap();
+    corrupt_read_file(&env.share, FILE_MIB, bad, 0x10);
     let (r, _) = run(&env, &[Workload::SeqRead]);
     let w = &r.results[0];
     assert!(w.verify_errors > 0, "{w:?}");

@@ -3,30 +3,17 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{with_timeout, Env, HARD_TIMEOUT};
-use vufs_loadgen::engine::{prepare_host, DIR, READ_FILE};
+use common::{corrupt_read_file, with_timeout, Env, HARD_TIMEOUT};
 use vufs_loadgen::{Config, Generator, Workload};
 
 const FILE_MIB: u64 = 8;
 const BAD: u64 = (5 << 20) + 123;
 
 fn corrupt(env: &Env) {
-    prepare_host(&env.share, FILE_MIB << 20).unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(env.share.join(DIR).join(READ_FILE))
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, BAD).unwrap();
-    b[0] ^= 0x40;
-    f.write_all_at(&b, BAD).unwrap();
-    f.sync_all().unwrap();
+    corrupt_read_file(&env.share, FILE_MIB, BAD, 0x40);
 }
 
 #[test]

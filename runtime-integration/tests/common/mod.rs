@@ -216,24 +216,25 @@ pub fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> String {
     }
 }
 
-/// A short-pathed scratch directory (unix socket paths are limited to 107 bytes) with
-/// `share/` and `state/`.
+/// The test kit's scratch directory (`dir`, `share/`; see [`vufs_testkit::Scratch`]) with
+/// `state/`, the state directory of the sandboxes a test starts.
 pub struct Scratch {
-    pub dir: tempfile::TempDir,
-    pub share: PathBuf,
+    base: vufs_testkit::Scratch,
     pub state: PathBuf,
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = vufs_testkit::Scratch;
+    fn deref(&self) -> &vufs_testkit::Scratch {
+        &self.base
+    }
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let dir = tempfile::Builder::new()
-            .prefix("ri")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let share = dir.path().join("share");
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&share).unwrap();
-        Scratch { dir, share, state }
+        let base = vufs_testkit::Scratch::empty();
+        let state = base.dir.path().join("state");
+        Scratch { base, state }
     }
 
     /// Writes an executable shell script fixture.

@@ -1,13 +1,16 @@
 //! The control API (`--api-socket`) of the real binary: every endpoint, bad input, a stuck
 //! client, live changes reaching parked requests, and statistics that match the workload.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use common::session_with_file;
 use serde_json::Value;
-use vufs_frontend::{FuseSession, ROOT_ID};
+use vufs_frontend::{ConnectOptions, FuseSession, ROOT_ID};
 use vufs_testkit::api::{http, json};
 use vufs_testkit::{daemon_bin, Build, Daemon, Scratch};
 
@@ -220,39 +223,59 @@ fn a_chunked_request_gets_501() {
     assert_eq!((st, &v["bw"]["size"]), (200, &Value::from(10_000_000)));
 }
 
+/// A daemon with the control API and its arguments, a FUSE session on it, and a new file `f`
+/// open read-write (see [`with_file`]).
+struct WithFile {
+    fs: FuseSession,
+    /// `f`'s node id and file handle.
+    ino: u64,
+    fh: u64,
+    api: std::path::PathBuf,
+    _d: Daemon,
+    _s: Scratch,
+}
+
+/// Start a daemon with `--api-socket=auto` and `args`, connect, INIT, and create `f`.
+fn with_file(args: &[&str]) -> WithFile {
+    let s = Scratch::new();
+    let d = s.start_with_api(args);
+    let (fs, ino, fh) = session_with_file(&s, &ConnectOptions::default());
+    WithFile {
+        fs,
+        ino,
+        fh,
+        api: s.api_socket(),
+        _d: d,
+        _s: s,
+    }
+}
+
 #[test]
 fn a_live_change_reaches_parked_requests() {
-    let s = Scratch::new();
     // 100 kB/s: a 1 MiB write parks for ~10 s.
-    let _d = s.start_with_api(&["--fs-bw-size=100k", "--fs-bw-burst=100k"]);
-    let api = s.api_socket();
-    let mut fs = FuseSession::connect(s.socket()).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
+    let mut f = with_file(&["--fs-bw-size=100k", "--fs-bw-burst=100k"]);
     let data = vec![7u8; 1 << 20];
-    let first = fs.submit_write(e.nodeid, o.fh, 0, &data).unwrap();
-    let _ = fs.wait_reply(first).unwrap(); // the full bucket admits it, into debt
-    let parked = fs.submit_write(e.nodeid, o.fh, 1 << 20, &data).unwrap();
+    let first = f.fs.submit_write(f.ino, f.fh, 0, &data).unwrap();
+    let _ = f.fs.wait_reply(first).unwrap(); // the full bucket admits it, into debt
+    let parked = f.fs.submit_write(f.ino, f.fh, 1 << 20, &data).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (_, v) = json(&api, "GET", "/api/v1/ratelimit", "");
+    let (_, v) = json(&f.api, "GET", "/api/v1/ratelimit", "");
     assert!(
         v["bw"]["level"].as_i64().unwrap() < 0,
         "the bucket is in debt: {v}"
     );
 
     let t = Instant::now();
-    let (st, v) = json(&api, "PATCH", "/api/v1/ratelimit", r#"{"bw":{"size":0}}"#);
+    let (st, v) = json(&f.api, "PATCH", "/api/v1/ratelimit", r#"{"bw":{"size":0}}"#);
     assert_eq!(st, 200, "{v}");
-    let r = fs.wait_reply(parked).expect("the parked write completes");
+    let r = f.fs.wait_reply(parked).expect("the parked write completes");
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "released after {:?}",
         t.elapsed()
     );
     drop(r);
-    let (_, stats) = json(&api, "GET", "/api/v1/stats", "");
+    let (_, stats) = json(&f.api, "GET", "/api/v1/stats", "");
     assert_eq!(stats["throttled"]["requests"], 1, "{stats}");
     assert!(
         stats["throttled"]["wait_seconds_total"].as_f64().unwrap() > 0.2,
@@ -266,29 +289,22 @@ fn a_live_change_reaches_parked_requests() {
 
 #[test]
 fn stats_match_the_workload() {
-    let s = Scratch::new();
-    let _d = s.start_with_api(&[]);
-    let api = s.api_socket();
-    let mut fs = FuseSession::connect(s.socket()).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
+    let mut f = with_file(&[]);
     let data = vec![1u8; 300_000];
     for i in 0..5u64 {
-        fs.write(e.nodeid, o.fh, i * 300_000, &data).unwrap();
+        f.fs.write(f.ino, f.fh, i * 300_000, &data).unwrap();
     }
     for i in 0..3u64 {
-        fs.read(e.nodeid, o.fh, i * 100_000, 100_000).unwrap();
+        f.fs.read(f.ino, f.fh, i * 100_000, 100_000).unwrap();
     }
-    let (_, v) = json(&api, "GET", "/api/v1/stats", "");
+    let (_, v) = json(&f.api, "GET", "/api/v1/stats", "");
     assert_eq!(v["bytes"]["write"], 1_500_000, "{v}");
     assert_eq!(v["bytes"]["read"], 300_000, "{v}");
     assert_eq!(v["requests"]["write"], 5, "{v}");
     assert_eq!(v["requests"]["read"], 3, "{v}");
     // INIT and CREATE at least.
     assert!(v["requests"]["metadata"].as_u64().unwrap() >= 2, "{v}");
-    let (_, m) = http(&api, "GET", "/metrics", "");
+    let (_, m) = http(&f.api, "GET", "/metrics", "");
     assert!(
         m.contains("virtiofsd_bytes_total{kind=\"write\"} 1500000"),
         "{m}"
@@ -337,25 +353,18 @@ fn sample(m: &str, series: &str) -> f64 {
 #[test]
 fn metrics_pass_promtool_and_the_wait_histogram_holds_the_waits() {
     use limits_api::wire::metrics;
-    let s = Scratch::new();
     // 1 MB/s with a 100 kB burst: the first 100 kB write empties the bucket, the next three,
     // sent at once, wait 0.1, 0.2 and 0.3 s.
-    let _d = s.start_with_api(&["--fs-bw-size=1M", "--fs-bw-burst=100k"]);
-    let api = s.api_socket();
-    let mut fs = FuseSession::connect(s.socket()).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
+    let mut f = with_file(&["--fs-bw-size=1M", "--fs-bw-burst=100k"]);
     let data = vec![3u8; 100_000];
     let sent: Vec<_> = (0..4u64)
-        .map(|i| fs.submit_write(e.nodeid, o.fh, i * 100_000, &data).unwrap())
+        .map(|i| f.fs.submit_write(f.ino, f.fh, i * 100_000, &data).unwrap())
         .collect();
     for id in sent {
-        fs.wait_reply(id).unwrap();
+        f.fs.wait_reply(id).unwrap();
     }
-    let (_, stats) = json(&api, "GET", "/api/v1/stats", "");
-    let (st, m) = http(&api, "GET", "/metrics", "");
+    let (_, stats) = json(&f.api, "GET", "/api/v1/stats", "");
+    let (st, m) = http(&f.api, "GET", "/metrics", "");
     assert_eq!(st, 200);
 
     let mut promtool = match std::process::Command::new("promtool")

@@ -12,10 +12,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use vufs_testkit::api::json;
-use vufs_testkit::{Build, Scratch};
+use vufs_testkit::Build;
 
 mod groupkit;
-use groupkit::{group_args, group_dir};
+use groupkit::TwoMembers;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -167,18 +167,11 @@ struct Isolation {
 /// metadata alone 0–1; A keeps 8 writes in flight 1–8; B adds 8 writes of its own 4–8.
 /// Phases are measured after a settling second: 0.2–1, 2–4, 5–8.
 fn metadata_beside_throttled_data(build: Build, env: &[(&str, &str)]) -> Isolation {
-    let (_d, path) = group_dir();
-    let start = |s: &Scratch| {
-        let mut args = vec!["--api-socket=auto".to_string()];
-        args.extend(group_args(&path, ISO_RATE));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut d = s.start(build, &refs, env);
-        d.wait_ready();
-        d
-    };
-    let (sa, sb) = (Scratch::new(), Scratch::new());
-    let (_da, _db) = (start(&sa), start(&sb));
-    let (mut a, mut b) = (Client::connect(&sa.socket()), Client::connect(&sb.socket()));
+    let m = TwoMembers::start(build, env, ISO_RATE, &[]);
+    let (mut a, mut b) = (
+        Client::connect(&m.a.socket()),
+        Client::connect(&m.b.socket()),
+    );
     let go = Arc::new(Barrier::new(2));
     let t0_b = go.clone();
     let hb = std::thread::spawn(move || {
@@ -202,7 +195,7 @@ fn metadata_beside_throttled_data(build: Build, env: &[(&str, &str)]) -> Isolati
         .map(|e| e.2)
         .collect();
     lat.sort_by(f64::total_cmp);
-    let (_, stats) = json(&sb.api_socket(), "GET", "/api/v1/stats", "");
+    let (_, stats) = json(&m.b.api_socket(), "GET", "/api/v1/stats", "");
     Isolation {
         meta_alone: rate(eb, false, 0.2, 1.0),
         meta_beside_a: rate(eb, false, 2.0, 4.0),
@@ -303,20 +296,15 @@ fn per_s(ev: &[Event], write: bool, from: f64, to: f64) -> f64 {
 /// the group's requests), both 0–6 s; rates over 2–6 s: (A's MiB/s, A's requests/s, B's
 /// metadata/s).
 fn data_member_beside_metadata_member() -> (f64, f64, f64) {
-    let (_d, path) = group_dir();
-    let start = |s: &Scratch| {
-        let mut args = vec!["--api-socket=auto".to_string()];
-        args.extend(group_args(&path, ISO_RATE));
-        args.push(format!("--fs-group-ops-size={OPS}"));
-        args.push(format!("--fs-group-ops-burst={}", OPS / 10));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut d = s.start(Build::Normal, &refs, &[]);
-        d.wait_ready();
-        d
-    };
-    let (sa, sb) = (Scratch::new(), Scratch::new());
-    let (_da, _db) = (start(&sa), start(&sb));
-    let (mut a, mut b) = (Client::connect(&sa.socket()), Client::connect(&sb.socket()));
+    let ops = [
+        format!("--fs-group-ops-size={OPS}"),
+        format!("--fs-group-ops-burst={}", OPS / 10),
+    ];
+    let m = TwoMembers::start(Build::Normal, &[], ISO_RATE, &ops);
+    let (mut a, mut b) = (
+        Client::connect(&m.a.socket()),
+        Client::connect(&m.b.socket()),
+    );
     let go = Arc::new(Barrier::new(2));
     let go_b = go.clone();
     let hb = std::thread::spawn(move || {

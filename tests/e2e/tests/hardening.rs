@@ -1,13 +1,16 @@
 //! Confinement: capabilities and seccomp in every sandbox mode, what each seccomp action does
 //! with a forbidden call, faults (disconnect and SIGTERM mid-I/O), and rootless use.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vufs_frontend::{FuseSession, ROOT_ID};
+use common::session_with_file;
+use vufs_frontend::{ConnectOptions, FuseSession, ROOT_ID};
 use vufs_testkit::{daemon_bin, Build, Daemon, Launch, Scratch};
 
 fn status_field(pid: u32, field: &str) -> String {
@@ -156,14 +159,10 @@ fn frontend_disconnect_mid_io_exits_cleanly() {
         let s = Scratch::new();
         let sandbox = format!("--sandbox={mode}");
         let mut d = s.start(Build::Normal, &[&sandbox, "--thread-pool-size=4"], &[]);
-        let mut fs = FuseSession::connect(s.socket()).unwrap();
-        fs.init().unwrap();
-        let (e, o) = fs
-            .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-            .unwrap();
+        let (mut fs, ino, fh) = session_with_file(&s, &ConnectOptions::default());
         let data = pattern(1 << 20, 1);
         for i in 0..16u64 {
-            fs.submit_write(e.nodeid, o.fh, i << 20, &data).unwrap();
+            fs.submit_write(ino, fh, i << 20, &data).unwrap();
         }
         drop(fs); // gone with writes in flight
         let st = d
@@ -182,17 +181,13 @@ fn sigterm_mid_write_exits_cleanly_and_keeps_acknowledged_data() {
         &["--sandbox=namespace", "--seccomp=kill"],
         &[],
     );
-    let mut fs = FuseSession::connect(s.socket()).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
+    let (mut fs, ino, fh) = session_with_file(&s, &ConnectOptions::default());
     let data = pattern(1 << 20, 7);
     for i in 0..8u64 {
-        assert_eq!(fs.write(e.nodeid, o.fh, i << 20, &data).unwrap(), 1 << 20);
+        assert_eq!(fs.write(ino, fh, i << 20, &data).unwrap(), 1 << 20);
     }
     for i in 8..16u64 {
-        fs.submit_write(e.nodeid, o.fh, i << 20, &data).unwrap();
+        fs.submit_write(ino, fh, i << 20, &data).unwrap();
     }
     d.signal(libc::SIGTERM);
     let st = d

@@ -7,10 +7,13 @@
 //! "Guest reset"): over any window T a bucket admits at most `burst + size·T + one request`, and
 //! `2·burst + size·T + one request` across ring stops.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::session_with_file;
 use vufs_frontend::fuse::{parse_obj, WriteOut, OUT_HEADER_LEN};
 use vufs_frontend::{
     encode_request, parse_reply, ConnectOptions, Desc, FuseSession, REQUEST_QUEUE, ROOT_ID,
@@ -41,15 +44,6 @@ fn patch(path: &Path, body: &str) {
 fn bw_level(path: &Path) -> i64 {
     let (_, v) = json(path, "GET", "/api/v1/ratelimit", "");
     v["bw"]["level"].as_i64().unwrap_or_else(|| panic!("{v}"))
-}
-
-fn session(s: &Scratch, opts: &ConnectOptions) -> (FuseSession, u64, u64) {
-    let mut fs = FuseSession::connect_with(s.socket(), opts).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
-    (fs, e.nodeid, o.fh)
 }
 
 /// Bytes a window of `t` may admit: `slack + size·t`, rounded down.
@@ -117,7 +111,7 @@ fn reset_loop(extra: &[&str]) {
     let mut args = LIMIT.to_vec();
     args.extend_from_slice(extra);
     let _d = start(&s, &args);
-    let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
+    let (mut fs, node, fh) = session_with_file(&s, &ConnectOptions::default());
     let data = vec![0x5au8; W];
     let slack = 2 * BURST + W as u64;
     let (mut ok, mut eio, mut stops, mut off) = (0u64, 0u64, 0u32, 0u64);
@@ -181,7 +175,7 @@ fn patch_every_50ms_hands_out_no_burst() {
     let s = Scratch::new();
     let _d = start(&s, &LIMIT);
     let path = s.api_socket();
-    let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
+    let (mut fs, node, fh) = session_with_file(&s, &ConnectOptions::default());
     fs.frontend().set_timeout(Duration::from_millis(5));
     let data = vec![0x5au8; W];
     let slack = BURST + W as u64;
@@ -226,7 +220,7 @@ fn a_limit_removed_and_added_back_starts_empty() {
     let s = Scratch::new();
     let _d = start(&s, &LIMIT);
     let path = s.api_socket();
-    let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
+    let (mut fs, node, fh) = session_with_file(&s, &ConnectOptions::default());
     let data = vec![0x5au8; 64 * 1024];
     let (mut passed, mut off) = (0u64, 0u64);
     for cycle in 0..5 {
@@ -274,7 +268,7 @@ fn a_limit_removed_and_added_back_starts_empty() {
 fn oversized_read_and_write_get_einval() {
     let s = Scratch::new();
     let d = start(&s, &["--xattr"]);
-    let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
+    let (mut fs, node, fh) = session_with_file(&s, &ConnectOptions::default());
     assert_eq!(fs.max_write(), MIB as u32);
     let errno = |r: vufs_frontend::Result<Vec<u8>>| r.err().and_then(|e| e.errno());
     assert_eq!(
@@ -373,7 +367,7 @@ fn a_read_is_served_and_charged_by_the_room_its_chain_has() {
 fn a_head_published_again_while_throttled_stops_the_device() {
     let s = Scratch::new();
     let mut d = start(&s, &LIMIT);
-    let (mut fs, node, fh) = session(&s, &ConnectOptions::default());
+    let (mut fs, node, fh) = session_with_file(&s, &ConnectOptions::default());
     fs.write(node, fh, 0, &vec![1u8; MIB]).unwrap(); // into debt
     let parked = fs.submit_write(node, fh, 0, &vec![2u8; W]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -445,7 +439,7 @@ fn a_ring_full_of_max_size_parked_writes_stays_within_the_stated_bound() {
         queue_size: QUEUE,
         ..ConnectOptions::default()
     };
-    let (mut fs, node, fh) = session(&s, &opts);
+    let (mut fs, node, fh) = session_with_file(&s, &opts);
     let t0 = Instant::now();
     fs.write(node, fh, 0, &vec![1u8; MIB]).unwrap(); // into debt: the rest parks
     let rss0 = rss_kib(d.pid());

@@ -7,9 +7,12 @@
 //! one at a time, with the other rate tests). Each assertion is shown failing against a seeded
 //! bug (`Build::Seeded` with a `VIRTIOFSD_SEEDED_BUG_*` variable; see the report of the change).
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::session_with_file;
 use vufs_frontend::fuse::{parse_obj, WriteOut};
 use vufs_frontend::{ConnectOptions, FuseSession, Pending, ROOT_ID};
 use vufs_testkit::api::json;
@@ -46,12 +49,7 @@ fn session(s: &Scratch) -> (FuseSession, u64, u64) {
         timeout: Duration::from_secs(10),
         ..Default::default()
     };
-    let mut fs = FuseSession::connect_with(s.socket(), &opts).unwrap();
-    fs.init().unwrap();
-    let (e, o) = fs
-        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
-        .unwrap();
-    (fs, e.nodeid, o.fh)
+    session_with_file(s, &opts)
 }
 
 /// Bytes a WRITE reply says were written, or its errno.

@@ -163,6 +163,18 @@ impl SharedFs {
     }
 }
 
+/// Methods of [`FileSystem`] that [`SharedFs`] hands to the passthrough unchanged: each
+/// `fn name(&self, arg: Type, ...) -> Ret;` becomes `self.inner.name(arg, ...)`.
+macro_rules! forward {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?;)*) => {
+        $(
+            fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+                self.inner.$name($($arg),*)
+            }
+        )*
+    };
+}
+
 impl FileSystem for SharedFs {
     type Inode = u64;
     type Handle = u64;
@@ -259,108 +271,8 @@ impl FileSystem for SharedFs {
         Ok(opened)
     }
 
-    fn destroy(&self) {
-        self.inner.destroy()
-    }
-
-    fn forget(&self, ctx: &Context, inode: u64, count: u64) {
-        self.inner.forget(ctx, inode, count)
-    }
-
     fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
         self.inner.batch_forget(ctx, requests)
-    }
-
-    fn getattr(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: Option<u64>,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner.getattr(ctx, inode, handle)
-    }
-
-    fn setattr(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        attr: stat64,
-        handle: Option<u64>,
-        valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        self.inner.setattr(ctx, inode, attr, handle, valid)
-    }
-
-    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        self.inner.readlink(ctx, inode)
-    }
-
-    fn symlink(
-        &self,
-        ctx: &Context,
-        linkname: &CStr,
-        parent: u64,
-        name: &CStr,
-    ) -> io::Result<Entry> {
-        self.inner.symlink(ctx, linkname, parent, name)
-    }
-
-    fn mknod(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        name: &CStr,
-        mode: u32,
-        rdev: u32,
-        umask: u32,
-    ) -> io::Result<Entry> {
-        self.inner.mknod(ctx, inode, name, mode, rdev, umask)
-    }
-
-    fn mkdir(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        umask: u32,
-    ) -> io::Result<Entry> {
-        self.inner.mkdir(ctx, parent, name, mode, umask)
-    }
-
-    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        self.inner.unlink(ctx, parent, name)
-    }
-
-    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        self.inner.rmdir(ctx, parent, name)
-    }
-
-    fn rename(
-        &self,
-        ctx: &Context,
-        olddir: u64,
-        oldname: &CStr,
-        newdir: u64,
-        newname: &CStr,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner
-            .rename(ctx, olddir, oldname, newdir, newname, flags)
-    }
-
-    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
-        self.inner.link(ctx, inode, newparent, newname)
-    }
-
-    fn create(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        args: CreateIn,
-    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        self.inner.create(ctx, parent, name, args)
     }
 
     fn read(
@@ -423,45 +335,6 @@ impl FileSystem for SharedFs {
         Ok(n)
     }
 
-    fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
-        self.inner.flush(ctx, inode, handle, lock_owner)
-    }
-
-    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        self.inner.fsync(ctx, inode, datasync, handle)
-    }
-
-    fn fallocate(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        self.inner
-            .fallocate(ctx, inode, handle, mode, offset, length)
-    }
-
-    fn release(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        flags: u32,
-        handle: u64,
-        flush: bool,
-        flock_release: bool,
-        lock_owner: Option<u64>,
-    ) -> io::Result<()> {
-        self.inner
-            .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)
-    }
-
-    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
-        self.inner.statfs(ctx, inode)
-    }
-
     fn setxattr(
         &self,
         ctx: &Context,
@@ -492,15 +365,6 @@ impl FileSystem for SharedFs {
         self.xattrs()?.remove(&self.inner, ctx, inode, name)
     }
 
-    fn opendir(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        flags: u32,
-    ) -> io::Result<(Option<u64>, OpenOptions)> {
-        self.inner.opendir(ctx, inode, flags)
-    }
-
     fn readdir(
         &self,
         ctx: &Context,
@@ -514,125 +378,185 @@ impl FileSystem for SharedFs {
             .readdir(ctx, inode, handle, size, offset, add_entry)
     }
 
-    fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        self.inner.fsyncdir(ctx, inode, datasync, handle)
-    }
-
-    fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
-        self.inner.releasedir(ctx, inode, flags, handle)
-    }
-
-    fn setupmapping(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        foffset: u64,
-        len: u64,
-        flags: u64,
-        moffset: u64,
-        vu_req: &mut dyn FsCacheReqHandler,
-    ) -> io::Result<()> {
-        self.inner
-            .setupmapping(ctx, inode, handle, foffset, len, flags, moffset, vu_req)
-    }
-
-    fn removemapping(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        requests: Vec<RemovemappingOne>,
-        vu_req: &mut dyn FsCacheReqHandler,
-    ) -> io::Result<()> {
-        self.inner.removemapping(ctx, inode, requests, vu_req)
-    }
-
-    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
-        self.inner.access(ctx, inode, mask)
-    }
-
-    fn lseek(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        offset: u64,
-        whence: u32,
-    ) -> io::Result<u64> {
-        self.inner.lseek(ctx, inode, handle, offset, whence)
-    }
-
-    fn getlk(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<FileLock> {
-        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
-    }
-
-    fn setlk(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
-    }
-
-    fn setlkw(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        owner: u64,
-        lock: FileLock,
-        flags: u32,
-    ) -> io::Result<()> {
-        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
-    }
-
-    fn ioctl(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        flags: u32,
-        cmd: u32,
-        data: IoctlData,
-        out_size: u32,
-    ) -> io::Result<IoctlData<'_>> {
-        self.inner
-            .ioctl(ctx, inode, handle, flags, cmd, data, out_size)
-    }
-
-    fn bmap(&self, ctx: &Context, inode: u64, block: u64, blocksize: u32) -> io::Result<u64> {
-        self.inner.bmap(ctx, inode, block, blocksize)
-    }
-
-    fn poll(
-        &self,
-        ctx: &Context,
-        inode: u64,
-        handle: u64,
-        khandle: u64,
-        flags: u32,
-        events: u32,
-    ) -> io::Result<u32> {
-        self.inner.poll(ctx, inode, handle, khandle, flags, events)
-    }
-
-    fn notify_reply(&self) -> io::Result<()> {
-        self.inner.notify_reply()
-    }
-
-    fn id_remap(&self, ctx: &mut Context) -> io::Result<()> {
-        self.inner.id_remap(ctx)
+    // Everything else is the passthrough's own.
+    forward! {
+        fn destroy(&self);
+        fn forget(&self, ctx: &Context, inode: u64, count: u64);
+        fn getattr(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: Option<u64>,
+        ) -> io::Result<(stat64, Duration)>;
+        fn setattr(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            attr: stat64,
+            handle: Option<u64>,
+            valid: SetattrValid,
+        ) -> io::Result<(stat64, Duration)>;
+        fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>>;
+        fn symlink(
+            &self,
+            ctx: &Context,
+            linkname: &CStr,
+            parent: u64,
+            name: &CStr,
+        ) -> io::Result<Entry>;
+        fn mknod(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            name: &CStr,
+            mode: u32,
+            rdev: u32,
+            umask: u32,
+        ) -> io::Result<Entry>;
+        fn mkdir(
+            &self,
+            ctx: &Context,
+            parent: u64,
+            name: &CStr,
+            mode: u32,
+            umask: u32,
+        ) -> io::Result<Entry>;
+        fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()>;
+        fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()>;
+        fn rename(
+            &self,
+            ctx: &Context,
+            olddir: u64,
+            oldname: &CStr,
+            newdir: u64,
+            newname: &CStr,
+            flags: u32,
+        ) -> io::Result<()>;
+        fn link(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            newparent: u64,
+            newname: &CStr,
+        ) -> io::Result<Entry>;
+        fn create(
+            &self,
+            ctx: &Context,
+            parent: u64,
+            name: &CStr,
+            args: CreateIn,
+        ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)>;
+        fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()>;
+        fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()>;
+        fn fallocate(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            mode: u32,
+            offset: u64,
+            length: u64,
+        ) -> io::Result<()>;
+        fn release(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            flags: u32,
+            handle: u64,
+            flush: bool,
+            flock_release: bool,
+            lock_owner: Option<u64>,
+        ) -> io::Result<()>;
+        fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64>;
+        fn opendir(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            flags: u32,
+        ) -> io::Result<(Option<u64>, OpenOptions)>;
+        fn fsyncdir(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            datasync: bool,
+            handle: u64,
+        ) -> io::Result<()>;
+        fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()>;
+        fn setupmapping(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            foffset: u64,
+            len: u64,
+            flags: u64,
+            moffset: u64,
+            vu_req: &mut dyn FsCacheReqHandler,
+        ) -> io::Result<()>;
+        fn removemapping(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            requests: Vec<RemovemappingOne>,
+            vu_req: &mut dyn FsCacheReqHandler,
+        ) -> io::Result<()>;
+        fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()>;
+        fn lseek(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            offset: u64,
+            whence: u32,
+        ) -> io::Result<u64>;
+        fn getlk(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<FileLock>;
+        fn setlk(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<()>;
+        fn setlkw(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            owner: u64,
+            lock: FileLock,
+            flags: u32,
+        ) -> io::Result<()>;
+        fn ioctl(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            flags: u32,
+            cmd: u32,
+            data: IoctlData,
+            out_size: u32,
+        ) -> io::Result<IoctlData<'_>>;
+        fn bmap(&self, ctx: &Context, inode: u64, block: u64, blocksize: u32) -> io::Result<u64>;
+        fn poll(
+            &self,
+            ctx: &Context,
+            inode: u64,
+            handle: u64,
+            khandle: u64,
+            flags: u32,
+            events: u32,
+        ) -> io::Result<u32>;
+        fn notify_reply(&self) -> io::Result<()>;
+        fn id_remap(&self, ctx: &mut Context) -> io::Result<()>;
     }
 }

@@ -19,7 +19,8 @@ use crate::control::stats::Stats;
 use crate::device::budget;
 use crate::device::chain::{Chain, Descs};
 use crate::fuse::fs::Fs;
-use crate::fuse::request::{self, Cost, Policy, QueueKind, Session, Verdict};
+use crate::fuse::request::{self, Cost, Policy, QueueKind, Verdict};
+use crate::fuse::session::Session;
 
 /// Serves FUSE requests from chains: shared by the vring thread and the pool workers.
 pub struct Handler {

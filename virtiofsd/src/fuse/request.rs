@@ -11,17 +11,17 @@
 //! the passthrough filesystem, in every sandbox mode.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FallocateIn, FsOptions, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode,
-    ReadIn, Rename2In, RenameIn, SetxattrIn, WriteIn,
+    CreateIn, FallocateIn, InHeader, InitIn, LinkIn, LseekIn, MkdirIn, MknodIn, Opcode, ReadIn,
+    Rename2In, RenameIn, SetxattrIn, WriteIn,
 };
-use fuse_backend_rs::api::server::MAX_REQ_PAGES;
 use fuse_backend_rs::transport::Reader;
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
+
+use crate::fuse::session::Session;
 
 /// The readable bytes of a request, front to back: the library's `Reader`, or the
 /// allocation-free `handler::ChainBytes` the vring thread inspects with.
@@ -152,65 +152,6 @@ pub enum Verdict {
     },
     /// No reply is possible or expected (FORGET, INTERRUPT, an unreadable header).
     Drop,
-}
-
-/// FUSE session state shared by every queue of one device: INIT must come first, once; it
-/// negotiates the largest READ and WRITE the session may send.
-#[derive(Debug, Default)]
-pub struct Session {
-    initialized: AtomicBool,
-    max_read: AtomicU32,
-    max_write: AtomicU32,
-}
-
-/// The guest kernel's READ limit when INIT did not negotiate MAX_PAGES
-/// (`FUSE_DEFAULT_MAX_PAGES_PER_REQ`).
-const DEFAULT_MAX_PAGES: u32 = 32;
-/// The library's `max_write` reply without BIG_WRITES or MAX_PAGES.
-const SMALL_MAX_WRITE: u32 = 4096;
-
-impl Session {
-    /// The largest READ and WRITE payloads INIT negotiated with these guest flags, as the
-    /// library replies: `max_pages` ([`MAX_REQ_PAGES`], 1 MiB with 4 KiB pages) × page size with
-    /// MAX_PAGES, else the kernel's default 32 pages for READ and 4 KiB (1 MiB with BIG_WRITES)
-    /// for WRITE. Never more than 1 MiB with 4 KiB pages.
-    pub fn negotiated_max(guest_flags: u32) -> (u32, u32) {
-        let page = fuse_backend_rs::transport::pagesize() as u32;
-        let flags = FsOptions::from_bits_truncate(u64::from(guest_flags));
-        let full = u32::from(MAX_REQ_PAGES) * page;
-        if flags.contains(FsOptions::MAX_PAGES) {
-            (full, full)
-        } else if flags.contains(FsOptions::BIG_WRITES) {
-            (DEFAULT_MAX_PAGES * page, full)
-        } else {
-            (DEFAULT_MAX_PAGES * page, SMALL_MAX_WRITE)
-        }
-    }
-
-    /// The largest READ size and WRITE payload accepted in this session (0 before INIT).
-    pub fn max_io(&self) -> (u32, u32) {
-        (
-            self.max_read.load(Ordering::Acquire),
-            self.max_write.load(Ordering::Acquire),
-        )
-    }
-
-    fn start(&self, guest_flags: u32) {
-        let (r, w) = Session::negotiated_max(guest_flags);
-        self.max_read.store(r, Ordering::Release);
-        self.max_write.store(w, Ordering::Release);
-        self.initialized.store(true, Ordering::Release);
-    }
-
-    /// Forgets INIT, e.g. after DESTROY or when the frontend stops the rings (guest reboot).
-    pub fn reset(&self) {
-        self.initialized.store(false, Ordering::Release);
-    }
-
-    /// Whether INIT has been served since the last reset.
-    pub fn is_initialized(&self) -> bool {
-        self.initialized.load(Ordering::Acquire)
-    }
 }
 
 /// Inspection switches. `check_names: false` exists only so tests can prove the hostile-name
@@ -511,6 +452,7 @@ fn check_symlink(buf: &[u8]) -> Result<(), i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fuse_backend_rs::abi::fuse_abi::FsOptions;
 
     impl Source for &[u8] {
         fn available_bytes(&self) -> usize {

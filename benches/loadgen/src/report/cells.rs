@@ -2,6 +2,7 @@
 //! medians and the per-round range of a ratio, and how each workload is measured.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
@@ -167,4 +168,21 @@ pub(super) fn cpu_metric(w: &str) -> (&'static str, &'static str) {
     } else {
         ("cpu_s_per_gib", "CPU s/GiB")
     }
+}
+
+/// A ratio cell with the range of its per-round ratios: `R (LO–HI)`.
+pub(super) fn fmt_ratio_range(r: Option<f64>, rr: Option<(f64, f64)>) -> String {
+    format!("{} ({})", fmt_ratio(r), fmt_range(rr))
+}
+
+/// One comparison row, `| LABEL | A | B | LAST |`: `label` is the leading cell(s), `a` and `b`
+/// the two sides' min / median / max, `last` the ratio cell(s).
+pub(super) fn row(
+    o: &mut String,
+    label: &str,
+    a: Option<(f64, f64, f64)>,
+    b: Option<(f64, f64, f64)>,
+    last: &str,
+) {
+    let _ = writeln!(o, "| {label} | {} | {} | {last} |", fmt_mmm(a), fmt_mmm(b));
 }

@@ -85,13 +85,13 @@ pub(super) fn host(q: &Value, o: &mut String, summary: &mut Value) {
                 for &n in counts.iter().filter(|&&n| n != lo) {
                     let r = ratio(get(&name(n), p, w, mk), get(&name(lo), p, w, mk));
                     let rr = round_range(q, &name(n), &name(lo), p, w, path);
-                    let _ = write!(line, " {} ({}) |", fmt_ratio(r), fmt_range(rr));
+                    let _ = write!(line, " {} |", fmt_ratio_range(r, rr));
                     summary["queues"][format!("pool{p}")][*w][format!("{mk}_q{n}_over_q{lo}")] =
                         json!(r);
                 }
                 let r = ratio(get(&name(hi), p, w, mk), up);
                 let rr = round_range(q, &name(hi), "upstream", p, w, path);
-                let _ = write!(line, " {} ({}) |", fmt_ratio(r), fmt_range(rr));
+                let _ = write!(line, " {} |", fmt_ratio_range(r, rr));
                 summary["queues"][format!("pool{p}")][*w][format!("{mk}_q{hi}_over_upstream")] =
                     json!(r);
                 let _ = writeln!(o, "{line}");

@@ -1,13 +1,16 @@
-//! Shared by the generator's tests: our daemon in a scratch directory, killed on drop, and a
-//! hard timeout around everything that talks to it.
+//! Shared by the generator's tests: our daemon in a scratch directory, killed on drop, a
+//! hard timeout around everything that talks to it, and a corrupted byte in the read file.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use vufs_loadgen::daemon::Daemon;
+use vufs_loadgen::engine::{prepare_host, DIR, READ_FILE};
 use vufs_testkit::Scratch;
 
 /// Hard limit for one generator run in a test.
@@ -64,4 +67,20 @@ pub fn with_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     });
     rx.recv_timeout(HARD_TIMEOUT)
         .unwrap_or_else(|_| panic!("generator run exceeded {HARD_TIMEOUT:?}"))
+}
+
+/// Create the generator's files in `share` (`file_mib` MiB each) and flip the bits `mask` of
+/// the byte at offset `at` of the read file, on the host, behind the daemon's back.
+pub fn corrupt_read_file(share: &Path, file_mib: u64, at: u64, mask: u8) {
+    prepare_host(share, file_mib << 20).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(share.join(DIR).join(READ_FILE))
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
 }

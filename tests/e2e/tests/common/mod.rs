@@ -1,5 +1,5 @@
-//! Helpers shared by `protocol.rs` and `hostile.rs`: a daemon in its own scratch directory,
-//! a FUSE session on it, snapshots of the host side, and a tmpfs mount guard.
+//! Helpers shared by the end-to-end tests: a daemon in its own scratch directory, a FUSE
+//! session on it (with a new file), snapshots of the host side, and a tmpfs mount guard.
 
 #![allow(dead_code)]
 
@@ -12,6 +12,17 @@ pub use vufs_testkit::{Build, Daemon, Scratch};
 
 /// Default reply timeout in these tests.
 pub const T: Duration = Duration::from_secs(5);
+
+/// A FUSE session with `opts` on the daemon of `s`, after INIT, with a new file `f` in the
+/// root open read-write: (session, `f`'s node id, its file handle).
+pub fn session_with_file(s: &Scratch, opts: &ConnectOptions) -> (FuseSession, u64, u64) {
+    let mut fs = FuseSession::connect_with(s.socket(), opts).unwrap();
+    fs.init().unwrap();
+    let (e, o) = fs
+        .create(ROOT_ID, b"f", 0o644, libc::O_RDWR as u32)
+        .unwrap();
+    (fs, e.nodeid, o.fh)
+}
 
 /// A running daemon serving `share/` of its own scratch directory. Drops the daemon first,
 /// then unmounts, then removes the scratch directory.

@@ -42,12 +42,7 @@ pub(crate) fn guest(d: &Daemons, runtime: u32, nrfiles: u32, file_mib: u64) -> R
     for round in 1..=d.rounds {
         for &pool in &d.pools {
             for v in &rotated(d, pool, false, round) {
-                eprintln!(
-                    "[guest round {round}/{}] {} pool {pool} ({})",
-                    d.rounds,
-                    v.name,
-                    chrono_now()
-                );
+                announce("guest ", round, d.rounds, &v.name, pool);
                 let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
                 daemon
                     .wait_socket_file(Duration::from_secs(10))
@@ -106,11 +101,7 @@ pub(crate) fn guest(d: &Daemons, runtime: u32, nrfiles: u32, file_mib: u64) -> R
         "fio_jobs": jobs,
         "runs": runs,
     });
-    let p = d.out.join("guest.json");
-    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", p.display());
-    Ok(())
+    write_json(&d.out, "guest.json", &all)
 }
 
 /// {job name: {"mib_s", "iops", "lat_p50_us"}} from a fio report.

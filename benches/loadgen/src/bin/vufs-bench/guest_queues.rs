@@ -78,7 +78,7 @@ pub(crate) fn guest_queues(
     let mut runs = Vec::new();
     for round in 1..=d.rounds {
         let mut order = [1usize, 2];
-        order.rotate_left((round as usize - 1) % 2);
+        rotate(&mut order, round);
         for n in order {
             let name = format!("ours-q{n}");
             eprintln!(
@@ -218,9 +218,5 @@ pub(crate) fn guest_queues(
         "script": script(),
         "runs": runs,
     });
-    let p = d.out.join("guest-queues.json");
-    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", p.display());
-    Ok(())
+    write_json(&d.out, "guest-queues.json", &all)
 }

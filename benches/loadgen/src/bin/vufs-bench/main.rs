@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 use vufs_loadgen::daemon::{pin_command, Daemon};
 use vufs_loadgen::{procfs, RunReport};
 
+use generator::{announce, example, finish, rotate, write_json, Load};
+
+mod generator;
 mod guest;
 mod guest_queues;
 mod plot;
@@ -77,33 +80,40 @@ struct Daemons {
     scratch: PathBuf,
 }
 
+/// The load generator's flags the host and queue tiers share (same names, same defaults).
+#[derive(clap::Args, Clone, Debug)]
+struct GenArgs {
+    /// The load generator binary.
+    #[arg(long)]
+    loadgen: PathBuf,
+    /// Queue depth (per request queue in the queue tier).
+    #[arg(long, default_value_t = 8)]
+    qd: usize,
+    /// Data file size, MiB.
+    #[arg(long, default_value_t = 256)]
+    file_mib: u64,
+    /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
+    #[arg(long, default_value_t = 8)]
+    verify_every: u32,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Host tier (VM-less load generator).
     Host {
         #[command(flatten)]
         d: Daemons,
-        /// The load generator binary.
-        #[arg(long)]
-        loadgen: PathBuf,
+        #[command(flatten)]
+        g: GenArgs,
         /// Measured seconds per workload.
         #[arg(long, default_value_t = 3.0)]
         duration: f64,
         /// Warm-up seconds per workload.
         #[arg(long, default_value_t = 0.5)]
         warmup: f64,
-        /// Queue depth.
-        #[arg(long, default_value_t = 8)]
-        qd: usize,
-        /// Data file size, MiB.
-        #[arg(long, default_value_t = 256)]
-        file_mib: u64,
         /// Workloads.
         #[arg(long, default_value = "all")]
         workloads: String,
-        /// Generator's --verify-every (every byte of every N-th READ, offset tags of all).
-        #[arg(long, default_value_t = 8)]
-        verify_every: u32,
         /// Generator's --churn-files (files alive at once per round of `churn`).
         #[arg(long, default_value_t = 2000)]
         churn_files: u64,
@@ -151,9 +161,8 @@ enum Cmd {
     Queues {
         #[command(flatten)]
         d: Daemons,
-        /// The load generator binary.
-        #[arg(long)]
-        loadgen: PathBuf,
+        #[command(flatten)]
+        g: GenArgs,
         /// Request queue counts of ours.
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         queues: Vec<usize>,
@@ -163,18 +172,9 @@ enum Cmd {
         /// Warm-up seconds per workload.
         #[arg(long, default_value_t = 0.3)]
         warmup: f64,
-        /// Queue depth per request queue.
-        #[arg(long, default_value_t = 8)]
-        qd: usize,
-        /// Data file size, MiB.
-        #[arg(long, default_value_t = 256)]
-        file_mib: u64,
         /// Workloads.
         #[arg(long, default_value = "rand-read,rand-write,meta")]
         workloads: String,
-        /// Generator's --verify-every.
-        #[arg(long, default_value_t = 8)]
-        verify_every: u32,
     },
     /// Guest queue tier: 2 vCPUs on the backports stack, fio numjobs=2, 1 vs 2 request queues.
     GuestQueues {
@@ -258,8 +258,7 @@ struct Variant {
 /// first on a warm or cold machine).
 fn rotated(d: &Daemons, pool: u32, with_limits: bool, round: u32) -> Vec<Variant> {
     let mut vs = variants(d, pool, with_limits);
-    let k = vs.len();
-    vs.rotate_left((round as usize - 1) % k);
+    rotate(&mut vs, round);
     vs
 }
 
@@ -356,67 +355,41 @@ fn start(v: &Variant, s: &Scratch, extra: &[String]) -> std::io::Result<Daemon> 
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn host(
-    d: &Daemons,
-    loadgen: &Path,
-    duration: f64,
-    warmup: f64,
-    qd: usize,
-    file_mib: u64,
-    workloads: &str,
-    verify_every: u32,
-    churn_files: u64,
-) -> Result<(), String> {
+fn host(d: &Daemons, g: &Load, churn_files: u64) -> Result<(), String> {
     let s = scratch(&d.scratch);
     let raw = d.out.join("raw");
     fs::create_dir_all(&raw).map_err(|e| e.to_string())?;
     let mut all = json!({
         "machine": machine(),
         "settings": {
-            "rounds": d.rounds, "duration_s": duration, "warmup_s": warmup, "qd": qd,
-            "file_mib": file_mib, "workloads": workloads, "pools": d.pools,
-            "verify_every": verify_every, "churn_files": churn_files,
+            "rounds": d.rounds, "duration_s": g.duration, "warmup_s": g.warmup, "qd": g.qd,
+            "file_mib": g.file_mib, "workloads": g.workloads, "pools": d.pools,
+            "verify_every": g.verify_every, "churn_files": churn_files,
             "ours": d.ours, "ours_b": d.ours_b,
             "common_args": d.common, "limit_args": d.limits,
             "daemon_cpu": DAEMON_CPU, "generator_cpu": GEN_CPU,
         },
     });
     // Files once, on the host; both daemons serve the same directory in turn.
-    let st = Command::new(loadgen)
-        .args([
-            "--prepare-only",
-            "--file-mib",
-            &file_mib.to_string(),
-            "--shared-dir",
-        ])
-        .arg(&s.share)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !st.success() {
-        return Err("preparing files failed".into());
-    }
+    g.prepare(&s.share)?;
     // Calibration: the generator alone.
-    let mut c = Command::new(loadgen);
+    let mut c = Command::new(g.loadgen);
     c.args(["--calibrate", "--json", "--duration", "1"]);
     pin_command(&mut c, Some(GEN_CPU));
     let (_, cal) = run_with_timeout(&mut c, Duration::from_secs(30))?;
     all["calibration"] = serde_json::from_str(&cal).unwrap_or(Value::Null);
 
-    let per_run =
-        Duration::from_secs_f64((duration + warmup + 2.0) * 6.0 + 90.0 + file_mib as f64 / 50.0);
+    let per_run = Duration::from_secs_f64(
+        (g.duration + g.warmup + 2.0) * 6.0 + 90.0 + g.file_mib as f64 / 50.0,
+    );
+    let churn = ["--churn-files".to_string(), churn_files.to_string()];
     let mut runs = Vec::new();
     let mut startups = Vec::new();
     let mut example_cmd = None;
     for round in 1..=d.rounds {
         for &pool in &d.pools {
             for v in &rotated(d, pool, true, round) {
-                eprintln!(
-                    "[round {round}/{}] {} pool {pool} ({})",
-                    d.rounds,
-                    v.name,
-                    chrono_now()
-                );
+                announce("", round, d.rounds, &v.name, pool);
                 let mut daemon = start(v, &s, &[]).map_err(|e| e.to_string())?;
                 let sock_ms = daemon
                     .wait_socket_file(Duration::from_secs(10))
@@ -426,53 +399,18 @@ fn host(
                 std::thread::sleep(Duration::from_millis(300));
                 let idle = procfs::rss_kib(daemon.pid());
                 let out = raw.join(format!("r{round}-{}-p{pool}.json", v.name));
-                let mut cmd = Command::new(loadgen);
-                cmd.arg("--socket")
-                    .arg(&daemon.socket)
-                    .arg("--shared-dir")
-                    .arg(&s.share)
-                    .args(["--daemon-pid", &daemon.pid().to_string()])
-                    .args(["--workloads", workloads])
-                    .args(["--duration", &duration.to_string()])
-                    .args(["--warmup", &warmup.to_string()])
-                    .args(["--qd", &qd.to_string()])
-                    .args(["--file-mib", &file_mib.to_string()])
-                    .args(["--cpu", &GEN_CPU.to_string()])
-                    .args(["--verify-every", &verify_every.to_string()])
-                    .args(["--churn-files", &churn_files.to_string()])
-                    .arg("--json")
-                    .arg("--output")
-                    .arg(&out);
+                let mut cmd = g.command(&daemon, &s.share, &churn, &out);
                 if example_cmd.is_none() {
-                    example_cmd = Some(format!(
-                        "taskset -c {DAEMON_CPU} {} --socket-path=SOCK --shared-dir=DIR {}\n{:?}",
-                        v.bin.display(),
-                        v.args.join(" "),
-                        cmd
-                    ));
+                    example_cmd = Some(example(v, &cmd));
                 }
-                let r = run_with_timeout(&mut cmd, per_run);
-                let report: Option<RunReport> = fs::read_to_string(&out)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok());
-                let exited = daemon.wait_exit(Duration::from_secs(5));
-                let (status, err) = match &r {
-                    Ok((code, _)) => (*code, None),
-                    Err(e) => (-1, Some(e.clone())),
-                };
-                if status != 0 {
-                    eprintln!(
-                        "  loadgen exit {status} {err:?}; daemon log: {}",
-                        daemon.log_tail(3)
-                    );
-                }
+                let o = finish(&mut cmd, per_run, &out, &mut daemon);
                 runs.push(json!({
                     "round": round, "variant": v.name, "pool": pool, "args": v.args,
                     "socket_file_ms": sock_ms,
                     "idle_rss_kib": idle.map(|x| x.0),
-                    "loadgen_status": status, "error": err,
-                    "daemon_exited_by_itself": exited.is_some(),
-                    "report": report,
+                    "loadgen_status": o.status, "error": o.err,
+                    "daemon_exited_by_itself": o.exited,
+                    "report": o.report,
                 }));
             }
         }
@@ -490,11 +428,7 @@ fn host(
     all["runs"] = Value::Array(runs);
     all["startup"] = Value::Array(startups);
     all["example_command"] = json!(example_cmd);
-    let p = d.out.join("host.json");
-    fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    eprintln!("wrote {}", p.display());
-    Ok(())
+    write_json(&d.out, "host.json", &all)
 }
 
 fn chrono_now() -> String {
@@ -576,23 +510,14 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Host {
             d,
-            loadgen,
+            g,
             duration,
             warmup,
-            qd,
-            file_mib,
             workloads,
-            verify_every,
             churn_files,
         } => host(
             &d,
-            &loadgen,
-            duration,
-            warmup,
-            qd,
-            file_mib,
-            &workloads,
-            verify_every,
+            &Load::new(&g, &workloads, [duration, warmup]),
             churn_files,
         ),
         Cmd::Limited {
@@ -611,26 +536,12 @@ fn main() {
         } => guest::guest(&d, runtime, nrfiles, file_mib),
         Cmd::Queues {
             d,
-            loadgen,
+            g,
             queues,
             duration,
             warmup,
-            qd,
-            file_mib,
             workloads,
-            verify_every,
-        } => queues::QueueBench {
-            d: &d,
-            loadgen: &loadgen,
-            queues: &queues,
-            duration,
-            warmup,
-            qd,
-            file_mib,
-            workloads: &workloads,
-            verify_every,
-        }
-        .run(),
+        } => queues::queues(&d, &Load::new(&g, &workloads, [duration, warmup]), &queues),
         Cmd::GuestQueues {
             d,
             pool,
