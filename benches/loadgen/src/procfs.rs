@@ -38,6 +38,38 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / clk_tck())
 }
 
+/// Machine-wide CPU seconds so far, from the `cpu` line of `/proc/stat`: `busy` (user, nice,
+/// system, irq, softirq, all CPUs together) and `steal` (time the hypervisor gave to others).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    /// CPU seconds spent running anything on this machine.
+    pub busy: f64,
+    /// CPU seconds the hypervisor ran something else while this machine wanted to run.
+    pub steal: f64,
+}
+
+/// The machine's CPU seconds so far (`None` without `/proc/stat`).
+pub fn machine_cpu() -> Option<MachineCpu> {
+    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// [`MachineCpu`] from the text of `/proc/stat`.
+pub fn parse_proc_stat(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    Some(MachineCpu {
+        busy: busy as f64 / clk_tck(),
+        steal: at(7) as f64 / clk_tck(),
+    })
+}
+
 /// VmRSS and VmHWM of process `pid` in KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -70,6 +102,15 @@ pub fn parse_status_field(status: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_stat_busy_and_steal() {
+        let s = "cpu  100 20 30 900 7 1 2 40 5 0\ncpu0 50 10 15 450 3 0 1 20 0 0\n";
+        let m = parse_proc_stat(s).unwrap();
+        assert!((m.busy - 153.0 / clk_tck()).abs() < 1e-9);
+        assert!((m.steal - 40.0 / clk_tck()).abs() < 1e-9);
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+    }
 
     #[test]
     fn stat_with_odd_comm() {

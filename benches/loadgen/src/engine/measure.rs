@@ -28,16 +28,22 @@ impl Clock {
     }
 }
 
-/// The measured window as the watching thread saw it: when it began and ended, CPU seconds
-/// of the daemon (`d`) and the generator (`g`) at both ends, and the daemon's peak RssAnon.
+/// CPU seconds so far of the daemon, the generator and the whole machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CpuSample {
+    pub(super) daemon: Option<f64>,
+    pub(super) generator: f64,
+    pub(super) machine: Option<procfs::MachineCpu>,
+}
+
+/// The measured window as the watching thread saw it: when it began and ended, the CPU
+/// samples at both ends, and the daemon's peak RssAnon.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Window {
     pub(super) warm_at: Option<Instant>,
     pub(super) end_at: Option<Instant>,
-    pub(super) cpu_d0: Option<f64>,
-    pub(super) cpu_d1: Option<f64>,
-    pub(super) cpu_g0: f64,
-    pub(super) cpu_g1: f64,
+    pub(super) cpu0: CpuSample,
+    pub(super) cpu1: Option<CpuSample>,
     pub(super) anon_peak: u64,
 }
 
@@ -126,7 +132,7 @@ impl Generator {
         &self,
         w: Workload,
         mut m: Measure,
-        mut win: Window,
+        win: Window,
         queues: Vec<QueueShare>,
     ) -> WorkloadResult {
         let (warm, end) = match (win.warm_at, win.end_at) {
@@ -134,9 +140,8 @@ impl Generator {
             (Some(a), None) => (a, Instant::now()),
             _ => (m.clock.t0, Instant::now()),
         };
-        if win.end_at.is_none() {
-            (win.cpu_d1, win.cpu_g1) = self.sample_cpu();
-        }
+        let cpu1 = win.cpu1.unwrap_or_else(|| self.sample_cpu());
+        let cpu0 = win.cpu0;
         let secs = end.duration_since(warm).as_secs_f64().max(1e-9);
         m.lat.sort_unstable();
         let us = |ns: u64| ns as f64 / 1000.0;
@@ -150,7 +155,7 @@ impl Generator {
                 us(m.lat.iter().sum::<u64>() / m.lat.len() as u64)
             },
         };
-        let daemon = match (win.cpu_d0, win.cpu_d1, self.cfg.daemon_pid) {
+        let daemon = match (cpu0.daemon, cpu1.daemon, self.cfg.daemon_pid) {
             (Some(a), Some(b), Some(pid)) => {
                 let cpu = (b - a).max(0.0);
                 let (rss, hwm) = procfs::rss_kib(pid).unwrap_or((0, 0));
@@ -172,8 +177,20 @@ impl Generator {
             }
             _ => None,
         };
-        let gcpu = (win.cpu_g1 - win.cpu_g0).max(0.0);
+        let gcpu = (cpu1.generator - cpu0.generator).max(0.0);
         let gshare = gcpu / secs;
+        let machine = match (cpu0.machine, cpu1.machine) {
+            (Some(a), Some(b)) => {
+                let busy = (b.busy - a.busy).max(0.0) / secs;
+                let ours = gshare + daemon.as_ref().map_or(0.0, |d| d.cpu_share);
+                Some(MachineUsage {
+                    busy_share: busy,
+                    foreign_share: (busy - ours).max(0.0),
+                    steal_share: (b.steal - a.steal).max(0.0) / secs,
+                })
+            }
+            _ => None,
+        };
         let iv_s = m.interval.as_secs_f64();
         WorkloadResult {
             workload: w.name().into(),
@@ -194,6 +211,7 @@ impl Generator {
             verify_errors: m.verify_errors,
             first_error: m.first_error,
             daemon,
+            machine,
             generator: GenUsage {
                 cpu_s: gcpu,
                 cpu_share: gshare,

@@ -41,11 +41,11 @@ mod types;
 
 pub use files::{calibrate, check_host_file, prepare_host, prepare_host_file};
 use lane::{Ctx, Files, InFlight, Lane};
-use measure::{Clock, Measure, Window};
+use measure::{Clock, CpuSample, Measure, Window};
 use meta::MetaStep;
 pub use types::{
-    Config, DaemonUsage, Fatal, GenUsage, InitInfo, Latency, QueueShare, RunReport, Workload,
-    WorkloadResult, MAX_QUEUES,
+    Config, DaemonUsage, Fatal, GenUsage, InitInfo, Latency, MachineUsage, QueueShare, RunReport,
+    Workload, WorkloadResult, MAX_QUEUES,
 };
 
 /// Directory (in the shared directory) holding the generator's files.
@@ -248,11 +248,12 @@ impl Generator {
         &self.report
     }
 
-    fn sample_cpu(&self) -> (Option<f64>, f64) {
-        (
-            self.cfg.daemon_pid.and_then(procfs::cpu_seconds),
-            procfs::self_cpu_seconds(),
-        )
+    fn sample_cpu(&self) -> CpuSample {
+        CpuSample {
+            daemon: self.cfg.daemon_pid.and_then(procfs::cpu_seconds),
+            generator: procfs::self_cpu_seconds(),
+            machine: procfs::machine_cpu(),
+        }
     }
 
     /// Watch the clock while the lanes run: CPU at the start and the end of the measured
@@ -267,11 +268,11 @@ impl Generator {
                 next_sample = now + self.cfg.interval;
             }
             if w.warm_at.is_none() && now >= clock.warm {
-                (w.cpu_d0, w.cpu_g0) = self.sample_cpu();
+                w.cpu0 = self.sample_cpu();
                 w.warm_at = Some(now);
             }
             if w.end_at.is_none() && now >= clock.end {
-                (w.cpu_d1, w.cpu_g1) = self.sample_cpu();
+                w.cpu1 = Some(self.sample_cpu());
                 w.end_at = Some(now);
             }
             if done.load(Ordering::Acquire) == lanes {

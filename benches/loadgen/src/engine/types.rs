@@ -169,6 +169,19 @@ pub struct GenUsage {
     pub headroom: f64,
 }
 
+/// The whole machine's CPU over the measured window, in cores (CPU seconds per wall second).
+/// On a shared machine `foreign_share` and `steal_share` say whether anything else competed
+/// with the daemon and the generator for the CPUs while this workload was measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MachineUsage {
+    /// Everything that ran (user, system, interrupts).
+    pub busy_share: f64,
+    /// What ran besides the daemon and the generator (other processes, kernel threads).
+    pub foreign_share: f64,
+    /// What the hypervisor gave to other machines while this one wanted to run.
+    pub steal_share: f64,
+}
+
 /// What one request queue carried in the measured window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QueueShare {
@@ -212,6 +225,9 @@ pub struct WorkloadResult {
     pub first_error: Option<String>,
     /// Daemon resource use (with `--daemon-pid`).
     pub daemon: Option<DaemonUsage>,
+    /// The machine's CPU besides (without `/proc/stat`: none).
+    #[serde(default)]
+    pub machine: Option<MachineUsage>,
     /// Generator resource use.
     pub generator: GenUsage,
     /// Width of the interval series, ms.
