@@ -13,6 +13,7 @@ use crate::stats::min_med_max;
 mod cells;
 mod group;
 mod queues;
+mod quiet;
 
 use cells::*;
 
@@ -231,6 +232,9 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
             }
         }
         let _ = writeln!(o);
+        for (text, value, met) in quiet::section(&mut o, h, &pools) {
+            goals.push(Goal(text, value, met));
+        }
 
         // Two builds of ours (--ours-b): new/old.
         if s.keys().any(|k| k.0 == "ours-b") {
