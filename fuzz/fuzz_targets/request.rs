@@ -47,8 +47,7 @@ fn world() -> &'static World {
         ])
         .unwrap();
         let cfg = cli.into_config().unwrap();
-        let share = virtiofsd::setup::share_options(&cfg);
-        let mut fs = virtiofsd::fuse::fs::open(&share, true, &cfg.shared_dir).unwrap();
+        let mut fs = virtiofsd::fuse::fs::open(&cfg.share, false, true, &cfg.shared_dir).unwrap();
         fs.import().unwrap();
         let mem = GuestMemoryAtomic::new(
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap(),

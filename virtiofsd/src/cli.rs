@@ -17,6 +17,7 @@ use ratelimit::Limit;
 
 use crate::config::{
     CacheMode, Config, InodeFileHandles, Limits, Listen, LogLevel, SandboxMode, SeccompAction,
+    Share,
 };
 use crate::confine::caps::parse_modcaps;
 use pod_args::BOUNDARY;
@@ -495,15 +496,17 @@ impl Cli {
             listen,
             shared_dir,
             tag: self.tag,
-            cache: self.cache,
-            readdirplus: !self.no_readdirplus,
-            writeback: self.writeback,
-            allow_direct_io: self.allow_direct_io,
-            xattr: self.xattr,
-            readonly: self.readonly,
-            killpriv_v2: self.killpriv_v2,
-            announce_submounts: !self.no_announce_submounts,
-            inode_file_handles: self.inode_file_handles,
+            share: Share {
+                cache: self.cache,
+                readdirplus: !self.no_readdirplus,
+                writeback: self.writeback,
+                allow_direct_io: self.allow_direct_io,
+                xattr: self.xattr,
+                readonly: self.readonly,
+                killpriv_v2: self.killpriv_v2,
+                announce_submounts: !self.no_announce_submounts,
+                inode_file_handles: self.inode_file_handles,
+            },
             rlimit_nofile: self.rlimit_nofile,
             thread_pool_size: self.thread_pool_size,
             request_queues: self.max_request_queues,

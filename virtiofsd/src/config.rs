@@ -20,24 +20,8 @@ pub struct Config {
     pub shared_dir: PathBuf,
     /// The tag advertised in the device config space (`--tag`).
     pub tag: Option<String>,
-    /// Caching policy (`--cache`).
-    pub cache: CacheMode,
-    /// READDIRPLUS offered (not `--no-readdirplus`).
-    pub readdirplus: bool,
-    /// The guest's writeback cache (`--writeback`).
-    pub writeback: bool,
-    /// O_DIRECT from guest applications honoured (`--allow-direct-io`).
-    pub allow_direct_io: bool,
-    /// Extended attributes (`--xattr`).
-    pub xattr: bool,
-    /// Every change refused with EROFS (`--readonly`).
-    pub readonly: bool,
-    /// FUSE_HANDLE_KILLPRIV_V2 offered (`--killpriv-v2`).
-    pub killpriv_v2: bool,
-    /// Mount points shown to the guest as submounts (`--announce-submounts`).
-    pub announce_submounts: bool,
-    /// When inodes are referenced by file handles (`--inode-file-handles`).
-    pub inode_file_handles: InodeFileHandles,
+    /// The shared directory's filesystem settings (`--cache`, `--xattr`, ...).
+    pub share: Share,
     /// `RLIMIT_NOFILE` to set (`--rlimit-nofile`; None: the default, 0: unchanged).
     pub rlimit_nofile: Option<u64>,
     /// Worker threads (`--thread-pool-size`; 0: serve on the vring thread).
@@ -62,6 +46,30 @@ pub struct Config {
     pub modcaps: Vec<CapChange>,
     /// The control socket's path (`--api-socket`, `auto` resolved).
     pub api_socket: Option<PathBuf>,
+}
+
+/// The settings of the shared directory's filesystem: what the FUSE layer is opened with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Caching policy (`--cache`): how long the guest caches entries and attributes, and
+    /// whether it caches data.
+    pub cache: CacheMode,
+    /// READDIRPLUS offered (not `--no-readdirplus`).
+    pub readdirplus: bool,
+    /// The guest's writeback cache (`--writeback`).
+    pub writeback: bool,
+    /// O_DIRECT from guest applications honoured (`--allow-direct-io`).
+    pub allow_direct_io: bool,
+    /// Extended attributes (`--xattr`).
+    pub xattr: bool,
+    /// Every change refused with EROFS (`--readonly`).
+    pub readonly: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2 offered (`--killpriv-v2`).
+    pub killpriv_v2: bool,
+    /// Mount points shown to the guest as submounts (`--announce-submounts`).
+    pub announce_submounts: bool,
+    /// When inodes are referenced by file handles (`--inode-file-handles`).
+    pub inode_file_handles: InodeFileHandles,
 }
 
 /// Where the vhost-user connection comes from.

@@ -13,7 +13,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::config::{Config, GroupConfig, Listen};
+use crate::config::{Config, GroupConfig, Listen, SandboxMode};
 use crate::confine::{caps, sandbox, seccomp, signals};
 use crate::control::api;
 use crate::control::stats::Stats;
@@ -106,7 +106,7 @@ pub fn run(cfg: Config) -> i32 {
 fn serve(cfg: &Config, group: Option<Group>, cleanup: &Arc<Cleanup>) -> Result<i32, String> {
     let policy = Policy {
         check_names: name_checks_enabled(),
-        readonly: cfg.readonly,
+        readonly: cfg.share.readonly,
     };
     if !policy.check_names {
         log::warn!("SEEDED BUG: guest names are not validated (test build)");
@@ -125,11 +125,11 @@ fn serve(cfg: &Config, group: Option<Group>, cleanup: &Arc<Cleanup>) -> Result<i
     // Isolation, before any thread exists: a sandbox forks, and only the child
     // returns here; the parent waits, cleans up and exits with the child's status.
     let listener_fd = listener.as_raw_fd();
-    let share = setup::share_options(cfg);
+    let sandboxed = cfg.sandbox != SandboxMode::None;
     let fs = sandbox::enter(
         cfg.sandbox,
         &cfg.shared_dir,
-        |root| crate::fuse::fs::open(&share, policy.check_names, root),
+        |root| crate::fuse::fs::open(&cfg.share, sandboxed, policy.check_names, root),
         sandbox::Sides {
             // The confined child: the parent outside holds the host's directories and removes.
             child: || cleanup.release(),
@@ -143,7 +143,9 @@ fn serve(cfg: &Config, group: Option<Group>, cleanup: &Arc<Cleanup>) -> Result<i
     let fs = fs
         .and_then(|mut fs| fs.import().map(|()| fs))
         .map_err(|e| format!("cannot open --shared-dir {}: {e}", cfg.shared_dir.display()))?;
-    let file_handles = crate::fuse::options::use_file_handles(&share).unwrap_or(false);
+    let file_handles =
+        crate::fuse::options::use_file_handles(cfg.share.inode_file_handles, sandboxed)
+            .unwrap_or(false);
     caps::drop_all_but(&caps::kept(file_handles, &cfg.modcaps)).map_err(|e| e.to_string())?;
     seccomp::apply(cfg.seccomp).map_err(|e| e.to_string())?;
     let on_signal = cleanup.clone();

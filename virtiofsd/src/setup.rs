@@ -14,26 +14,9 @@ use std::sync::Mutex;
 use log::{info, warn};
 use vhost::vhost_user::Listener;
 
-use crate::config::{Config, Listen, LogLevel, SandboxMode};
-use crate::fuse::options::ShareOptions;
+use crate::config::{Listen, LogLevel};
 
 /// Where syslog listens on Linux.
-/// The filesystem's settings from the daemon's configuration.
-pub fn share_options(cfg: &Config) -> ShareOptions {
-    ShareOptions {
-        cache: cfg.cache,
-        readdirplus: cfg.readdirplus,
-        writeback: cfg.writeback,
-        allow_direct_io: cfg.allow_direct_io,
-        xattr: cfg.xattr,
-        readonly: cfg.readonly,
-        killpriv_v2: cfg.killpriv_v2,
-        announce_submounts: cfg.announce_submounts,
-        inode_file_handles: cfg.inode_file_handles,
-        sandboxed: cfg.sandbox != SandboxMode::None,
-    }
-}
-
 const SYSLOG_SOCKET: &str = "/dev/log";
 
 fn level_filter(level: LogLevel) -> log::LevelFilter {

@@ -20,9 +20,9 @@ use fuse_backend_rs::api::filesystem::{
 use fuse_backend_rs::passthrough::PassthroughFs;
 use fuse_backend_rs::transport::FsCacheReqHandler;
 
-use crate::config::CacheMode;
+use crate::config::{CacheMode, Share};
 use crate::fuse::mounts::MountPoints;
-use crate::fuse::options::{passthrough_config, ShareOptions};
+use crate::fuse::options::passthrough_config;
 use crate::fuse::xattr::Xattrs;
 
 /// The filesystem type served to the guest.
@@ -37,10 +37,11 @@ const DIR_DEV_CACHE: usize = 100_000;
 /// Creates the filesystem whose root will be `root_dir` (the shared directory's path as seen
 /// after the sandbox is entered); call [`SharedFs::import`] once that path is right.
 ///
+/// `sandboxed`: the daemon runs in a namespace or chroot sandbox (no file handles then).
 /// `check_names: false` turns off the library's own name validation too; only tests use it,
 /// to prove the hostile-name tests catch a daemon without checks.
-pub fn open(opts: &ShareOptions, check_names: bool, root_dir: &Path) -> io::Result<Fs> {
-    let pt = passthrough_config(opts, check_names, root_dir)?;
+pub fn open(opts: &Share, sandboxed: bool, check_names: bool, root_dir: &Path) -> io::Result<Fs> {
+    let pt = passthrough_config(opts, sandboxed, check_names, root_dir)?;
     let inner = PassthroughFs::new(pt)?;
     // Opened now, while /proc is reachable; the mount table itself is opened in `import`.
     let proc_self = match opts.announce_submounts {

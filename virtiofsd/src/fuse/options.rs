@@ -1,5 +1,5 @@
-//! What the filesystem is configured with ([`ShareOptions`], built from the daemon's
-//! configuration at start-up) and how that maps onto the passthrough library's own settings.
+//! How the filesystem's settings ([`Share`], from the daemon's configuration) map onto the
+//! passthrough library's own.
 
 use std::io;
 use std::path::Path;
@@ -7,32 +7,7 @@ use std::time::Duration;
 
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PtConfig};
 
-use crate::config::{CacheMode, InodeFileHandles};
-
-/// The settings of the shared directory's filesystem (from `--cache`, `--xattr`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShareOptions {
-    /// How long the guest may cache entries and attributes, and whether it caches data.
-    pub cache: CacheMode,
-    /// READDIRPLUS offered (off anyway with `cache = never`).
-    pub readdirplus: bool,
-    /// The guest's writeback cache.
-    pub writeback: bool,
-    /// O_DIRECT from guest applications honoured.
-    pub allow_direct_io: bool,
-    /// Extended attributes served (else ENOSYS).
-    pub xattr: bool,
-    /// Every change refused with EROFS.
-    pub readonly: bool,
-    /// FUSE_HANDLE_KILLPRIV_V2 offered.
-    pub killpriv_v2: bool,
-    /// Mount points inside the share shown to the guest as submounts.
-    pub announce_submounts: bool,
-    /// When inodes are referenced by file handles.
-    pub inode_file_handles: InodeFileHandles,
-    /// The daemon runs in a sandbox (namespace or chroot): no file handles then.
-    pub sandboxed: bool,
-}
+use crate::config::{CacheMode, InodeFileHandles, Share};
 
 /// Entry/attribute timeout for a cache mode (as upstream virtiofsd).
 pub fn timeout(cache: CacheMode) -> Duration {
@@ -43,12 +18,14 @@ pub fn timeout(cache: CacheMode) -> Duration {
     }
 }
 
-/// The passthrough library's configuration for `opts`, rooted at `root_dir`.
+/// The passthrough library's configuration for `opts`, rooted at `root_dir` (`sandboxed`: the
+/// daemon runs in a namespace or chroot sandbox).
 ///
 /// `check_names: false` turns off the library's own name validation too; only tests use it,
 /// to prove the hostile-name tests catch a daemon without checks.
 pub fn passthrough_config(
-    opts: &ShareOptions,
+    opts: &Share,
+    sandboxed: bool,
     check_names: bool,
     root_dir: &Path,
 ) -> io::Result<PtConfig> {
@@ -67,7 +44,7 @@ pub fn passthrough_config(
         writeback: opts.writeback,
         allow_direct_io: opts.allow_direct_io,
         killpriv_v2: opts.killpriv_v2,
-        inode_file_handles: use_file_handles(opts)?,
+        inode_file_handles: use_file_handles(opts.inode_file_handles, sandboxed)?,
         // `do_import: false` makes the library skip its name checks (it assumes a VFS above).
         do_import: check_names,
         ..Default::default()
@@ -79,9 +56,8 @@ pub fn passthrough_config(
 ///
 /// In a sandbox, file handles are not used: opening one needs the mount's root by a host path
 /// the sandbox no longer has.
-pub fn use_file_handles(opts: &ShareOptions) -> io::Result<bool> {
-    let mode = opts.inode_file_handles;
-    if opts.sandboxed {
+pub fn use_file_handles(mode: InodeFileHandles, sandboxed: bool) -> io::Result<bool> {
+    if sandboxed {
         return match mode {
             InodeFileHandles::Mandatory => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
