@@ -71,6 +71,6 @@ mod parse;
 mod throttle;
 
 pub use bucket::{Limit, TokenBucket};
-pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
 pub use parse::{parse_quantity, ParseError};
 pub use throttle::{Bucket, Class, Cost, Drained, Throttle};

@@ -1,9 +1,9 @@
 //! Property tests: rate bound over every window, liveness, FIFO, long-run rate. Fake time only.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit::{Bucket, Class, Cost, Limit, Throttle};
+use ratelimit::{Bucket, Class, Cost, Limit, Nanos, Throttle};
 
 const MIB: u64 = 1 << 20;
 const NS: u128 = 1_000_000_000;
@@ -46,12 +46,12 @@ fn requests() -> impl Strategy<Value = Vec<(u64, u64, Class)>> {
 
 struct Run {
     /// (instant, request index) in admission order.
-    admitted: Vec<(Instant, usize)>,
+    admitted: Vec<(Nanos, usize)>,
 }
 
 /// What the daemon does with a request (virtiofsd `device::throttle`): admit it now if
 /// [`Throttle::try_admit`] does, else park it. `Some(item)` when admitted.
-fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Instant) -> Option<T> {
+fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Nanos) -> Option<T> {
     if th.try_admit(class, cost, now) {
         return Some(item);
     }
@@ -62,9 +62,9 @@ fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Insta
 /// Releases at every reported deadline up to `until` (all of them if `None`).
 fn release_until(
     th: &mut Throttle<usize>,
-    now: &mut Instant,
-    until: Option<Instant>,
-    admitted: &mut Vec<(Instant, usize)>,
+    now: &mut Nanos,
+    until: Option<Nanos>,
+    admitted: &mut Vec<(Nanos, usize)>,
 ) {
     let mut out = Vec::new();
     while let Some(d) = th.next_deadline(*now) {
@@ -81,7 +81,7 @@ fn release_until(
 
 /// Submits the requests at their arrival times and calls `release` exactly at every reported
 /// deadline, until nothing is parked.
-fn drive(th: &mut Throttle<usize>, t0: Instant, reqs: &[(u64, u64, Class)]) -> Run {
+fn drive(th: &mut Throttle<usize>, t0: Nanos, reqs: &[(u64, u64, Class)]) -> Run {
     let mut admitted = Vec::new();
     let mut now = t0;
     let mut arrival = t0;
@@ -106,7 +106,7 @@ proptest! {
         limits in [limit(), limit(), limit(), limit()],
         reqs in requests(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Bucket::ALL
             .iter()
             .zip(limits)
@@ -130,7 +130,7 @@ proptest! {
             if l.is_unlimited() {
                 continue;
             }
-            let ev: Vec<(Instant, u128)> = run
+            let ev: Vec<(Nanos, u128)> = run
                 .admitted
                 .iter()
                 .map(|(t, id)| (*t, cost(reqs[*id].2, reqs[*id].1).get(b) as u128))
@@ -155,7 +155,7 @@ proptest! {
         burst in 0u64..=4 * MIB,
         sizes in prop::collection::vec(1u64..=MIB, 2..200),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0)
             .with_limit(Bucket::Bw, Limit::with_burst(size, burst), t0);
         let reqs: Vec<_> = sizes.iter().map(|s| (0, *s, Class::Read)).collect();
@@ -211,7 +211,7 @@ proptest! {
         others in [limit(), limit(), limit()],
         steps in steps(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
         for (b, l) in [Bucket::ReadBw, Bucket::WriteBw, Bucket::Ops].into_iter().zip(others) {
             th = th.with_limit(b, l, t0);
@@ -265,7 +265,7 @@ proptest! {
             if size == 0 {
                 continue;
             }
-            let ev: Vec<(Instant, u128)> = admitted
+            let ev: Vec<(Nanos, u128)> = admitted
                 .iter()
                 .map(|(t, id)| (*t, cost(reqs[*id].1, reqs[*id].0).get(b) as u128))
                 .filter(|e| e.1 > 0)
@@ -289,7 +289,7 @@ proptest! {
         first in limited(),
         steps in steps(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
         let (mut size, mut burst) = (first.size, first.burst);
         let mut now = t0;
