@@ -355,6 +355,7 @@ impl<T> Throttle<T> {
     /// [`Self::try_admit`] with an outside gate: once the buckets would admit `cost`, `gate`
     /// is asked (and may charge something of its own, e.g. a group's shared bucket); if it
     /// says no, nothing is charged here either.
+    #[inline]
     pub fn try_admit_gated(
         &mut self,
         class: Class,
@@ -363,13 +364,10 @@ impl<T> Throttle<T> {
         gate: &mut impl FnMut(&Cost) -> bool,
     ) -> bool {
         let pays = cost.mask() & self.limited;
-        if pays == 0 && self.parked == 0 {
-            return gate(&cost);
-        }
         if self.parked == 0 {
-            // Nothing waits, so there is no claim to leave room for: admitted when every bucket
-            // holds enough. Each bucket's refill is computed once, for the check and the charge.
-            // Only the limited buckets this cost pays into are looked at.
+            if pays == 0 {
+                return gate(&cost);
+            }
             if now >= self.full_from && self.full_from != UNKNOWN {
                 // Fast path: every limited bucket is full now, so each admits (as the slow path
                 // would find) and is charged from its capacity, no refill needed.
@@ -385,31 +383,58 @@ impl<T> Throttle<T> {
                 self.full_from = Nanos::from_ns(now.as_ns().saturating_add(refill));
                 return true;
             }
-            // Buckets refilled together share their last update: the elapsed time is computed
-            // once for them.
-            let mut holds = true;
-            let mut since: Option<(Nanos, u64)> = None;
-            for i in bits(pays) {
-                let bucket = &mut self.buckets[i];
-                let elapsed = match since {
-                    Some((last, e)) if last == bucket.last() => e,
-                    _ => {
-                        let e = bucket.elapsed_ns(now);
-                        since = Some((bucket.last(), e));
-                        e
-                    }
-                };
-                holds &= bucket.refill_admits_after(cost.amounts[i], now, elapsed);
-            }
-            let admitted = holds && gate(&cost);
-            if admitted {
-                for i in bits(pays) {
-                    self.buckets[i].charge_refilled(cost.amounts[i]);
-                }
-            }
-            self.full_from = self.full_from_now(now).unwrap_or(UNKNOWN);
-            return admitted;
+            return self.try_admit_refilling(&cost, pays, now, gate);
         }
+        self.try_admit_behind_parked(class, &cost, now, gate)
+    }
+
+    /// [`Self::try_admit_gated`] with nothing parked, when not every limited bucket is known to
+    /// be full: admitted when every bucket `pays` holds enough (there is no claim to leave room
+    /// for). Each bucket's refill is computed once, for the check and the charge.
+    #[inline(never)]
+    fn try_admit_refilling(
+        &mut self,
+        cost: &Cost,
+        pays: u8,
+        now: Nanos,
+        gate: &mut impl FnMut(&Cost) -> bool,
+    ) -> bool {
+        // Buckets refilled together share their last update: the elapsed time is computed
+        // once for them.
+        let mut holds = true;
+        let mut since: Option<(Nanos, u64)> = None;
+        for i in bits(pays) {
+            let bucket = &mut self.buckets[i];
+            let elapsed = match since {
+                Some((last, e)) if last == bucket.last() => e,
+                _ => {
+                    let e = bucket.elapsed_ns(now);
+                    since = Some((bucket.last(), e));
+                    e
+                }
+            };
+            holds &= bucket.refill_admits_after(cost.amounts[i], now, elapsed);
+        }
+        let admitted = holds && gate(cost);
+        if admitted {
+            for i in bits(pays) {
+                self.buckets[i].charge_refilled(cost.amounts[i]);
+            }
+        }
+        self.full_from = self.full_from_now(now).unwrap_or(UNKNOWN);
+        admitted
+    }
+
+    /// [`Self::try_admit_gated`] while something is parked: only with an empty class queue, and
+    /// leaving enough for the older waiting heads (see the type docs).
+    #[inline(never)]
+    fn try_admit_behind_parked(
+        &mut self,
+        class: Class,
+        cost: &Cost,
+        now: Nanos,
+        gate: &mut impl FnMut(&Cost) -> bool,
+    ) -> bool {
         if !self.queues[class.index()].is_empty() {
             return false;
         }
@@ -420,8 +445,8 @@ impl<T> Throttle<T> {
                 deadline: self.ready_at(&h.cost, now),
             });
         }
-        if self.may_admit(&cost, &older, now) && gate(&cost) {
-            self.charge(&cost, now);
+        if self.may_admit(cost, &older, now) && gate(cost) {
+            self.charge(cost, now);
             return true;
         }
         false

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit::{Bucket, Class, Cost, Limit, Nanos, Throttle, TokenBucket};
+use ratelimit::{Bucket, Class, Limit, Nanos, Throttle, TokenBucket};
+
+mod common;
+use common::cost;
 
 const MIB: u64 = 1 << 20;
 
@@ -61,20 +64,6 @@ fn step() -> impl Strategy<Value = Step> {
         12 => (class, prop_oneof![1u64..=64, 1u64..=2 * MIB]).prop_map(|(c, n)| Step::Request(c, n)),
         1 => (bucket(), limit()).prop_map(|(b, l)| Step::SetLimit(b, l)),
     ]
-}
-
-fn cost(class: Class, n: u64) -> Cost {
-    match class {
-        Class::Read => Cost::new()
-            .with(Bucket::ReadBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Write => Cost::new()
-            .with(Bucket::WriteBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Other => Cost::new().with(Bucket::Ops, 1),
-    }
 }
 
 proptest! {

@@ -5,22 +5,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use ratelimit::{Bucket, Class, Cost, Limit, Nanos, Throttle};
 
-const MIB: u64 = 1 << 20;
-const NS: u128 = 1_000_000_000;
+mod common;
+use common::{cost, window_excess, NS};
 
-fn cost(class: Class, n: u64) -> Cost {
-    match class {
-        Class::Read => Cost::new()
-            .with(Bucket::ReadBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Write => Cost::new()
-            .with(Bucket::WriteBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Other => Cost::new().with(Bucket::Ops, 1),
-    }
-}
+const MIB: u64 = 1 << 20;
 
 /// Rates from 1 unit/s to 10^10 units/s, spread over the orders of magnitude.
 fn rate() -> impl Strategy<Value = u64> {
@@ -77,6 +65,18 @@ fn release_until(
         assert!(n > 0, "a reported deadline released nothing");
         admitted.extend(out.iter().map(|id| (*now, *id)));
     }
+}
+
+/// Releases at every reported deadline in the next `gap` ns, and moves `now` to its end.
+fn release_for(
+    th: &mut Throttle<usize>,
+    now: &mut Nanos,
+    gap: u64,
+    admitted: &mut Vec<(Nanos, usize)>,
+) {
+    let at = *now + Duration::from_nanos(gap);
+    release_until(th, now, Some(at), admitted);
+    *now = at;
 }
 
 /// Submits the requests at their arrival times and calls `release` exactly at every reported
@@ -138,14 +138,8 @@ proptest! {
                 .collect();
             let max_req = ev.iter().map(|e| e.1).max().unwrap_or(0);
             let slack = (l.burst as u128 + max_req.saturating_sub(l.burst as u128)) * NS;
-            for i in 0..ev.len() {
-                let mut sum = 0u128;
-                for e in &ev[i..] {
-                    sum += e.1;
-                    let allowed = slack + l.size as u128 * (e.0 - ev[i].0).as_nanos();
-                    prop_assert!(sum * NS <= allowed, "{b}: {sum} units in {:?}", e.0 - ev[i].0);
-                }
-            }
+            let excess = window_excess(&ev, l.size, slack);
+            prop_assert!(excess.is_none(), "{b}: (units, window) {excess:?}");
         }
     }
 
@@ -225,9 +219,7 @@ proptest! {
         let mut refused = Vec::new();
         let mut reqs = Vec::new();
         for (gap, step) in &steps {
-            let at = now + Duration::from_nanos(*gap);
-            release_until(&mut th, &mut now, Some(at), &mut admitted);
-            now = at;
+            release_for(&mut th, &mut now, *gap, &mut admitted);
             match step {
                 Step::Submit(n, c) => {
                     let id = reqs.len();
@@ -272,14 +264,8 @@ proptest! {
                 .collect();
             let max_req = ev.iter().map(|e| e.1).max().unwrap_or(0);
             let slack = (2 * burst as u128 + max_req) * NS;
-            for i in 0..ev.len() {
-                let mut sum = 0u128;
-                for e in &ev[i..] {
-                    sum += e.1;
-                    let allowed = slack + size as u128 * (e.0 - ev[i].0).as_nanos();
-                    prop_assert!(sum * NS <= allowed, "{b}: {sum} units in {:?}", e.0 - ev[i].0);
-                }
-            }
+            let excess = window_excess(&ev, size, slack);
+            prop_assert!(excess.is_none(), "{b}: (units, window) {excess:?}");
         }
     }
 
@@ -296,9 +282,7 @@ proptest! {
         let mut admitted = Vec::new();
         let mut reqs = Vec::new();
         for (gap, step) in &steps {
-            let at = now + Duration::from_nanos(*gap);
-            release_until(&mut th, &mut now, Some(at), &mut admitted);
-            now = at;
+            release_for(&mut th, &mut now, *gap, &mut admitted);
             match step {
                 Step::Submit(n, _) => {
                     reqs.push(*n);
@@ -317,14 +301,8 @@ proptest! {
         release_until(&mut th, &mut now, None, &mut admitted);
         prop_assert_eq!(admitted.len(), reqs.len());
         let max_req = reqs.iter().copied().max().unwrap_or(0) as u128;
-        for i in 0..admitted.len() {
-            let mut sum = 0u128;
-            for e in &admitted[i..] {
-                sum += reqs[e.1] as u128;
-                let allowed = (burst as u128 + max_req) * NS
-                    + size as u128 * (e.0 - admitted[i].0).as_nanos();
-                prop_assert!(sum * NS <= allowed, "{sum} units in {:?}", e.0 - admitted[i].0);
-            }
-        }
+        let ev: Vec<(Nanos, u128)> = admitted.iter().map(|(t, id)| (*t, reqs[*id] as u128)).collect();
+        let excess = window_excess(&ev, size, (burst as u128 + max_req) * NS);
+        prop_assert!(excess.is_none(), "(units, window) {excess:?}");
     }
 }

@@ -12,8 +12,9 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Nanos, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -162,32 +163,30 @@ impl Limiter {
 
     /// The timerfd to watch for readability; then call [`Self::on_timer`].
     pub fn timer_fd(&self) -> RawFd {
-        self.state.lock().unwrap().timer.as_raw_fd()
+        self.state.lock().timer.as_raw_fd()
     }
 
     /// Admits and charges a request costing `cost` now ([`Admission::Go`]), or hands back a
     /// [`Waiting`] that parks its chain. The chain stays with the caller either way, and a parked
     /// item (with its vring handle) is built only for a request that waits: the admitted path
     /// costs a lock and a clock read.
+    #[inline]
     pub fn admit(&self, cost: request::Cost) -> Admission<'_> {
-        if self.unlimited.load(Ordering::Relaxed) {
+        if self.unlimited.load(Ordering::Relaxed) || cost == request::Cost::Free {
             return Admission::Go;
         }
+        let mut st = self.state.lock();
+        let now = self.clock.now();
+        // Built here, not before the lock: only the request's small cost lives across the calls.
         let Some((mut class, cost)) = charge(cost) else {
             return Admission::Go;
         };
         if self.one_queue {
             class = Class::Write;
         }
-        let mut st = self.state.lock().unwrap();
-        let now = self.clock.now();
-        let s = &mut *st;
-        let admitted = match s.group.as_mut() {
-            Some(g) => {
-                g.tick(&mut s.th, &s.own, now);
-                s.th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
-            }
-            None => s.th.try_admit(class, cost, now),
+        let admitted = match st.group {
+            None => st.th.try_admit(class, cost, now),
+            Some(_) => admit_in_group(&mut st, class, cost, now),
         };
         if admitted {
             return Admission::Go;
@@ -202,7 +201,7 @@ impl Limiter {
 
     /// Releases every parked chain whose tokens now exist, and re-arms the timer.
     pub fn on_timer(&self) -> Vec<Parked> {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let State {
             th,
             timer,
@@ -252,7 +251,7 @@ impl Limiter {
     /// now). No change creates tokens: a changed bucket keeps its level (capped at the new
     /// burst) and its debt, and a bucket added where none was starts empty.
     pub fn set_limits(&self, limits: Limits) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let now = self.clock.now();
         let s = &mut *st;
         s.own = limits;
@@ -277,7 +276,7 @@ impl Limiter {
 
     /// Every bucket's limit and current level (None when unlimited).
     pub fn levels(&self) -> [(Bucket, Limit, Option<i64>); 4] {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         let now = self.clock.now();
         Bucket::ALL.map(|b| (b, st.th.limit(b), st.th.level(b, now)))
     }
@@ -288,7 +287,7 @@ impl Limiter {
     /// other rings stay parked, in their order, and the timer is re-armed for them.
     pub fn drain(&self, ring: &FsVring) -> Drained<Parked> {
         let all = seeded_drain_all();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let State {
             th, timer, group, ..
         } = &mut *st;
@@ -303,13 +302,25 @@ impl Limiter {
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.state.lock().unwrap().own
+        self.state.lock().own
     }
 
     /// Runs `f` on the group membership, if any, under the limiter's lock.
     pub fn with_group<R>(&self, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
-        self.state.lock().unwrap().group.as_mut().map(f)
+        self.state.lock().group.as_mut().map(f)
     }
+}
+
+/// [`Limiter::admit`] for a group member: tick the share if due, and ask the group's shared
+/// buckets too.
+#[inline(never)]
+fn admit_in_group(st: &mut State, class: Class, cost: Cost, now: Nanos) -> bool {
+    let State { th, own, group, .. } = st;
+    let Some(g) = group.as_mut() else {
+        return th.try_admit(class, cost, now);
+    };
+    g.tick(th, own, now);
+    th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
 }
 
 /// Arms `timer` for the next deadline (or disarms it when nothing waits). In a group, the
