@@ -183,11 +183,14 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// returns true after a few comparisons, without touching any queue or allocating.
 ///
 /// # Cost when the limits do not bind
-/// With nothing parked, the throttle remembers the instant from which every limited bucket is
-/// full again. From then on each of them admits whatever an item costs, exactly as the refill
-/// would find, so the item is charged from the capacities without computing any refill: one
-/// comparison of instants and one addition per admission. Anything else takes the exact slow
-/// path, which computes that instant again.
+/// With nothing parked, the throttle remembers the instant (a `u64` of nanoseconds) from which
+/// every limited bucket is full again. From then on each of them admits whatever an item costs,
+/// exactly as the refill would find, so the item is charged from the capacities without
+/// computing any refill: two comparisons, and per bucket it pays into a store of the level and
+/// of the instant, taken with the time the bucket needs to be full again from a memo of its last
+/// charge from full (computed, with one division, only when the amount differs from the last
+/// one: a run of requests of one size computes it once), then one addition. Anything else takes
+/// the exact slow path (out of line), which computes that instant again.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
