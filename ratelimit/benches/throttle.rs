@@ -6,10 +6,10 @@
 //! Run: `cargo bench -p ratelimit --bench throttle`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ratelimit::{Bucket, Class, Cost, Limit, Throttle, TokenBucket};
+use ratelimit::{Bucket, Class, Cost, Limit, Nanos, Throttle, TokenBucket};
 
 fn read_cost(n: u64) -> Cost {
     Cost::new()
@@ -31,7 +31,7 @@ fn try_admit(c: &mut Criterion) {
 
     // No limits configured: the fast path every request takes on an unlimited sandbox.
     g.bench_function("unlimited", |b| {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th: Throttle<u64> = Throttle::new(t0);
         b.iter(|| assert!(th.try_admit(Class::Read, black_box(read_cost(4096)), t0)))
     });
@@ -39,7 +39,7 @@ fn try_admit(c: &mut Criterion) {
     // Limits far above the offered rate (100 GB/s, 100 M ops/s): always admitted, but every
     // bucket is refilled and charged.
     g.bench_function("limited_not_binding", |b| {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th: Throttle<u64> = Throttle::new(t0)
             .with_limit(Bucket::Bw, Limit::new(100_000_000_000), t0)
             .with_limit(Bucket::Ops, Limit::new(100_000_000), t0);
@@ -71,7 +71,7 @@ fn park_release(c: &mut Criterion) {
     g.bench_function("64_binding", |b| {
         b.iter_batched(
             || {
-                let t0 = Instant::now();
+                let t0 = Nanos::now();
                 let th: Throttle<u64> = Throttle::new(t0).with_limit(
                     Bucket::Bw,
                     Limit::with_burst(10_000_000, 1 << 20),
@@ -111,7 +111,7 @@ fn bucket(c: &mut Criterion) {
     let mut g = c.benchmark_group("token_bucket");
     g.throughput(Throughput::Elements(1));
     g.bench_function("admits_and_charge", |b| {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut tb = TokenBucket::new(Limit::new(1_000_000_000), t0);
         let mut now = t0;
         b.iter(|| {
@@ -123,7 +123,7 @@ fn bucket(c: &mut Criterion) {
         })
     });
     g.bench_function("time_until", |b| {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut tb = TokenBucket::new(Limit::new(10_000_000), t0);
         tb.charge(50_000_000, t0);
         b.iter(|| black_box(tb.time_until(black_box(1 << 20), t0)))

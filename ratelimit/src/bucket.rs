@@ -1,6 +1,8 @@
 //! A single token bucket with exact integer arithmetic.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Nanos;
 
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 
@@ -44,16 +46,52 @@ pub struct TokenBucket {
     limit: Limit,
     /// Level in unit·ns at `last`; may be negative (debt). Never above `burst × 10⁹`.
     level: i128,
-    last: Instant,
+    last: Nanos,
+    /// The last charge from full ([`TokenBucket::charge_full`]), so that a run of requests of
+    /// one size (the usual case) computes it once.
+    from_full: FromFull,
+}
+
+/// A charge of `n` units from a full bucket under one limit: the level it leaves and the
+/// nanoseconds until the bucket is full again.
+#[derive(Debug, Clone, Copy)]
+struct FromFull {
+    /// Units charged (`0`: nothing computed yet; a charge from full is never of 0 units).
+    n: u64,
+    /// The level (unit·ns) after the charge.
+    level: i128,
+    /// `⌈n·10⁹ / size⌉`, or `u64::MAX` if that does not fit 64 bits.
+    refill_ns: u64,
+}
+
+impl FromFull {
+    const NONE: FromFull = FromFull {
+        n: 0,
+        level: 0,
+        refill_ns: u64::MAX,
+    };
+
+    fn of(limit: Limit, n: u64) -> Self {
+        FromFull {
+            n,
+            // Both terms are below 2^94: no overflow, and the same as the saturating charge.
+            level: capacity(limit) - n as i128 * NANOS_PER_SEC,
+            // At that instant the refill covers the deficit, one nanosecond earlier it does not.
+            refill_ns: n
+                .checked_mul(NANOS_PER_SEC as u64)
+                .map_or(u64::MAX, |d| d.div_ceil(limit.size)),
+        }
+    }
 }
 
 impl TokenBucket {
     /// A bucket with `limit`, full at `now`.
-    pub fn new(limit: Limit, now: Instant) -> Self {
+    pub fn new(limit: Limit, now: Nanos) -> Self {
         TokenBucket {
             limit,
             level: capacity(limit),
             last: now,
+            from_full: FromFull::NONE,
         }
     }
 
@@ -72,7 +110,7 @@ impl TokenBucket {
     /// from then on it refills at the new rate. A bucket that was unlimited starts empty, so
     /// removing a limit and adding it back cannot hand out a burst. Setting the same limit again
     /// changes nothing.
-    pub fn set_limit(&mut self, limit: Limit, now: Instant) {
+    pub fn set_limit(&mut self, limit: Limit, now: Nanos) {
         if limit == self.limit {
             return;
         }
@@ -83,6 +121,7 @@ impl TokenBucket {
             self.level
         };
         self.limit = limit;
+        self.from_full = FromFull::NONE;
         self.level = level.min(capacity(limit));
         if now > self.last {
             self.last = now;
@@ -91,42 +130,40 @@ impl TokenBucket {
 
     /// Level in unit·ns at `now` (not stored). `now` earlier than the last update counts as no
     /// time elapsed.
-    fn scaled_level(&self, now: Instant) -> i128 {
+    fn scaled_level(&self, now: Nanos) -> i128 {
         self.level_after(self.elapsed_ns(now))
     }
 
     /// Nanoseconds from the last update to `now` (0 if `now` is earlier).
     #[inline]
-    pub(crate) fn elapsed_ns(&self, now: Instant) -> u128 {
-        now.saturating_duration_since(self.last).as_nanos()
+    pub(crate) fn elapsed_ns(&self, now: Nanos) -> u64 {
+        now.ns_since(self.last)
     }
 
     /// The instant of the last update.
     #[inline]
-    pub(crate) fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> Nanos {
         self.last
     }
 
     /// Level in unit·ns `elapsed` nanoseconds after the last update.
     #[inline]
-    fn level_after(&self, elapsed: u128) -> i128 {
+    fn level_after(&self, elapsed: u64) -> i128 {
         let cap = capacity(self.limit);
         // cap - level >= 0 and < 2^127.
         let deficit = (cap - self.level) as u128;
-        let refill = match u64::try_from(elapsed) {
-            // Both factors < 2^64: the product fits u128 (one widening multiply).
-            Ok(e) => Some(self.limit.size as u128 * e as u128),
-            Err(_) => (self.limit.size as u128).checked_mul(elapsed),
-        };
-        match refill {
-            Some(refill) if refill < deficit => self.level + refill as i128,
-            _ => cap,
+        // Both factors < 2^64: the product fits u128 (one widening multiply).
+        let refill = self.limit.size as u128 * elapsed as u128;
+        if refill < deficit {
+            self.level + refill as i128
+        } else {
+            cap
         }
     }
 
     /// Applies the refill up to `now`.
     #[inline]
-    fn advance(&mut self, now: Instant) {
+    fn advance(&mut self, now: Nanos) {
         self.level = self.scaled_level(now);
         if now > self.last {
             self.last = now;
@@ -135,7 +172,7 @@ impl TokenBucket {
 
     /// Whole tokens in the bucket at `now`, rounded down (negative while in debt), saturating at
     /// the `i64` range. `None` when unlimited.
-    pub fn level(&self, now: Instant) -> Option<i64> {
+    pub fn level(&self, now: Nanos) -> Option<i64> {
         if self.is_unlimited() {
             return None;
         }
@@ -150,13 +187,13 @@ impl TokenBucket {
 
     /// Whether a request of `n` units would be admitted at `now`: the bucket holds at least
     /// `min(n, burst)` tokens. Always true when unlimited.
-    pub fn admits(&self, n: u64, now: Instant) -> bool {
+    pub fn admits(&self, n: u64, now: Nanos) -> bool {
         self.is_unlimited() || self.scaled_level(now) >= self.need(n)
     }
 
     /// Whether a request of `n` units may be paid at a ring stop: the bucket may go one burst
     /// further into debt than [`TokenBucket::admits`] allows (level + burst ≥ `min(n, burst)`).
-    pub fn admits_at_stop(&self, n: u64, now: Instant) -> bool {
+    pub fn admits_at_stop(&self, n: u64, now: Nanos) -> bool {
         self.is_unlimited() || self.scaled_level(now) + capacity(self.limit) >= self.need(n)
     }
 
@@ -164,7 +201,7 @@ impl TokenBucket {
     /// charged meanwhile: [`Duration::ZERO`] if it is admitted now, otherwise the exact wait
     /// rounded up to the nanosecond (so at `now + wait` [`TokenBucket::admits`] is true and at
     /// one nanosecond earlier it is false). Saturates at [`Duration::MAX`].
-    pub fn time_until(&self, n: u64, now: Instant) -> Duration {
+    pub fn time_until(&self, n: u64, now: Nanos) -> Duration {
         if self.is_unlimited() {
             return Duration::ZERO;
         }
@@ -182,7 +219,7 @@ impl TokenBucket {
     /// Whether taking `take` units now still leaves the bucket able to admit `then_need` units at
     /// `at` (refilling meanwhile, nothing else charged). Used to lend tokens that a waiting item
     /// will not need before its deadline.
-    pub(crate) fn lends(&self, take: u64, then_need: u64, at: Instant, now: Instant) -> bool {
+    pub(crate) fn lends(&self, take: u64, then_need: u64, at: Nanos, now: Nanos) -> bool {
         if self.is_unlimited() || take == 0 || then_need == 0 {
             return true;
         }
@@ -191,24 +228,22 @@ impl TokenBucket {
         if missing <= 0 {
             return true;
         }
-        let dt = at.saturating_duration_since(now).as_nanos();
-        (self.limit.size as u128)
-            .checked_mul(dt)
-            .map_or(true, |refill| refill >= missing as u128)
+        // Both factors < 2^64: the product fits u128.
+        self.limit.size as u128 * at.ns_since(now) as u128 >= missing as u128
     }
 
     /// Applies the refill up to `now`, then whether the bucket admits `n` units (as
     /// [`TokenBucket::admits`] at `now`). Refilling changes nothing any query reports: the level
     /// at any later instant is the same, exactly (integer unit·ns), whether or not it happened.
     #[cfg(test)]
-    pub(crate) fn refill_admits(&mut self, n: u64, now: Instant) -> bool {
+    pub(crate) fn refill_admits(&mut self, n: u64, now: Nanos) -> bool {
         self.refill_admits_after(n, now, self.elapsed_ns(now))
     }
 
     /// [`TokenBucket::refill_admits`] given `elapsed = self.elapsed_ns(now)` (computed once for
     /// several buckets last updated at the same instant).
     #[inline]
-    pub(crate) fn refill_admits_after(&mut self, n: u64, now: Instant, elapsed: u128) -> bool {
+    pub(crate) fn refill_admits_after(&mut self, n: u64, now: Nanos, elapsed: u64) -> bool {
         if self.is_unlimited() {
             return true;
         }
@@ -228,30 +263,23 @@ impl TokenBucket {
         }
     }
 
-    /// Charges `n` units at `now` of a limited bucket known to be full at `now` and last
-    /// updated no later: the same state as refilling to `now` and [`TokenBucket::charge`],
-    /// computed without the refill.
+    /// Charges `n` units (`n > 0`) at `now` of a limited bucket known to be full at `now` and
+    /// last updated no later: the same state as refilling to `now` and [`TokenBucket::charge`],
+    /// computed without the refill. Returns the nanoseconds until it is full again, rounded up
+    /// (`⌈n·10⁹ / size⌉`), or `u64::MAX` if that does not fit 64 bits.
     #[inline]
-    pub(crate) fn charge_full(&mut self, n: u64, now: Instant) {
-        // Both terms are below 2^94: no overflow, and the same as the saturating charge.
-        self.level = capacity(self.limit) - n as i128 * NANOS_PER_SEC;
+    pub(crate) fn charge_full(&mut self, n: u64, now: Nanos) -> u64 {
+        if self.from_full.n != n {
+            self.from_full = FromFull::of(self.limit, n);
+        }
+        self.level = self.from_full.level;
         self.last = now;
-    }
-
-    /// Nanoseconds a limited bucket just charged `n` units from full takes to be full again,
-    /// rounded up (`⌈n·10⁹ / size⌉`: at that instant the refill covers the deficit, one
-    /// nanosecond earlier it does not); `None` if it does not fit 64 bits.
-    #[inline]
-    pub(crate) fn refill_ns(&self, n: u64) -> Option<u64> {
-        Some(
-            n.checked_mul(NANOS_PER_SEC as u64)?
-                .div_ceil(self.limit.size),
-        )
+        self.from_full.refill_ns
     }
 
     /// Charges `n` units unconditionally (the level may go, or go further, into debt). A no-op
     /// when unlimited. Check [`TokenBucket::admits`] first for the admission rule.
-    pub fn charge(&mut self, n: u64, now: Instant) {
+    pub fn charge(&mut self, n: u64, now: Nanos) {
         if self.is_unlimited() {
             return;
         }
@@ -272,7 +300,7 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     /// Admits and charges `n` units if the bucket admits them, as a [`crate::Throttle`] does.
-    fn take(b: &mut TokenBucket, n: u64, now: Instant) -> bool {
+    fn take(b: &mut TokenBucket, n: u64, now: Nanos) -> bool {
         let ok = b.admits(n, now);
         if ok {
             b.charge(n, now);
@@ -285,7 +313,7 @@ mod tests {
     /// through refills, debt, a full bucket and a clock that does not move.
     #[test]
     fn one_refill_path_matches_admits_and_charge() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let limit = Limit::with_burst(1000, 3000);
         let (mut a, mut b) = (TokenBucket::new(limit, t0), TokenBucket::new(limit, t0));
         let mut now = t0;
@@ -315,7 +343,7 @@ mod tests {
 
     #[test]
     fn burst_then_plateau_then_refill() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut b = TokenBucket::new(Limit::with_burst(1000, 4000), t0);
         assert_eq!(b.level(t0), Some(4000));
         for _ in 0..4 {
@@ -335,7 +363,7 @@ mod tests {
     fn no_drift_with_odd_rates() {
         // 3 units/s: 1 unit every 333_333_333.3 ns. 3000 single-unit requests at their exact
         // deadlines take exactly 1000 s minus the 3-unit burst.
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut b = TokenBucket::new(Limit::with_burst(3, 3), t0);
         let mut t = t0;
         for _ in 0..3003 {
@@ -347,7 +375,7 @@ mod tests {
 
     #[test]
     fn over_burst_request_runs_into_debt() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let size = 10 * MIB;
         let mut b = TokenBucket::new(Limit::with_burst(size, 64 * KIB), t0);
         assert!(
@@ -366,7 +394,7 @@ mod tests {
 
     #[test]
     fn exact_deadline_rounds_up() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         // 7 units/s, empty: 1 unit takes 142_857_142.857 ns -> 142_857_143 ns.
         let mut b = TokenBucket::new(Limit::new(7), t0);
         b.charge(7, t0);
@@ -378,7 +406,7 @@ mod tests {
 
     #[test]
     fn extreme_values() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         // size 1
         let mut b = TokenBucket::new(Limit::new(1), t0);
         assert!(take(&mut b, 1, t0));
@@ -411,7 +439,7 @@ mod tests {
 
     #[test]
     fn unlimited_and_zero_burst() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut b = TokenBucket::new(Limit::UNLIMITED, t0);
         assert!(take(&mut b, u64::MAX, t0));
         assert_eq!(b.level(t0), None);
@@ -424,7 +452,7 @@ mod tests {
 
     #[test]
     fn set_limit_keeps_the_level_and_never_creates_tokens() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut b = TokenBucket::new(Limit::new(100), t0);
         b.charge(300, t0);
         b.set_limit(Limit::new(100), t0);
@@ -459,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_stop_may_go_one_burst_further_into_debt() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut b = TokenBucket::new(Limit::with_burst(1000, 500), t0);
         b.charge(500, t0); // empty
         assert!(!b.admits(300, t0));

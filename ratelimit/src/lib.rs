@@ -31,7 +31,8 @@
 //!   cannot run in per-[`Class`] FIFO queues, and releases it at exact deadlines, with a
 //!   deadline-reservation rule so that classes sharing a bucket cannot starve each other.
 //!
-//! Time is passed in as an [`std::time::Instant`]; [`Clock`] abstracts where it comes from so
+//! Time is passed in as [`Nanos`], whole nanoseconds of a monotonic clock (a `u64`, so the
+//! admission path compares and adds plain integers); [`Clock`] abstracts where it comes from so
 //! that tests drive a [`FakeClock`] and never sleep.
 //!
 //! # Why not `governor`
@@ -71,6 +72,6 @@ mod parse;
 mod throttle;
 
 pub use bucket::{Limit, TokenBucket};
-pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
 pub use parse::{parse_quantity, ParseError};
 pub use throttle::{Bucket, Class, Cost, Drained, Throttle};

@@ -2,9 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bucket::{Limit, TokenBucket};
+use crate::clock::Nanos;
 
 /// The buckets a [`Throttle`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,38 +73,58 @@ impl Class {
 
 /// What a request costs in each bucket (units; `0` = does not pay into that bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Cost([u64; 4]);
+pub struct Cost {
+    amounts: [u64; 4],
+    /// Bit set of the buckets with a non-zero amount (bit `i`: the bucket of index `i`).
+    mask: u8,
+}
 
 impl Cost {
     /// A cost of nothing anywhere.
     pub const fn new() -> Self {
-        Cost([0; 4])
+        Cost {
+            amounts: [0; 4],
+            mask: 0,
+        }
     }
 
     /// This cost with `amount` units in `bucket` (replacing any previous amount there).
     pub const fn with(mut self, bucket: Bucket, amount: u64) -> Self {
-        self.0[bucket.index()] = amount;
+        self.amounts[bucket.index()] = amount;
+        self.mask = (self.mask & !bucket.bit()) | (((amount != 0) as u8) << bucket.index());
         self
     }
 
     /// The amount charged to `bucket`.
     pub const fn get(&self, bucket: Bucket) -> u64 {
-        self.0[bucket.index()]
+        self.amounts[bucket.index()]
     }
 
     /// The buckets with a non-zero amount: only they decide whether the cost is admitted (a
     /// bucket in debt does not hold back what does not pay into it).
     fn paid(&self) -> impl Iterator<Item = Bucket> + '_ {
-        Bucket::ALL.into_iter().filter(|b| self.get(*b) != 0)
+        bits(self.mask).map(|i| Bucket::ALL[i])
     }
 
     /// Bit set of the buckets with a non-zero amount.
     #[inline]
     fn mask(&self) -> u8 {
-        // Bit `i` is `Bucket::bit` of the bucket of index `i`.
-        let [a, b, c, d] = self.0.map(|n| u8::from(n != 0));
-        a | b << 1 | c << 2 | d << 3
+        self.mask
     }
+}
+
+/// The indices of the bits set in `mask` (a bucket mask: every index is below 4), lowest first.
+#[inline]
+fn bits(mut mask: u8) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        // A bucket mask has bits 0..4 only; `& 3` lets the compiler drop the bounds checks.
+        Some(i & 3)
+    })
 }
 
 /// What [`Throttle::drain`] hands back, each list in arrival order.
@@ -127,10 +148,10 @@ struct Parked<T> {
 #[derive(Clone, Copy)]
 struct Claim {
     cost: Cost,
-    deadline: Instant,
+    deadline: Nanos,
 }
 
-/// Waits beyond what an `Instant` can hold only arise from absurd configurations; cap them.
+/// Waits beyond what an `Nanos` can hold only arise from absurd configurations; cap them.
 const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Buckets plus per-class FIFO queues of waiting items of type `T`.
@@ -162,11 +183,14 @@ const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// returns true after a few comparisons, without touching any queue or allocating.
 ///
 /// # Cost when the limits do not bind
-/// With nothing parked, the throttle remembers the instant from which every limited bucket is
-/// full again. From then on each of them admits whatever an item costs, exactly as the refill
-/// would find, so the item is charged from the capacities without computing any refill: one
-/// comparison of instants and one addition per admission. Anything else takes the exact slow
-/// path, which computes that instant again.
+/// With nothing parked, the throttle remembers the instant (a `u64` of nanoseconds) from which
+/// every limited bucket is full again. From then on each of them admits whatever an item costs,
+/// exactly as the refill would find, so the item is charged from the capacities without
+/// computing any refill: two comparisons, and per bucket it pays into a store of the level and
+/// of the instant, taken with the time the bucket needs to be full again from a memo of its last
+/// charge from full (computed, with one division, only when the amount differs from the last
+/// one: a run of requests of one size computes it once), then one addition. Anything else takes
+/// the exact slow path (out of line), which computes that instant again.
 #[derive(Debug)]
 pub struct Throttle<T> {
     buckets: [TokenBucket; 4],
@@ -176,29 +200,35 @@ pub struct Throttle<T> {
     parked: usize,
     next_seq: u64,
     /// Every limited bucket is full at any instant from this one on, and was last updated no
-    /// later; `None` when not known (after any change but the fast path's own).
-    full_from: Option<Instant>,
+    /// later; [`UNKNOWN`] when not known (after any change but the fast path's own).
+    full_from: Nanos,
 }
+
+/// [`Throttle`]'s `full_from` when it is not known (a real instant is never that late; one that
+/// is only takes the exact slow path).
+const UNKNOWN: Nanos = Nanos::MAX;
 
 impl<T> Throttle<T> {
     /// A throttle with every bucket unlimited.
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Nanos) -> Self {
         Throttle {
             buckets: std::array::from_fn(|_| TokenBucket::new(Limit::UNLIMITED, now)),
             limited: 0,
             queues: std::array::from_fn(|_| VecDeque::new()),
             parked: 0,
             next_seq: 0,
-            full_from: Some(now),
+            full_from: now,
         }
     }
 
     /// This throttle with `bucket` limited to `limit` and full at `now`: the initial
     /// configuration. (Later changes go through [`Throttle::set_limit`], which never fills.)
-    pub fn with_limit(mut self, bucket: Bucket, limit: Limit, now: Instant) -> Self {
+    pub fn with_limit(mut self, bucket: Bucket, limit: Limit, now: Nanos) -> Self {
         self.buckets[bucket.index()] = TokenBucket::new(limit, now);
         self.mark_limited(bucket, limit);
-        self.full_from = self.full_from.map(|f| f.max(now));
+        if self.full_from != UNKNOWN {
+            self.full_from = self.full_from.max(now);
+        }
         self
     }
 
@@ -207,10 +237,10 @@ impl<T> Throttle<T> {
     /// unlimited starts empty, and no change creates tokens. Parked items are judged by the new
     /// limits from the next [`Throttle::release_into`] on (call it, and re-arm the timer, after
     /// changing limits).
-    pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Instant) {
+    pub fn set_limit(&mut self, bucket: Bucket, limit: Limit, now: Nanos) {
         self.buckets[bucket.index()].set_limit(limit, now);
         self.mark_limited(bucket, limit);
-        self.full_from = None;
+        self.full_from = UNKNOWN;
     }
 
     fn mark_limited(&mut self, bucket: Bucket, limit: Limit) {
@@ -227,12 +257,12 @@ impl<T> Throttle<T> {
     }
 
     /// Whole tokens in `bucket` at `now` (negative in debt); `None` if it is unlimited.
-    pub fn level(&self, bucket: Bucket, now: Instant) -> Option<i64> {
+    pub fn level(&self, bucket: Bucket, now: Nanos) -> Option<i64> {
         self.buckets[bucket.index()].level(now)
     }
 
     /// Whether `bucket` would hold a charge of `n` at `now` (`false` when it is unlimited).
-    pub fn holds(&self, bucket: Bucket, n: u64, now: Instant) -> bool {
+    pub fn holds(&self, bucket: Bucket, n: u64, now: Nanos) -> bool {
         !self.buckets[bucket.index()].admits(n, now)
     }
 
@@ -247,7 +277,7 @@ impl<T> Throttle<T> {
     }
 
     /// The instant from which every bucket admits `cost`, if nothing else is charged.
-    fn ready_at(&self, cost: &Cost, now: Instant) -> Instant {
+    fn ready_at(&self, cost: &Cost, now: Nanos) -> Nanos {
         let wait = cost
             .paid()
             .map(|b| self.buckets[b.index()].time_until(cost.get(b), now))
@@ -257,20 +287,20 @@ impl<T> Throttle<T> {
     }
 
     /// Whether every bucket admits `cost` at `now`.
-    fn admits(&self, cost: &Cost, now: Instant) -> bool {
+    fn admits(&self, cost: &Cost, now: Nanos) -> bool {
         cost.paid()
             .all(|b| self.buckets[b.index()].admits(cost.get(b), now))
     }
 
     /// Whether charging `cost` at `now` leaves every bucket able to serve `claim` by its deadline.
-    fn leaves_enough(&self, cost: &Cost, claim: &Claim, now: Instant) -> bool {
+    fn leaves_enough(&self, cost: &Cost, claim: &Claim, now: Nanos) -> bool {
         Bucket::ALL.iter().all(|b| {
             self.buckets[b.index()].lends(cost.get(*b), claim.cost.get(*b), claim.deadline, now)
         })
     }
 
     /// Whether an item costing `cost`, newer than every claim, may be admitted at `now`.
-    fn may_admit(&self, cost: &Cost, older: &[Option<Claim>], now: Instant) -> bool {
+    fn may_admit(&self, cost: &Cost, older: &[Option<Claim>], now: Nanos) -> bool {
         self.admits(cost, now)
             && older
                 .iter()
@@ -278,8 +308,8 @@ impl<T> Throttle<T> {
                 .all(|c| self.leaves_enough(cost, c, now))
     }
 
-    fn charge(&mut self, cost: &Cost, now: Instant) {
-        self.full_from = None;
+    fn charge(&mut self, cost: &Cost, now: Nanos) {
+        self.full_from = UNKNOWN;
         for b in Bucket::ALL {
             self.buckets[b.index()].charge(cost.get(b), now);
         }
@@ -287,16 +317,14 @@ impl<T> Throttle<T> {
 
     /// The instant from which every limited bucket is full, if each was last updated no later
     /// than `now` (exact: `now` plus the longest [`TokenBucket::time_until`] full).
-    fn full_from_now(&self, now: Instant) -> Option<Instant> {
+    fn full_from_now(&self, now: Nanos) -> Option<Nanos> {
         let mut wait = Duration::ZERO;
-        for b in Bucket::ALL {
-            let bucket = &self.buckets[b.index()];
-            if self.limited & b.bit() != 0 {
-                if bucket.last() > now {
-                    return None;
-                }
-                wait = wait.max(bucket.time_until(u64::MAX, now));
+        for i in bits(self.limited) {
+            let bucket = &self.buckets[i];
+            if bucket.last() > now {
+                return None;
             }
+            wait = wait.max(bucket.time_until(u64::MAX, now));
         }
         now.checked_add(wait)
     }
@@ -323,72 +351,93 @@ impl<T> Throttle<T> {
     /// empty, every bucket admits it, and it leaves enough for the waiting heads of other
     /// classes (see the type docs). Otherwise it changes nothing and returns false: the caller
     /// then [`Self::park`]s the item, so an item is built only for requests that wait.
-    pub fn try_admit(&mut self, class: Class, cost: Cost, now: Instant) -> bool {
+    pub fn try_admit(&mut self, class: Class, cost: Cost, now: Nanos) -> bool {
         self.try_admit_gated(class, cost, now, &mut |_| true)
     }
 
     /// [`Self::try_admit`] with an outside gate: once the buckets would admit `cost`, `gate`
     /// is asked (and may charge something of its own, e.g. a group's shared bucket); if it
     /// says no, nothing is charged here either.
+    #[inline]
     pub fn try_admit_gated(
         &mut self,
         class: Class,
         cost: Cost,
-        now: Instant,
+        now: Nanos,
         gate: &mut impl FnMut(&Cost) -> bool,
     ) -> bool {
         let pays = cost.mask() & self.limited;
-        if pays == 0 && self.parked == 0 {
-            return gate(&cost);
-        }
         if self.parked == 0 {
-            // Nothing waits, so there is no claim to leave room for: admitted when every bucket
-            // holds enough. Each bucket's refill is computed once, for the check and the charge.
-            // Only the limited buckets this cost pays into are looked at.
-            let paying = || Bucket::ALL.into_iter().filter(move |b| pays & b.bit() != 0);
-            if self.full_from.is_some_and(|f| now >= f) {
+            if pays == 0 {
+                return gate(&cost);
+            }
+            if now >= self.full_from && self.full_from != UNKNOWN {
                 // Fast path: every limited bucket is full now, so each admits (as the slow path
                 // would find) and is charged from its capacity, no refill needed.
                 if !gate(&cost) {
                     return false;
                 }
-                let mut refill = Some(0);
-                for b in paying() {
-                    let bucket = &mut self.buckets[b.index()];
-                    bucket.charge_full(cost.get(b), now);
-                    refill = refill
-                        .zip(bucket.refill_ns(cost.get(b)))
-                        .map(|(r, n)| r.max(n));
+                let mut refill = 0;
+                for i in bits(pays) {
+                    refill = refill.max(self.buckets[i].charge_full(cost.amounts[i], now));
                 }
-                // The others stay full; the paying ones are full again after their refill.
-                self.full_from = refill.and_then(|r| now.checked_add(Duration::from_nanos(r)));
+                // The others stay full; the paying ones are full again after their refill (a
+                // refill that does not fit, `u64::MAX`, saturates to UNKNOWN).
+                self.full_from = Nanos::from_ns(now.as_ns().saturating_add(refill));
                 return true;
             }
-            // Buckets refilled together share their last update: the elapsed time is computed
-            // once for them.
-            let mut holds = true;
-            let mut since: Option<(Instant, u128)> = None;
-            for b in paying() {
-                let bucket = &mut self.buckets[b.index()];
-                let elapsed = match since {
-                    Some((last, e)) if last == bucket.last() => e,
-                    _ => {
-                        let e = bucket.elapsed_ns(now);
-                        since = Some((bucket.last(), e));
-                        e
-                    }
-                };
-                holds &= bucket.refill_admits_after(cost.get(b), now, elapsed);
-            }
-            let admitted = holds && gate(&cost);
-            if admitted {
-                for b in paying() {
-                    self.buckets[b.index()].charge_refilled(cost.get(b));
-                }
-            }
-            self.full_from = self.full_from_now(now);
-            return admitted;
+            return self.try_admit_refilling(&cost, pays, now, gate);
         }
+        self.try_admit_behind_parked(class, &cost, now, gate)
+    }
+
+    /// [`Self::try_admit_gated`] with nothing parked, when not every limited bucket is known to
+    /// be full: admitted when every bucket `pays` holds enough (there is no claim to leave room
+    /// for). Each bucket's refill is computed once, for the check and the charge.
+    #[inline(never)]
+    fn try_admit_refilling(
+        &mut self,
+        cost: &Cost,
+        pays: u8,
+        now: Nanos,
+        gate: &mut impl FnMut(&Cost) -> bool,
+    ) -> bool {
+        // Buckets refilled together share their last update: the elapsed time is computed
+        // once for them.
+        let mut holds = true;
+        let mut since: Option<(Nanos, u64)> = None;
+        for i in bits(pays) {
+            let bucket = &mut self.buckets[i];
+            let elapsed = match since {
+                Some((last, e)) if last == bucket.last() => e,
+                _ => {
+                    let e = bucket.elapsed_ns(now);
+                    since = Some((bucket.last(), e));
+                    e
+                }
+            };
+            holds &= bucket.refill_admits_after(cost.amounts[i], now, elapsed);
+        }
+        let admitted = holds && gate(cost);
+        if admitted {
+            for i in bits(pays) {
+                self.buckets[i].charge_refilled(cost.amounts[i]);
+            }
+        }
+        self.full_from = self.full_from_now(now).unwrap_or(UNKNOWN);
+        admitted
+    }
+
+    /// [`Self::try_admit_gated`] while something is parked: only with an empty class queue, and
+    /// leaving enough for the older waiting heads (see the type docs).
+    #[inline(never)]
+    fn try_admit_behind_parked(
+        &mut self,
+        class: Class,
+        cost: &Cost,
+        now: Nanos,
+        gate: &mut impl FnMut(&Cost) -> bool,
+    ) -> bool {
         if !self.queues[class.index()].is_empty() {
             return false;
         }
@@ -399,8 +448,8 @@ impl<T> Throttle<T> {
                 deadline: self.ready_at(&h.cost, now),
             });
         }
-        if self.may_admit(&cost, &older, now) && gate(&cost) {
-            self.charge(&cost, now);
+        if self.may_admit(cost, &older, now) && gate(cost) {
+            self.charge(cost, now);
             return true;
         }
         false
@@ -420,7 +469,7 @@ impl<T> Throttle<T> {
 
     /// Releases every parked item admissible at `now`, charging each, oldest class head first,
     /// and appends them to `out`. Returns how many were released.
-    pub fn release_into(&mut self, now: Instant, out: &mut Vec<T>) -> usize {
+    pub fn release_into(&mut self, now: Nanos, out: &mut Vec<T>) -> usize {
         self.release_into_gated(now, out, &mut |_| true)
     }
 
@@ -429,7 +478,7 @@ impl<T> Throttle<T> {
     /// its buckets had refused it.
     pub fn release_into_gated(
         &mut self,
-        now: Instant,
+        now: Nanos,
         out: &mut Vec<T>,
         gate: &mut dyn FnMut(&Cost) -> bool,
     ) -> usize {
@@ -460,9 +509,9 @@ impl<T> Throttle<T> {
     /// The earliest instant at which [`Throttle::release_into`] will release something, assuming
     /// nothing is submitted meanwhile; `None` when nothing is parked. At or before `now` means
     /// "release now". Exact to the nanosecond (rounded up): arm a one-shot timer for it.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
         // (claim of the head at its own deadline, instant it can actually leave)
-        let mut older: Vec<(Claim, Instant)> = Vec::with_capacity(3);
+        let mut older: Vec<(Claim, Nanos)> = Vec::with_capacity(3);
         for c in self.heads_by_age() {
             let cost = self.head(c).cost;
             let own = self.ready_at(&cost, now);
@@ -472,7 +521,7 @@ impl<T> Throttle<T> {
                 .iter()
                 .filter(|(claim, _)| !self.leaves_enough(&cost, claim, own))
                 .map(|(_, leaves)| *leaves)
-                .fold(own, Instant::max);
+                .fold(own, Nanos::max);
             older.push((
                 Claim {
                     cost,
@@ -492,14 +541,14 @@ impl<T> Throttle<T> {
     ///
     /// So a stop never gives work away: over any window, a bucket admits at most
     /// `2·burst + size·T + one request`, however many stops the window holds.
-    pub fn drain(&mut self, now: Instant) -> Drained<T> {
+    pub fn drain(&mut self, now: Nanos) -> Drained<T> {
         self.drain_where(now, |_| true)
     }
 
     /// [`Throttle::drain`] for the items `pick` selects only (e.g. those of one stopped ring):
     /// they are judged and charged the same way, in arrival order; the others stay parked in
     /// their order. Call `next_deadline` and re-arm the timer afterwards.
-    pub fn drain_where(&mut self, now: Instant, mut pick: impl FnMut(&T) -> bool) -> Drained<T> {
+    pub fn drain_where(&mut self, now: Nanos, mut pick: impl FnMut(&T) -> bool) -> Drained<T> {
         let mut all: Vec<Parked<T>> = Vec::new();
         for q in &mut self.queues {
             let (take, keep): (VecDeque<_>, VecDeque<_>) = q.drain(..).partition(|p| pick(&p.item));
@@ -536,17 +585,21 @@ mod tests {
     fn mask_has_the_bit_of_each_paid_bucket() {
         for b in Bucket::ALL {
             assert_eq!(Cost::new().with(b, 7).mask(), b.bit(), "{b}");
+            assert_eq!(Cost::new().with(b, 7).with(b, 0), Cost::new(), "{b}");
+            assert_eq!(Cost::new().with(b, 7).paid().collect::<Vec<_>>(), [b]);
         }
         let all = Bucket::ALL.iter().fold(Cost::new(), |c, b| c.with(*b, 1));
         assert_eq!(all.mask(), 0b1111);
+        assert_eq!(all.paid().collect::<Vec<_>>(), Bucket::ALL);
         assert_eq!(Cost::new().mask(), 0);
+        assert_eq!(bits(0b1010).collect::<Vec<_>>(), [1, 3]);
     }
 
     /// A bucket in debt holds back only what pays into it, also while something is parked and
     /// at a stop: metadata (ops only) is not kept waiting by `bw` debt a big write left.
     #[test]
     fn debt_holds_back_only_what_pays_into_the_bucket() {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th: Throttle<u32> =
             Throttle::new(t0).with_limit(Bucket::Bw, Limit::with_burst(1000, 100), t0);
         let write = |n| {

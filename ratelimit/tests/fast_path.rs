@@ -4,10 +4,13 @@
 //! admitted iff every bucket admits, then every bucket charged. Time steps include the exact
 //! nanosecond at which a bucket becomes full again, and one nanosecond either side of it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit::{Bucket, Class, Cost, Limit, Throttle, TokenBucket};
+use ratelimit::{Bucket, Class, Limit, Nanos, Throttle, TokenBucket};
+
+mod common;
+use common::cost;
 
 const MIB: u64 = 1 << 20;
 
@@ -63,20 +66,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn cost(class: Class, n: u64) -> Cost {
-    match class {
-        Class::Read => Cost::new()
-            .with(Bucket::ReadBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Write => Cost::new()
-            .with(Bucket::WriteBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Other => Cost::new().with(Bucket::Ops, 1),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -85,7 +74,7 @@ proptest! {
         limits in [limit(), limit(), limit(), limit()],
         steps in prop::collection::vec((gap(), step()), 1..120),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th: Throttle<()> = Throttle::new(t0);
         let mut model: [TokenBucket; 4] = Bucket::ALL.map(|b| TokenBucket::new(limits[b.index()], t0));
         for b in Bucket::ALL {

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use ratelimit::group::{file, Budget, Member, Region, TICK};
-use ratelimit::{Limit, TokenBucket};
-use std::time::{Duration, Instant};
+use ratelimit::{Limit, Nanos, TokenBucket};
+use std::time::Duration;
 
 const MS: u64 = 1_000_000;
 const REQ: u64 = 32 * 1024;
@@ -13,7 +13,7 @@ const REQ: u64 = 32 * 1024;
 struct Sim {
     members: Vec<(Member, TokenBucket, u64)>, // member, local bucket, bytes in the window
     region: Region,
-    origin: Instant,
+    origin: Nanos,
     now: u64,
 }
 
@@ -25,7 +25,7 @@ impl Sim {
             ops: Limit::UNLIMITED,
         };
         file::init(&region, budget, 0);
-        let origin = Instant::now();
+        let origin = Nanos::now();
         let members = weights
             .iter()
             .enumerate()

@@ -1,26 +1,14 @@
 //! Property tests: rate bound over every window, liveness, FIFO, long-run rate. Fake time only.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit::{Bucket, Class, Cost, Limit, Throttle};
+use ratelimit::{Bucket, Class, Cost, Limit, Nanos, Throttle};
+
+mod common;
+use common::{cost, window_excess, NS};
 
 const MIB: u64 = 1 << 20;
-const NS: u128 = 1_000_000_000;
-
-fn cost(class: Class, n: u64) -> Cost {
-    match class {
-        Class::Read => Cost::new()
-            .with(Bucket::ReadBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Write => Cost::new()
-            .with(Bucket::WriteBw, n)
-            .with(Bucket::Bw, n)
-            .with(Bucket::Ops, 1),
-        Class::Other => Cost::new().with(Bucket::Ops, 1),
-    }
-}
 
 /// Rates from 1 unit/s to 10^10 units/s, spread over the orders of magnitude.
 fn rate() -> impl Strategy<Value = u64> {
@@ -46,12 +34,12 @@ fn requests() -> impl Strategy<Value = Vec<(u64, u64, Class)>> {
 
 struct Run {
     /// (instant, request index) in admission order.
-    admitted: Vec<(Instant, usize)>,
+    admitted: Vec<(Nanos, usize)>,
 }
 
 /// What the daemon does with a request (virtiofsd `device::throttle`): admit it now if
 /// [`Throttle::try_admit`] does, else park it. `Some(item)` when admitted.
-fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Instant) -> Option<T> {
+fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Nanos) -> Option<T> {
     if th.try_admit(class, cost, now) {
         return Some(item);
     }
@@ -62,9 +50,9 @@ fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Insta
 /// Releases at every reported deadline up to `until` (all of them if `None`).
 fn release_until(
     th: &mut Throttle<usize>,
-    now: &mut Instant,
-    until: Option<Instant>,
-    admitted: &mut Vec<(Instant, usize)>,
+    now: &mut Nanos,
+    until: Option<Nanos>,
+    admitted: &mut Vec<(Nanos, usize)>,
 ) {
     let mut out = Vec::new();
     while let Some(d) = th.next_deadline(*now) {
@@ -79,9 +67,21 @@ fn release_until(
     }
 }
 
+/// Releases at every reported deadline in the next `gap` ns, and moves `now` to its end.
+fn release_for(
+    th: &mut Throttle<usize>,
+    now: &mut Nanos,
+    gap: u64,
+    admitted: &mut Vec<(Nanos, usize)>,
+) {
+    let at = *now + Duration::from_nanos(gap);
+    release_until(th, now, Some(at), admitted);
+    *now = at;
+}
+
 /// Submits the requests at their arrival times and calls `release` exactly at every reported
 /// deadline, until nothing is parked.
-fn drive(th: &mut Throttle<usize>, t0: Instant, reqs: &[(u64, u64, Class)]) -> Run {
+fn drive(th: &mut Throttle<usize>, t0: Nanos, reqs: &[(u64, u64, Class)]) -> Run {
     let mut admitted = Vec::new();
     let mut now = t0;
     let mut arrival = t0;
@@ -106,7 +106,7 @@ proptest! {
         limits in [limit(), limit(), limit(), limit()],
         reqs in requests(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Bucket::ALL
             .iter()
             .zip(limits)
@@ -130,7 +130,7 @@ proptest! {
             if l.is_unlimited() {
                 continue;
             }
-            let ev: Vec<(Instant, u128)> = run
+            let ev: Vec<(Nanos, u128)> = run
                 .admitted
                 .iter()
                 .map(|(t, id)| (*t, cost(reqs[*id].2, reqs[*id].1).get(b) as u128))
@@ -138,14 +138,8 @@ proptest! {
                 .collect();
             let max_req = ev.iter().map(|e| e.1).max().unwrap_or(0);
             let slack = (l.burst as u128 + max_req.saturating_sub(l.burst as u128)) * NS;
-            for i in 0..ev.len() {
-                let mut sum = 0u128;
-                for e in &ev[i..] {
-                    sum += e.1;
-                    let allowed = slack + l.size as u128 * (e.0 - ev[i].0).as_nanos();
-                    prop_assert!(sum * NS <= allowed, "{b}: {sum} units in {:?}", e.0 - ev[i].0);
-                }
-            }
+            let excess = window_excess(&ev, l.size, slack);
+            prop_assert!(excess.is_none(), "{b}: (units, window) {excess:?}");
         }
     }
 
@@ -155,7 +149,7 @@ proptest! {
         burst in 0u64..=4 * MIB,
         sizes in prop::collection::vec(1u64..=MIB, 2..200),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0)
             .with_limit(Bucket::Bw, Limit::with_burst(size, burst), t0);
         let reqs: Vec<_> = sizes.iter().map(|s| (0, *s, Class::Read)).collect();
@@ -211,7 +205,7 @@ proptest! {
         others in [limit(), limit(), limit()],
         steps in steps(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
         for (b, l) in [Bucket::ReadBw, Bucket::WriteBw, Bucket::Ops].into_iter().zip(others) {
             th = th.with_limit(b, l, t0);
@@ -225,9 +219,7 @@ proptest! {
         let mut refused = Vec::new();
         let mut reqs = Vec::new();
         for (gap, step) in &steps {
-            let at = now + Duration::from_nanos(*gap);
-            release_until(&mut th, &mut now, Some(at), &mut admitted);
-            now = at;
+            release_for(&mut th, &mut now, *gap, &mut admitted);
             match step {
                 Step::Submit(n, c) => {
                     let id = reqs.len();
@@ -265,21 +257,15 @@ proptest! {
             if size == 0 {
                 continue;
             }
-            let ev: Vec<(Instant, u128)> = admitted
+            let ev: Vec<(Nanos, u128)> = admitted
                 .iter()
                 .map(|(t, id)| (*t, cost(reqs[*id].1, reqs[*id].0).get(b) as u128))
                 .filter(|e| e.1 > 0)
                 .collect();
             let max_req = ev.iter().map(|e| e.1).max().unwrap_or(0);
             let slack = (2 * burst as u128 + max_req) * NS;
-            for i in 0..ev.len() {
-                let mut sum = 0u128;
-                for e in &ev[i..] {
-                    sum += e.1;
-                    let allowed = slack + size as u128 * (e.0 - ev[i].0).as_nanos();
-                    prop_assert!(sum * NS <= allowed, "{b}: {sum} units in {:?}", e.0 - ev[i].0);
-                }
-            }
+            let excess = window_excess(&ev, size, slack);
+            prop_assert!(excess.is_none(), "{b}: (units, window) {excess:?}");
         }
     }
 
@@ -289,16 +275,14 @@ proptest! {
         first in limited(),
         steps in steps(),
     ) {
-        let t0 = Instant::now();
+        let t0 = Nanos::now();
         let mut th = Throttle::new(t0).with_limit(Bucket::Bw, first, t0);
         let (mut size, mut burst) = (first.size, first.burst);
         let mut now = t0;
         let mut admitted = Vec::new();
         let mut reqs = Vec::new();
         for (gap, step) in &steps {
-            let at = now + Duration::from_nanos(*gap);
-            release_until(&mut th, &mut now, Some(at), &mut admitted);
-            now = at;
+            release_for(&mut th, &mut now, *gap, &mut admitted);
             match step {
                 Step::Submit(n, _) => {
                     reqs.push(*n);
@@ -317,14 +301,8 @@ proptest! {
         release_until(&mut th, &mut now, None, &mut admitted);
         prop_assert_eq!(admitted.len(), reqs.len());
         let max_req = reqs.iter().copied().max().unwrap_or(0) as u128;
-        for i in 0..admitted.len() {
-            let mut sum = 0u128;
-            for e in &admitted[i..] {
-                sum += reqs[e.1] as u128;
-                let allowed = (burst as u128 + max_req) * NS
-                    + size as u128 * (e.0 - admitted[i].0).as_nanos();
-                prop_assert!(sum * NS <= allowed, "{sum} units in {:?}", e.0 - admitted[i].0);
-            }
-        }
+        let ev: Vec<(Nanos, u128)> = admitted.iter().map(|(t, id)| (*t, reqs[*id] as u128)).collect();
+        let excess = window_excess(&ev, size, (burst as u128 + max_req) * NS);
+        prop_assert!(excess.is_none(), "(units, window) {excess:?}");
     }
 }

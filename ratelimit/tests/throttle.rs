@@ -1,8 +1,8 @@
 //! Scheduler behaviour, driven by a fake clock (no sleeps).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ratelimit::{Bucket, Class, Clock, Cost, FakeClock, Limit, Throttle};
+use ratelimit::{Bucket, Class, Clock, Cost, FakeClock, Limit, Nanos, Throttle};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -31,7 +31,7 @@ fn ms(n: u64) -> Duration {
 
 /// What the daemon does with a request (virtiofsd `device::throttle`): admit it now if
 /// [`Throttle::try_admit`] does, else park it. `Some(item)` when admitted.
-fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Instant) -> Option<T> {
+fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Nanos) -> Option<T> {
     if th.try_admit(class, cost, now) {
         return Some(item);
     }
@@ -40,7 +40,7 @@ fn submit<T>(th: &mut Throttle<T>, item: T, class: Class, cost: Cost, now: Insta
 }
 
 /// [`Throttle::release_into`] into a new vector.
-fn release<T>(th: &mut Throttle<T>, now: Instant) -> Vec<T> {
+fn release<T>(th: &mut Throttle<T>, now: Nanos) -> Vec<T> {
     let mut out = Vec::new();
     th.release_into(now, &mut out);
     out

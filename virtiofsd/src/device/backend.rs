@@ -31,7 +31,7 @@ use vmm_sys_util::event::{
 use crate::config::MAX_REQUEST_QUEUES;
 use crate::device::chain::{complete, Chain, Descs};
 use crate::device::pool::Pool;
-use crate::device::throttle::Limiter;
+use crate::device::throttle::{Admission, Limiter};
 use crate::device::vring::{FsVring, GuestMem, MAX_QUEUE_SIZE};
 use crate::fuse::handler::{reply_error, Handler};
 use crate::fuse::request::{Cost, QueueKind, Verdict};
@@ -357,11 +357,10 @@ impl FsBackend {
                     Verdict::Serve { .. } if uncharged => {
                         self.dispatch(chain, Some(descs), verdict, vring, queue)
                     }
-                    Verdict::Serve { cost, .. } => {
-                        if let Some(chain) = self.limiter.admit(cost, chain, verdict, vring) {
-                            self.dispatch(chain, Some(descs), verdict, vring, queue);
-                        }
-                    }
+                    Verdict::Serve { cost, .. } => match self.limiter.admit(cost) {
+                        Admission::Go => self.dispatch(chain, Some(descs), verdict, vring, queue),
+                        Admission::Wait(w) => w.park(chain, verdict, vring),
+                    },
                     _ => self.dispatch(chain, Some(descs), verdict, vring, queue),
                 }
             }

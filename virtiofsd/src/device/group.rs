@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ratelimit::group::{file::monotonic_ns, Budget, GroupBucket, Member};
-use ratelimit::{Bucket, Cost, Limit, Throttle};
+use ratelimit::{Bucket, Cost, Limit, Nanos, Throttle};
 
 use crate::config::Limits;
 
@@ -63,7 +63,7 @@ impl Group {
     }
 
     /// Ticks if due (renew, publish, recompute) and applies changed shares to `th`.
-    pub fn tick<T>(&mut self, th: &mut Throttle<T>, own: &Limits, now: std::time::Instant) {
+    pub fn tick<T>(&mut self, th: &mut Throttle<T>, own: &Limits, now: Nanos) {
         let ns = monotonic_ns();
         if !self.member.tick_due(ns) {
             return;
@@ -83,19 +83,13 @@ impl Group {
     /// Notes which group buckets (bw, ops) hold a request of `cost` that must wait at `now`:
     /// the member's own (which enforce its share) or the shared ones. A request that waits
     /// behind another's queue head, held by neither, is counted when the head's turn is judged.
-    pub fn note_wait<T>(&mut self, th: &Throttle<T>, cost: &Cost, now: std::time::Instant) {
+    pub fn note_wait<T>(&mut self, th: &Throttle<T>, cost: &Cost, now: Nanos) {
         let held = self.holds(th, cost, now, monotonic_ns());
         self.backlogged = std::array::from_fn(|i| self.backlogged[i] || held[i]);
     }
 
     /// Per group bucket (bw, ops): whether the local or the shared bucket holds `cost`.
-    fn holds<T>(
-        &self,
-        th: &Throttle<T>,
-        cost: &Cost,
-        now: std::time::Instant,
-        ns: u64,
-    ) -> [bool; 2] {
+    fn holds<T>(&self, th: &Throttle<T>, cost: &Cost, now: Nanos, ns: u64) -> [bool; 2] {
         let [bw, ops] = self.member.holds(group_cost(cost), ns);
         [
             bw || th.holds(Bucket::Bw, cost.get(Bucket::Bw), now),

@@ -12,10 +12,10 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
-use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Throttle};
+use parking_lot::{Mutex, MutexGuard};
+use ratelimit::{Bucket, Class, Clock, Cost, Drained, Limit, MonotonicClock, Nanos, Throttle};
 use vmm_sys_util::timerfd::TimerFd;
 
 pub use crate::config::Limits;
@@ -34,7 +34,43 @@ pub struct Parked {
     /// The ring it completes into (it knows its queue index: [`FsVring::queue`]).
     pub vring: FsVring,
     /// When it was parked.
-    pub since: Instant,
+    pub since: Nanos,
+}
+
+/// What [`Limiter::admit`] decided for a request.
+#[must_use = "a request that waits must be parked with `Waiting::park`, or it is never completed"]
+pub enum Admission<'a> {
+    /// Serve it now: it is charged.
+    Go,
+    /// It waits for tokens: park its chain (the limiter stays locked until then).
+    Wait(Waiting<'a>),
+}
+
+/// A request [`Limiter::admit`] did not admit, holding the limiter's lock and the instant it
+/// was judged at, so that parking it is the same decision (nothing can be charged between).
+pub struct Waiting<'a> {
+    st: MutexGuard<'a, State>,
+    class: Class,
+    cost: Cost,
+    now: Nanos,
+}
+
+impl Waiting<'_> {
+    /// Parks `chain` with what finishing it later needs, and arms the timer for it.
+    pub fn park(mut self, chain: Chain, verdict: Verdict, vring: &FsVring) {
+        let st = &mut *self.st;
+        if let Some(g) = st.group.as_mut() {
+            g.note_wait(&st.th, &self.cost, self.now);
+        }
+        let item = Parked {
+            chain,
+            verdict,
+            vring: vring.clone(),
+            since: self.now,
+        };
+        st.th.park(item, self.class, self.cost);
+        arm(&st.th, &mut st.timer, st.group.as_ref(), self.now);
+    }
 }
 
 /// The class and cost of a request.
@@ -127,64 +163,45 @@ impl Limiter {
 
     /// The timerfd to watch for readability; then call [`Self::on_timer`].
     pub fn timer_fd(&self) -> RawFd {
-        self.state.lock().unwrap().timer.as_raw_fd()
+        self.state.lock().timer.as_raw_fd()
     }
 
-    /// Admits a request costing `cost` now (the chain is handed back), or parks it with what
-    /// finishing it later needs and arms the timer (None). A parked item (with its vring
-    /// handle) is built only for a request that waits: the admitted path costs a lock and a
-    /// clock read.
-    pub fn admit(
-        &self,
-        cost: request::Cost,
-        chain: Chain,
-        verdict: Verdict,
-        vring: &FsVring,
-    ) -> Option<Chain> {
-        if self.unlimited.load(Ordering::Relaxed) {
-            return Some(chain);
+    /// Admits and charges a request costing `cost` now ([`Admission::Go`]), or hands back a
+    /// [`Waiting`] that parks its chain. The chain stays with the caller either way, and a parked
+    /// item (with its vring handle) is built only for a request that waits: the admitted path
+    /// costs a lock and a clock read.
+    #[inline]
+    pub fn admit(&self, cost: request::Cost) -> Admission<'_> {
+        if self.unlimited.load(Ordering::Relaxed) || cost == request::Cost::Free {
+            return Admission::Go;
         }
+        let mut st = self.state.lock();
+        let now = self.clock.now();
+        // Built here, not before the lock: only the request's small cost lives across the calls.
         let Some((mut class, cost)) = charge(cost) else {
-            return Some(chain);
+            return Admission::Go;
         };
         if self.one_queue {
             class = Class::Write;
         }
-        let mut st = self.state.lock().unwrap();
-        let now = self.clock.now();
-        let State {
-            th,
-            timer,
-            own,
-            group,
-        } = &mut *st;
-        let admitted = match group {
-            Some(g) => {
-                g.tick(th, own, now);
-                th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
-            }
-            None => th.try_admit(class, cost, now),
+        let admitted = match st.group {
+            None => st.th.try_admit(class, cost, now),
+            Some(_) => admit_in_group(&mut st, class, cost, now),
         };
         if admitted {
-            return Some(chain);
+            return Admission::Go;
         }
-        if let Some(g) = group {
-            g.note_wait(th, &cost, now);
-        }
-        let item = Parked {
-            chain,
-            verdict,
-            vring: vring.clone(),
-            since: now,
-        };
-        th.park(item, class, cost);
-        arm(th, timer, group.as_ref(), now);
-        None
+        Admission::Wait(Waiting {
+            st,
+            class,
+            cost,
+            now,
+        })
     }
 
     /// Releases every parked chain whose tokens now exist, and re-arms the timer.
     pub fn on_timer(&self) -> Vec<Parked> {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let State {
             th,
             timer,
@@ -219,7 +236,7 @@ impl Limiter {
         out
     }
 
-    fn record_waits(&self, released: &[Parked], now: Instant, mut group: Option<&mut Group>) {
+    fn record_waits(&self, released: &[Parked], now: Nanos, mut group: Option<&mut Group>) {
         for p in released {
             let waited = now.saturating_duration_since(p.since);
             self.stats.record_wait(waited);
@@ -234,26 +251,23 @@ impl Limiter {
     /// now). No change creates tokens: a changed bucket keeps its level (capped at the new
     /// burst) and its debt, and a bucket added where none was starts empty.
     pub fn set_limits(&self, limits: Limits) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let now = self.clock.now();
-        let State {
-            th,
-            timer,
-            own,
-            group,
-        } = &mut *st;
-        *own = limits;
-        if let Some(g) = group.as_mut() {
+        let s = &mut *st;
+        s.own = limits;
+        if let Some(g) = s.group.as_mut() {
             g.member.set_own_caps([limits.bw.size, limits.ops.size]);
         }
-        let eff = group.as_ref().map_or(limits, |g| g.effective(&limits));
+        let eff = s.group.as_ref().map_or(limits, |g| g.effective(&limits));
         for (b, l) in eff.buckets() {
-            th.set_limit(b, l, now);
+            s.th.set_limit(b, l, now);
         }
-        self.unlimited
-            .store(limits.is_unlimited() && group.is_none(), Ordering::Relaxed);
-        if th.parked() > 0 {
-            if let Err(e) = timer.reset(NS, None) {
+        self.unlimited.store(
+            limits.is_unlimited() && s.group.is_none(),
+            Ordering::Relaxed,
+        );
+        if s.th.parked() > 0 {
+            if let Err(e) = s.timer.reset(NS, None) {
                 log::error!("cannot arm the throttle timer: {e}");
             }
         }
@@ -262,7 +276,7 @@ impl Limiter {
 
     /// Every bucket's limit and current level (None when unlimited).
     pub fn levels(&self) -> [(Bucket, Limit, Option<i64>); 4] {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         let now = self.clock.now();
         Bucket::ALL.map(|b| (b, st.th.limit(b), st.th.level(b, now)))
     }
@@ -273,7 +287,7 @@ impl Limiter {
     /// other rings stay parked, in their order, and the timer is re-armed for them.
     pub fn drain(&self, ring: &FsVring) -> Drained<Parked> {
         let all = seeded_drain_all();
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let State {
             th, timer, group, ..
         } = &mut *st;
@@ -288,18 +302,30 @@ impl Limiter {
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.state.lock().unwrap().own
+        self.state.lock().own
     }
 
     /// Runs `f` on the group membership, if any, under the limiter's lock.
     pub fn with_group<R>(&self, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
-        self.state.lock().unwrap().group.as_mut().map(f)
+        self.state.lock().group.as_mut().map(f)
     }
+}
+
+/// [`Limiter::admit`] for a group member: tick the share if due, and ask the group's shared
+/// buckets too.
+#[inline(never)]
+fn admit_in_group(st: &mut State, class: Class, cost: Cost, now: Nanos) -> bool {
+    let State { th, own, group, .. } = st;
+    let Some(g) = group.as_mut() else {
+        return th.try_admit(class, cost, now);
+    };
+    g.tick(th, own, now);
+    th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
 }
 
 /// Arms `timer` for the next deadline (or disarms it when nothing waits). In a group, the
 /// heads may also wait for the shared buckets, and a waiting member wakes at least every tick.
-fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, group: Option<&Group>, now: Instant) {
+fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, group: Option<&Group>, now: Nanos) {
     let deadline = th.next_deadline(now).map(|d| match group {
         Some(g) => d.max(now + g.wait(th)).min(now + ratelimit::group::TICK),
         None => d,
