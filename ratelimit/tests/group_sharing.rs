@@ -81,6 +81,13 @@ fn within(got: f64, want: f64, tol: f64) -> bool {
     (got - want).abs() <= want * tol
 }
 
+/// A member's bytes in a window against its share: within `tol`, or within one request (a
+/// member is admitted a whole request at a time, so a window's edges can cut one off; with a
+/// share of a few requests a window that one request is already more than 10 %).
+fn share_within(got: f64, want: f64, tol: f64) -> bool {
+    within(got, want, tol) || (got - want).abs() <= REQ as f64
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -104,7 +111,7 @@ proptest! {
         let wsum: u64 = weights.iter().sum();
         for (i, w) in weights.iter().enumerate() {
             let want = 2.0 * rate as f64 * *w as f64 / wsum as f64;
-            prop_assert!(within(got[i] as f64, want, 0.10) || (want < 4.0 * REQ as f64),
+            prop_assert!(share_within(got[i] as f64, want, 0.10),
                 "member {i} (weight {w}): {} vs {want}", got[i]);
         }
     }
@@ -126,7 +133,7 @@ proptest! {
         let rest: u64 = weights[1..].iter().sum();
         for (i, w) in weights.iter().enumerate().skip(1) {
             let want = 2.0 * rate as f64 * *w as f64 / rest as f64;
-            prop_assert!(within(got[i] as f64, want, 0.10) || want < 4.0 * REQ as f64,
+            prop_assert!(share_within(got[i] as f64, want, 0.10),
                 "member {i}: {} vs {want}", got[i]);
         }
     }
