@@ -151,7 +151,7 @@ struct Claim {
     deadline: Nanos,
 }
 
-/// Waits beyond what an `Nanos` can hold only arise from absurd configurations; cap them.
+/// Waits beyond what a `Nanos` can hold only arise from absurd configurations; cap them.
 const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Buckets plus per-class FIFO queues of waiting items of type `T`.
