@@ -98,17 +98,15 @@ pub(super) const WORKLOADS: [&str; 6] = [
     "churn",
 ];
 
-/// Per-round ratios `a/b` of one metric (runs paired by round): (min, max) over the rounds.
-/// This is the spread a ratio of medians must be read against.
-pub(super) fn round_range(
-    host: &Value,
+/// Workload `w`'s results at `pool`, paired by round: (variant `a`'s, variant `b`'s).
+pub(super) fn paired<'h>(
+    host: &'h Value,
     a: &str,
     b: &str,
     pool: u64,
     w: &str,
-    path: &[&str],
-) -> Option<(f64, f64)> {
-    let mut by_round: BTreeMap<u64, (Option<f64>, Option<f64>)> = BTreeMap::new();
+) -> BTreeMap<u64, (Option<&'h Value>, Option<&'h Value>)> {
+    let mut by_round: BTreeMap<u64, (Option<&Value>, Option<&Value>)> = BTreeMap::new();
     for run in host["runs"].as_array().into_iter().flatten() {
         if run["pool"].as_u64() != Some(pool) {
             continue;
@@ -122,22 +120,41 @@ pub(super) fn round_range(
         else {
             continue;
         };
-        let v = path.iter().fold(r, |v, k| &v[*k]).as_f64();
         let e = by_round
             .entry(run["round"].as_u64().unwrap_or(0))
             .or_default();
         if var == a {
-            e.0 = v;
+            e.0 = Some(r);
         } else if var == b {
-            e.1 = v;
+            e.1 = Some(r);
         }
     }
-    let rs: Vec<f64> = by_round
+    by_round
+}
+
+/// The value at `path` in a workload result.
+pub(super) fn at(r: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().fold(r, |v, k| &v[*k]).as_f64()
+}
+
+/// Per-round ratios `a/b` of one metric (runs paired by round): (min, max) over the rounds.
+/// This is the spread a ratio of medians must be read against.
+pub(super) fn round_range(
+    host: &Value,
+    a: &str,
+    b: &str,
+    pool: u64,
+    w: &str,
+    path: &[&str],
+) -> Option<(f64, f64)> {
+    let rs: Vec<f64> = paired(host, a, b, pool, w)
         .values()
-        .filter_map(|&(x, y)| match (x, y) {
-            (Some(x), Some(y)) if y > 0.0 => Some(x / y),
-            _ => None,
-        })
+        .filter_map(
+            |&(x, y)| match (x.and_then(|x| at(x, path)), y.and_then(|y| at(y, path))) {
+                (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+                _ => None,
+            },
+        )
         .collect();
     let (lo, _, hi) = min_med_max(&rs)?;
     Some((lo, hi))

@@ -6,14 +6,13 @@
 //! medians of the per-round ratios over the quiet rounds are reported beside the all-round
 //! figures, never instead of them.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
 use crate::stats::min_med_max;
 
-use super::cells::{main_metric, metric_path, WORKLOADS};
+use super::cells::{at, main_metric, metric_path, paired, WORKLOADS};
 
 /// CPU (in cores) that other processes and the hypervisor may take while a workload is
 /// measured before its round no longer counts as quiet. The idle machine here used 0.012 to
@@ -26,37 +25,6 @@ pub(super) const DISTURBED: f64 = 0.05;
 fn disturbance(r: &Value) -> Option<f64> {
     let m = &r["machine"];
     Some(m["foreign_share"].as_f64()? + m["steal_share"].as_f64()?)
-}
-
-/// A workload's value and disturbance in one run, by round: (variant a, variant b).
-type Pairs = BTreeMap<u64, (Option<(f64, f64)>, Option<(f64, f64)>)>;
-
-fn pairs(host: &Value, a: &str, b: &str, pool: u64, w: &str, path: &[&str]) -> Pairs {
-    let mut by_round = Pairs::new();
-    for run in host["runs"].as_array().into_iter().flatten() {
-        if run["pool"].as_u64() != Some(pool) {
-            continue;
-        }
-        let Some(r) = run["report"]["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["workload"].as_str() == Some(w))
-        else {
-            continue;
-        };
-        let v = path.iter().fold(r, |v, k| &v[*k]).as_f64();
-        let cell = v.zip(disturbance(r));
-        let e = by_round
-            .entry(run["round"].as_u64().unwrap_or(0))
-            .or_default();
-        match run["variant"].as_str() {
-            Some(x) if x == a => e.0 = cell,
-            Some(x) if x == b => e.1 = cell,
-            _ => {}
-        }
-    }
-    by_round
 }
 
 /// The per-round ratios `a/b` of the quiet rounds.
@@ -79,10 +47,11 @@ pub(super) fn quiet_ratio(
     w: &str,
     path: &[&str],
 ) -> Option<Quiet> {
-    let all = pairs(host, a, b, pool, w, path);
-    let both: Vec<_> = all
+    // Each run's value and disturbance, for the rounds that have both runs.
+    let cell = |r: &Value| at(r, path).zip(disturbance(r));
+    let both: Vec<_> = paired(host, a, b, pool, w)
         .values()
-        .filter_map(|&(x, y)| x.zip(y))
+        .filter_map(|&(x, y)| x.and_then(cell).zip(y.and_then(cell)))
         .filter(|&(_, (y, _))| y > 0.0)
         .collect();
     let quiet: Vec<f64> = both
