@@ -71,17 +71,10 @@ pub struct Mapped {
     pub created: bool,
 }
 
-/// `CLOCK_MONOTONIC` now, in ns: the same clock in every namespace of the machine.
+/// `CLOCK_MONOTONIC` now, in ns: the same clock in every namespace of the machine, and the
+/// one the daemon's limiter reads ([`crate::Nanos::now`]).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    crate::Nanos::now().as_ns()
 }
 
 fn refused(path: &Path, why: impl Into<String>) -> GroupError {

@@ -64,13 +64,13 @@ impl Group {
 
     /// Ticks if due (renew, publish, recompute) and applies changed shares to `th`.
     pub fn tick<T>(&mut self, th: &mut Throttle<T>, own: &Limits, now: Nanos) {
-        let ns = monotonic_ns();
+        let ns = now.as_ns();
         if !self.member.tick_due(ns) {
             return;
         }
         let mut backlogged = std::mem::take(&mut self.backlogged);
         for c in th.head_costs() {
-            let held = self.holds(th, &c, now, ns);
+            let held = self.holds(th, &c, now);
             backlogged = std::array::from_fn(|i| backlogged[i] || held[i]);
         }
         if self.member.tick(ns, backlogged).is_some() {
@@ -84,23 +84,23 @@ impl Group {
     /// the member's own (which enforce its share) or the shared ones. A request that waits
     /// behind another's queue head, held by neither, is counted when the head's turn is judged.
     pub fn note_wait<T>(&mut self, th: &Throttle<T>, cost: &Cost, now: Nanos) {
-        let held = self.holds(th, cost, now, monotonic_ns());
+        let held = self.holds(th, cost, now);
         self.backlogged = std::array::from_fn(|i| self.backlogged[i] || held[i]);
     }
 
     /// Per group bucket (bw, ops): whether the local or the shared bucket holds `cost`.
-    fn holds<T>(&self, th: &Throttle<T>, cost: &Cost, now: Nanos, ns: u64) -> [bool; 2] {
-        let [bw, ops] = self.member.holds(group_cost(cost), ns);
+    fn holds<T>(&self, th: &Throttle<T>, cost: &Cost, now: Nanos) -> [bool; 2] {
+        let [bw, ops] = self.member.holds(group_cost(cost), now.as_ns());
         [
             bw || th.holds(Bucket::Bw, cost.get(Bucket::Bw), now),
             ops || th.holds(Bucket::Ops, cost.get(Bucket::Ops), now),
         ]
     }
 
-    /// The gate of the throttle: takes `cost` from the shared buckets if they admit it.
-    pub fn gate(&mut self, cost: &Cost) -> bool {
+    /// The gate of the throttle: takes `cost` from the shared buckets if they admit it at `now`.
+    pub fn gate(&mut self, cost: &Cost, now: Nanos) -> bool {
         let g = group_cost(cost);
-        let ns = monotonic_ns();
+        let ns = now.as_ns();
         if self.member.admits(g, ns) {
             self.member.charge(g, ns);
             true
@@ -109,15 +109,10 @@ impl Group {
         }
     }
 
-    /// Charges `cost` whatever the shared levels (requests paid at a ring stop).
-    pub fn force(&mut self, cost: &Cost) {
-        self.member.charge(group_cost(cost), monotonic_ns());
-    }
-
     /// How long the waiting heads of `th` need the shared buckets for (the soonest of them),
     /// capped at one tick so that a waiting member keeps its lease and share current.
-    pub fn wait<T>(&self, th: &Throttle<T>) -> Duration {
-        let ns = monotonic_ns();
+    pub fn wait<T>(&self, th: &Throttle<T>, now: Nanos) -> Duration {
+        let ns = now.as_ns();
         th.head_costs()
             .map(|c| self.member.time_until(group_cost(&c), ns))
             .min()

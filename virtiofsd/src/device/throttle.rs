@@ -216,7 +216,7 @@ impl Limiter {
             match group {
                 Some(g) => {
                     g.tick(th, own, now);
-                    th.release_into_gated(now, &mut out, &mut |c| g.gate(c));
+                    th.release_into_gated(now, &mut out, &mut |c| g.gate(c, now));
                 }
                 None => {
                     th.release_into(now, &mut out);
@@ -320,14 +320,16 @@ fn admit_in_group(st: &mut State, class: Class, cost: Cost, now: Nanos) -> bool 
         return th.try_admit(class, cost, now);
     };
     g.tick(th, own, now);
-    th.try_admit_gated(class, cost, now, &mut |c| g.gate(c))
+    th.try_admit_gated(class, cost, now, &mut |c| g.gate(c, now))
 }
 
 /// Arms `timer` for the next deadline (or disarms it when nothing waits). In a group, the
 /// heads may also wait for the shared buckets, and a waiting member wakes at least every tick.
 fn arm(th: &Throttle<Parked>, timer: &mut TimerFd, group: Option<&Group>, now: Nanos) {
     let deadline = th.next_deadline(now).map(|d| match group {
-        Some(g) => d.max(now + g.wait(th)).min(now + ratelimit::group::TICK),
+        Some(g) => d
+            .max(now + g.wait(th, now))
+            .min(now + ratelimit::group::TICK),
         None => d,
     });
     let res = match deadline {
