@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vufs_loadgen::engine::{Config, Generator, Workload};
 use vufs_testkit::api::json;
@@ -41,9 +41,15 @@ fn member(path: &Path, rate: u64, extra: &[&str]) -> Member {
     Member { s, d }
 }
 
+/// One generator's run: when it began and its 100 ms series in MiB/s.
+struct Run {
+    begun: Instant,
+    series: Vec<f64>,
+}
+
 /// Runs seq-read on `m` for `secs` after `start` is passed (all generators connected first);
-/// gives the 100 ms series in MiB/s (None if the daemon went away).
-fn load(m: &Member, secs: f64, start: Arc<Barrier>) -> JoinHandle<Option<Vec<f64>>> {
+/// None if the daemon went away.
+fn load(m: &Member, secs: f64, start: Arc<Barrier>) -> JoinHandle<Option<Run>> {
     let cfg = Config {
         socket: m.s.socket(),
         shared_dir: Some(m.s.share.clone()),
@@ -60,7 +66,9 @@ fn load(m: &Member, secs: f64, start: Arc<Barrier>) -> JoinHandle<Option<Vec<f64
         let g = Generator::connect(cfg);
         start.wait();
         let mut g = g.ok()?;
-        g.run(Workload::SeqRead).ok().map(|r| r.intervals_mib_s)
+        let begun = Instant::now();
+        let series = g.run(Workload::SeqRead).ok()?.intervals_mib_s;
+        Some(Run { begun, series })
     })
 }
 
@@ -88,7 +96,7 @@ fn run_all(members: &[&Member], secs: f64) -> Vec<Vec<f64>> {
     let b = Arc::new(Barrier::new(members.len()));
     let hs: Vec<_> = members.iter().map(|m| load(m, secs, b.clone())).collect();
     hs.into_iter()
-        .map(|h| h.join().unwrap().expect("the generator ran"))
+        .map(|h| h.join().unwrap().expect("the generator ran").series)
         .collect()
 }
 
@@ -146,14 +154,15 @@ fn a_killed_member_leaks_nothing_and_a_late_joiner_gets_its_share() {
     let b = member(&path, RATE, &[]);
     let mut victim = member(&path, RATE, &[]);
     let start = Arc::new(Barrier::new(4));
-    let ha = load(&a, 10.0, start.clone());
-    let hb = load(&b, 10.0, start.clone());
-    let hv = load(&victim, 10.0, start.clone());
+    let ha = load(&a, 12.0, start.clone());
+    let hb = load(&b, 12.0, start.clone());
+    let hv = load(&victim, 12.0, start.clone());
     start.wait();
     std::thread::sleep(Duration::from_millis(1500));
     // SIGKILL the serving process mid-flight (Kata stops daemons this way).
     let pid = victim.d.serving_pid();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let killed = Instant::now();
     assert!(
         hv.join().unwrap().is_none(),
         "the victim's generator saw it die"
@@ -165,28 +174,46 @@ fn a_killed_member_leaks_nothing_and_a_late_joiner_gets_its_share() {
     let hl = load(&late, 4.5, Arc::new(Barrier::new(1)));
     let (ra, rb) = (ha.join().unwrap().unwrap(), hb.join().unwrap().unwrap());
     let rl = hl.join().unwrap().expect("the late joiner ran");
-    let mean =
-        |r: &[f64], from: usize, to: usize| r[from..to].iter().sum::<f64>() / (to - from) as f64;
-    // From one second after the kill (2.5 s to 4.5 s) the two others share the whole rate.
+    // The windows are placed by when things happened, not by when they were asked for: a
+    // daemon's start-up and the generator's connect take longer on a loaded machine.
+    // Interval of `r` that holds the instant `at`.
+    let index =
+        |r: &Run, at: Instant| (at.duration_since(r.begun).as_secs_f64() * 10.0).round() as usize;
+    let mean = |r: &Run, from: usize| {
+        let w = r
+            .series
+            .get(from..from + WINDOW)
+            .unwrap_or_else(|| panic!("no 2 s window from interval {from} in {:.1?}", r.series));
+        w.iter().sum::<f64>() / WINDOW as f64
+    };
+    assert!(
+        rl.begun.duration_since(killed) >= Duration::from_secs(3),
+        "the late joiner began {:.2} s after the kill, inside the window after it",
+        rl.begun.duration_since(killed).as_secs_f64()
+    );
+    // From one second after the kill, for 2 s, the two others share the whole rate.
     let half = rate_mib(RATE) / 2.0;
     let third = rate_mib(RATE) / 3.0;
     for (name, r) in [("a", &ra), ("b", &rb)] {
-        let got = mean(r, 25, 45);
+        let got = mean(r, index(r, killed) + SKIP);
         assert!(
             (got - half).abs() <= half * 0.10,
-            "{name} after the kill: {got:.2} MiB/s, want {half:.2} ±10 % ({r:.1?})"
+            "{name} after the kill: {got:.2} MiB/s, want {half:.2} ±10 % ({:.1?})",
+            r.series
         );
-        // With the late joiner in (7 s to 9 s): a third each.
-        let got = mean(r, 70, 90);
+        // With the late joiner in (1.5 s to 3.5 s after it began): a third each.
+        let got = mean(r, index(r, rl.begun) + 15);
         assert!(
             (got - third).abs() <= third * 0.10,
-            "{name} with the late joiner: {got:.2} MiB/s, want {third:.2} ±10 % ({r:.1?})"
+            "{name} with the late joiner: {got:.2} MiB/s, want {third:.2} ±10 % ({:.1?})",
+            r.series
         );
     }
-    let got = mean(&rl, 15, 35);
+    let got = mean(&rl, 15);
     assert!(
         (got - third).abs() <= third * 0.10,
-        "late joiner: {got:.2} MiB/s, want {third:.2} ±10 % ({rl:.1?})"
+        "late joiner: {got:.2} MiB/s, want {third:.2} ±10 % ({:.1?})",
+        rl.series
     );
 }
 
@@ -305,7 +332,7 @@ fn a_corrupted_group_file_neither_crashes_nor_uncaps_the_members() {
             .expect("exits after the frontend");
         assert_eq!(st.code(), Some(0), "{}", d.stderr());
     }
-    let (ra, rb) = (ra.expect("a served"), rb.expect("b served"));
+    let (ra, rb) = (ra.expect("a served").series, rb.expect("b served").series);
     // After the corruption (t = 2 s on): not uncapped (the members' own flags stand in for
     // the live budget), and neither stopped.
     let sum: f64 = ra[20..50].iter().chain(&rb[20..50]).sum::<f64>() / 30.0;
