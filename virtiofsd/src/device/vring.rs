@@ -28,13 +28,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Requests popped from a ring and not yet completed, and what to do when the ring stops.
 /// The count is an atomic (touched twice per request); the lock and condvar serve only a stop
-/// waiting for it to reach zero. Which heads are in flight is a bit set (4 KiB per ring), so a
+/// waiting for it to reach zero, and a completion touches them only while a stop waits (a
+/// condvar's notify is a futex syscall even with no waiter: once per emptied batch otherwise). Which heads are in flight is a bit set (4 KiB per ring), so a
 /// head the guest publishes again while it is in flight is caught before it is served twice.
 pub struct Inflight {
     count: AtomicUsize,
     heads: Box<[AtomicU64]>,
     lock: Mutex<()>,
     idle: Condvar,
+    /// Stops waiting on `idle`.
+    waiters: AtomicUsize,
     on_stop: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// The ring's virtqueue index, once the backend has processed it (the library creates
     /// rings without telling them).
@@ -50,6 +53,7 @@ impl Default for Inflight {
                 .collect(),
             lock: Mutex::default(),
             idle: Condvar::default(),
+            waiters: AtomicUsize::new(0),
             on_stop: Mutex::default(),
             queue: AtomicU16::new(0),
         }
@@ -77,18 +81,20 @@ impl Inflight {
 
     /// Counts `n` newly popped requests.
     pub fn add(&self, n: usize) {
-        self.count.fetch_add(n, Ordering::AcqRel);
+        self.count.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Counts one completed request.
     pub fn done(&self) {
         let prev = self
             .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
                 Some(c.saturating_sub(1))
             })
             .unwrap_or(0);
-        if prev <= 1 {
+        // SeqCst on both sides: either this load sees a stop's `waiters` increment, or that stop's
+        // next look at the count sees this decrement and does not wait.
+        if prev <= 1 && self.waiters.load(Ordering::SeqCst) > 0 {
             // Taken so the wake-up cannot fall between a waiter's check and its wait.
             let _g = self.lock.lock().unwrap();
             self.idle.notify_all();
@@ -97,7 +103,7 @@ impl Inflight {
 
     /// Requests currently in flight.
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        self.count.load(Ordering::SeqCst)
     }
 
     /// Registers a callback run when the ring stops, before waiting (e.g. release parked requests).
@@ -110,10 +116,12 @@ impl Inflight {
             f();
         }
         let g = self.lock.lock().unwrap();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         let (_g, res) = self
             .idle
             .wait_timeout_while(g, DRAIN_TIMEOUT, |_| self.count() > 0)
             .unwrap();
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
         if res.timed_out() {
             log::error!(
                 "ring stop: {} request(s) still in flight after {DRAIN_TIMEOUT:?}",
@@ -234,5 +242,48 @@ impl VringT<GuestMem> for FsVring {
     }
     fn set_err(&self, file: Option<File>) {
         self.inner.set_err(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A stop waiting for the last in-flight request returns when it completes, however the
+    /// completion and the stop's wait interleave (a lost wake-up would hang for DRAIN_TIMEOUT).
+    #[test]
+    fn a_stop_returns_when_the_last_request_completes() {
+        let inflight = Arc::new(Inflight::default());
+        let start = Instant::now();
+        for i in 0..2000u32 {
+            inflight.add(2);
+            let i2 = Arc::clone(&inflight);
+            let stop = std::thread::spawn(move || i2.drain());
+            inflight.done();
+            if i % 2 == 0 {
+                std::thread::yield_now();
+            }
+            inflight.done();
+            stop.join().unwrap();
+            assert_eq!(inflight.count(), 0);
+        }
+        assert!(
+            start.elapsed() < DRAIN_TIMEOUT,
+            "a stop waited out its timeout: a wake-up was lost"
+        );
+    }
+
+    /// With no stop waiting, completing a batch touches neither the lock nor the condvar.
+    #[test]
+    fn completions_without_a_stop_leave_the_lock_alone() {
+        let inflight = Inflight::default();
+        let held = inflight.lock.lock().unwrap();
+        inflight.add(3);
+        for _ in 0..3 {
+            inflight.done(); // would deadlock on the held lock if it took it
+        }
+        drop(held);
+        assert_eq!(inflight.count(), 0);
     }
 }
