@@ -5,7 +5,7 @@
 # Writes benches/RESULTS.md and benches/results/*.json (regenerated on every run; never edit).
 #
 # Usage: benches/run.sh [--rounds N] [--duration S] [--pools L] [--guest-rounds N] [--no-guest]
-#                       [--quick] [--ours-a PATH --ours-b PATH] [--only SECTIONS]
+#                       [--quick] [--ours-a PATH --ours-b PATH] [--only SECTIONS] [--disk-scratch]
 #   --rounds N        host-tier rounds (default 5)
 #   --duration S      measured seconds per workload (default 3; plus 0.5 s warm-up)
 #   --pools L         thread-pool sizes, comma-separated (default 0,1,4; Kata's default is 1)
@@ -20,6 +20,8 @@
 #   --only SECTIONS   run only these, comma-separated: host, limited, guest, queues, guest-queues, group
 #   --quick           CI smoke: 1 round, 1 s, 32 MiB files, pool 0 only, 1 guest round
 #   --results DIR     where to write (default benches/results; RESULTS.md goes beside it)
+#   --disk-scratch    keep the shared directories on /tmp's filesystem instead of a tmpfs
+#                     (see benches/README.md, "Where the shares live")
 # Environment: CARGO_TARGET_DIR (default: the workspace's target/), VUFS_BENCH_CACHE (where
 # upstream is installed, default ~/.cache/vufs-bench), GUEST_ACCEL (tcg|kvm|auto). The
 # guest-queues tier runs on the backports stack (QEMU 10 + Linux 6.12), installed by
@@ -30,7 +32,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROUNDS=5 DURATION=3 GUEST_ROUNDS="" GUEST_RUNTIME=3 GUEST=1 QUICK=0 POOLS_OPT="" OURS_A="" OURS_B=""
-CHURN_FILES=2000 QUEUE_DURATION="" ONLY=""
+CHURN_FILES=2000 QUEUE_DURATION="" ONLY="" DISK_SCRATCH=0
 RESULTS=benches/results
 while (($#)); do
   case "$1" in
@@ -47,7 +49,8 @@ while (($#)); do
     --only) ONLY=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --results) RESULTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --disk-scratch) DISK_SCRATCH=1; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -78,6 +81,7 @@ if [ -n "$OURS_A" ]; then CMDLINE+=" --ours-a $OURS_A"; fi
 if [ -n "$OURS_B" ]; then CMDLINE+=" --ours-b $OURS_B"; fi
 CMDLINE+=" --queue-duration $QUEUE_DURATION"
 if ((!GUEST)); then CMDLINE+=" --no-guest"; fi
+if ((DISK_SCRATCH)); then CMDLINE+=" --disk-scratch"; fi
 if [ -n "$ONLY" ]; then CMDLINE+=" --only $ONLY"; fi
 if ((QUICK)); then CMDLINE+=" --quick"; fi
 
@@ -122,7 +126,15 @@ mkdir -p "$OUT"
 rm -rf "$OUT/raw" "$OUT"/host.json "$OUT"/guest.json "$OUT"/limited.json "$OUT"/limited.svg "$OUT"/summary.json \
   "$OUT"/queues.json "$OUT"/guest-queues.json
 SCRATCH=$(mktemp -d /tmp/vufs-bench.XXXXXX)
-trap 'rm -rf "$SCRATCH"' EXIT
+if ((DISK_SCRATCH)); then
+  trap 'rm -rf "$SCRATCH"' EXIT
+else
+  # The shares live on a tmpfs, the same for every daemon and round: an ext4 without a journal
+  # (this machine's root) makes a create cost grow with the inodes freed in the last minutes,
+  # in bursts that hit both daemons (benches/README.md, "Where the shares live").
+  mount -t tmpfs -o size=8G,mode=0755 vufs-bench "$SCRATCH"
+  trap 'umount "$SCRATCH"; rm -rf "$SCRATCH"' EXIT
+fi
 
 if runs host; then
 log "host tier: $ROUNDS rounds x pools $POOLS, $DURATION s per workload"

@@ -54,7 +54,8 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
              one after the other in an order rotated every round (ours, upstream, ours-with-limits, then \
              upstream, ours-with-limits, ours, …). A fresh daemon per run; one connection runs all \
              workloads in order ({}), each {} s measured after {} s warm-up, queue depth {}, \
-             {} MiB files prepared on the host (page cache warm for every daemon alike). \
+             {} MiB files prepared on the host (page cache warm for every daemon alike) in the \
+             shared directory, on `{}`. \
              READ data is checked against the file pattern (every byte of every {}-th READ, the \
              per-4-KiB offset tags of all others); the written file is checked on the host after each run.\n\
              * Daemon arguments: `{}` plus `--thread-pool-size=N` (and `--socket-path`, `--shared-dir`). \
@@ -63,7 +64,7 @@ pub fn write(results: &Path, md: &Path, command: &str) -> Result<(), String> {
              The machine is shared (other processes may have been running): compare ratios within this run only.\n",
             st["daemon_cpu"], st["generator_cpu"], st["rounds"],
             st["workloads"].as_str().unwrap_or(""), st["duration_s"], st["warmup_s"], st["qd"], st["file_mib"],
-            st["verify_every"],
+            st["share_fs"].as_str().unwrap_or("an unrecorded filesystem"), st["verify_every"],
             st["common_args"].as_str().unwrap_or(""), st["limit_args"].as_str().unwrap_or("")
         );
         let s = host_series(h);

@@ -217,6 +217,17 @@ fn split(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
+/// The filesystem the shared directory is on, as findmnt names it: type, source and options.
+fn share_fs(dir: &Path) -> String {
+    Command::new("findmnt")
+        .args(["-no", "FSTYPE,SOURCE,OPTIONS", "-T"])
+        .arg(dir)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 fn machine() -> Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -368,6 +379,7 @@ fn host(d: &Daemons, g: &Load, churn_files: u64) -> Result<(), String> {
             "ours": d.ours, "ours_b": d.ours_b,
             "common_args": d.common, "limit_args": d.limits,
             "daemon_cpu": DAEMON_CPU, "generator_cpu": GEN_CPU,
+            "share_fs": share_fs(&s.share),
         },
     });
     // Files once, on the host; both daemons serve the same directory in turn.
