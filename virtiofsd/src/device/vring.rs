@@ -29,8 +29,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests popped from a ring and not yet completed, and what to do when the ring stops.
 /// The count is an atomic (touched twice per request); the lock and condvar serve only a stop
 /// waiting for it to reach zero, and a completion touches them only while a stop waits (a
-/// condvar's notify is a futex syscall even with no waiter: once per emptied batch otherwise). Which heads are in flight is a bit set (4 KiB per ring), so a
-/// head the guest publishes again while it is in flight is caught before it is served twice.
+/// condvar's notify is a futex syscall even with no waiter: once per emptied batch otherwise).
+/// Which heads are in flight is a bit set (4 KiB per ring), so a head the guest publishes again
+/// while it is in flight is caught before it is served twice.
 pub struct Inflight {
     count: AtomicUsize,
     heads: Box<[AtomicU64]>,
